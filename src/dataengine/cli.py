@@ -1,0 +1,197 @@
+"""The `dataengine` command: a thin layer over the library, one subcommand per stage."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+
+from .errors import DataError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="A closed-loop data engine for multimodal LLMs (after MLLM-DataEngine).")
+console = Console()
+
+
+def _fail(e: Exception) -> None:
+    Console(stderr=True).print(f"[red]error:[/red] {e}", soft_wrap=True, highlight=False)
+    raise typer.Exit(2)
+
+
+@app.command()
+def loop(config: Optional[Path] = typer.Option(None, help="YAML run config; defaults build the embedded world."),
+         run_dir: Path = typer.Option(Path("runs/default"), help="Where every round's files go; re-run to resume."),
+         rounds: Optional[int] = typer.Option(None, help="Rounds after the base round (config default: 3).")):
+    """Run evaluate -> plan -> generate -> filter -> train -> evaluate for several rounds."""
+    from .config import load_config
+    from .loop import Loop
+    try:
+        Loop(load_config(config), run_dir, console).run(rounds)
+    except DataError as e:
+        _fail(e)
+
+
+@app.command()
+def world(out: Path = typer.Argument(..., help="Folder for images/, pool.jsonl, benchmark.json, starter.jsonl."),
+          config: Optional[Path] = typer.Option(None)):
+    """Render the synthetic world: generation pool, SEED-format benchmark, starter set."""
+    from .config import load_config
+    from .loop import build_world
+    try:
+        inputs = build_world(load_config(config), out)
+    except DataError as e:
+        _fail(e)
+    console.print(f"wrote {inputs.benchmark}, {inputs.pool}, {inputs.original} and images under {inputs.image_root}")
+
+
+@app.command("init-model")
+def init_model(out: Path = typer.Argument(...), corpus_from: Path = typer.Option(..., help="JSONL of samples for the tokenizer.")):
+    """Build the tiny random-initialised LLaVA model (no training) with a tokenizer trained on your data."""
+    from .loop import corpus
+    from .model import build_tiny
+    from .records import Sample, read_jsonl
+    try:
+        build_tiny(corpus(read_jsonl(corpus_from, Sample))).save(out)
+    except DataError as e:
+        _fail(e)
+    console.print(f"wrote {out}")
+
+
+@app.command()
+def evaluate(model: Path = typer.Option(...), benchmark: Path = typer.Option(..., help="SEED-Bench JSON."),
+             image_root: Path = typer.Option(...), out: Path = typer.Option(...),
+             method: str = typer.Option("likelihood", help="likelihood or letter"),
+             batch_size: int = typer.Option(16)):
+    """Evaluate a model: predictions.jsonl, badcases.jsonl, results.json in OUT."""
+    from .benchmark import read_seed
+    from .evaluate import run_evaluate
+    from .loop import progress_bar
+    from .model import VLM
+    from .report import accuracy_table
+    try:
+        questions = read_seed(benchmark)
+        vlm = VLM.load(model)
+        with progress_bar(console) as p:
+            res = run_evaluate(vlm, questions, image_root, out, method, batch_size, benchmark.name, progress=p)
+    except DataError as e:
+        _fail(e)
+    console.print(accuracy_table([res], title=f"{benchmark.name} ({method})"))
+
+
+@app.command()
+def plan(eval_dir: Path = typer.Option(..., "--eval", help="An evaluate output folder."),
+         budget: int = typer.Option(900), strategy: str = typer.Option("sqrt-error"),
+         examples: int = typer.Option(10, help="Bad cases per type kept as in-context examples."),
+         out: Path = typer.Option(...), seed: int = typer.Option(0)):
+    """Adaptive Bad-case Sampling: items per type for the next round, and in-context bad cases."""
+    from .evaluate import load_results
+    from .records import Prediction, read_jsonl, write_json
+    from .report import counts_table
+    from .sample import plan as make_plan
+    try:
+        res = load_results(eval_dir)
+        p = make_plan(res.accuracies(), read_jsonl(eval_dir / "badcases.jsonl", Prediction), budget, strategy, examples, seed=seed)
+    except DataError as e:
+        _fail(e)
+    write_json(out, p)
+    console.print(counts_table([p]))
+
+
+@app.command()
+def generate(plan_file: Path = typer.Option(..., "--plan"), pool: Path = typer.Option(..., help="JSONL of image annotations."),
+             out: Path = typer.Option(...), seed: int = typer.Option(0), focus: float = typer.Option(0.5)):
+    """Generate items per the plan with the grounded generator."""
+    from .generate import GroundedGenerator, generate as gen
+    from .loop import progress_bar
+    from .records import ImageAnnotation, read_jsonl, write_jsonl
+    from .sample import Plan
+    try:
+        if not plan_file.exists():
+            raise DataError(f"{plan_file}: plan file not found")
+        p = Plan.model_validate_json(plan_file.read_text())
+        anns = read_jsonl(pool, ImageAnnotation)
+        with progress_bar(console) as bar:
+            items = gen(p.counts(), anns, GroundedGenerator(focus=focus), p.examples(), seed=seed, progress=bar)
+    except DataError as e:
+        _fail(e)
+    write_jsonl(out, items)
+    console.print(f"wrote {len(items)} items to {out}")
+
+
+@app.command("filter")
+def filter_cmd(inp: Path = typer.Argument(..., help="Generated JSONL."), out: Path = typer.Option(...),
+               benchmark: Path = typer.Option(..., help="SEED-Bench JSON whose images must stay out."),
+               image_root: Path = typer.Option(...), pool: Optional[Path] = typer.Option(None, help="Annotations to verify against.")):
+    """Drop malformed, wrong, duplicate and benchmark-leaking items; rejected ones go beside OUT."""
+    from .benchmark import read_seed
+    from .filter import BenchmarkGuard, filter_samples
+    from .records import ImageAnnotation, Sample, read_jsonl, write_json, write_jsonl
+    try:
+        samples = read_jsonl(inp, Sample)
+        if not samples:
+            raise DataError(f"{inp}: no generated items to filter")
+        anns = {a.image: a for a in read_jsonl(pool, ImageAnnotation)} if pool else None
+        kept, dropped, report = filter_samples(samples, BenchmarkGuard(read_seed(benchmark), image_root), anns)
+    except DataError as e:
+        _fail(e)
+    write_jsonl(out, kept)
+    write_jsonl(out.with_name(out.stem + ".rejected.jsonl"), [s.model_copy(update={"source": f"{s.source} | {r}"}) for s, r in dropped])
+    write_json(out.with_name(out.stem + ".report.json"), report)
+    console.print(f"kept {report.kept} of {len(samples)}; dropped {report.dropped or 'none'}")
+
+
+@app.command()
+def train(model: Path = typer.Option(...), data: list[Path] = typer.Option(..., help="Sample JSONL files; repeat to mix."),
+          image_root: Path = typer.Option(...), out: Path = typer.Option(...), epochs: float = typer.Option(1.0),
+          lr: float = typer.Option(5e-4), batch_size: int = typer.Option(16), lora: bool = typer.Option(False),
+          lora_r: int = typer.Option(16), seed: int = typer.Option(0)):
+    """Fine-tune MODEL on DATA (full, or LoRA merged back) and save it to OUT as safetensors."""
+    from .loop import progress_bar
+    from .model import VLM
+    from .records import Sample, read_jsonl
+    from .train import LoraConfig, TrainConfig, train as do_train
+    try:
+        samples = [s for f in data for s in read_jsonl(f, Sample)]
+        vlm = VLM.load(model)
+        cfg = TrainConfig(epochs=epochs, lr=lr, batch_size=batch_size, seed=seed,
+                          lora=LoraConfig(r=lora_r, alpha=2 * lora_r) if lora else None)
+        with progress_bar(console) as p:
+            log = do_train(vlm, samples, image_root, out, cfg, progress=p)
+    except DataError as e:
+        _fail(e)
+    console.print(f"trained {log['steps']} steps on {log['samples']} items; loss {log['losses'][0]:.3f} -> {log['losses'][-1]:.3f}")
+
+
+@app.command()
+def export(inp: Path = typer.Argument(...), out: Path = typer.Option(...), form: str = typer.Option("both", help="direct, choice or both")):
+    """Export samples to the LLaVA conversation JSON."""
+    from .export import export_llava
+    from .records import Sample, read_jsonl
+    try:
+        rows = export_llava(read_jsonl(inp, Sample), out, form)
+    except (DataError, ValueError) as e:
+        _fail(e)
+    console.print(f"wrote {out}")
+
+
+@app.command()
+def report(run_dir: Path = typer.Argument(Path("runs/default"))):
+    """Print the accuracy table of a run, round by round."""
+    from .loop import Loop
+    from .config import RunConfig
+    from .report import accuracy_table, counts_table, run_results
+    results = run_results(run_dir)
+    if not results:
+        _fail(DataError(f"{run_dir}: no evaluated rounds here"))
+    console.print(accuracy_table(results))
+    console.print(counts_table(Loop(RunConfig(), run_dir).plans(len(results) - 1)))
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

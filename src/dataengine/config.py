@@ -1,0 +1,89 @@
+"""One config for a whole run, in YAML. Every field has a default: `dataengine loop` needs none."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+from pydantic import BaseModel, Field, ValidationError
+
+from .errors import DataError
+from .model import TinyConfig
+from .train import TrainConfig
+
+
+class WorldConfig(BaseModel):
+    """The embedded synthetic world: used when `data` names no real files."""
+    pool_size: int = 5000
+    benchmark_per_type: int = 60
+    image_size: int = 96
+    # Round 0's training set is deliberately imbalanced, so the loop has weaknesses to find.
+    starter: dict[int, int] = {1: 250, 2: 250, 3: 250, 4: 40, 5: 40, 6: 250, 7: 40, 8: 250, 9: 40}
+
+
+class DataConfig(BaseModel):
+    """Real files. Relative paths are taken from the directory you run in."""
+    benchmark: str | None = None  # SEED-Bench JSON
+    image_root: str | None = None
+    pool: str | None = None  # image annotations, JSON lines of ImageAnnotation
+    original: str | None = None  # the original training data, JSON lines of Sample
+
+
+class ModelConfig(BaseModel):
+    path: str | None = None  # a checkpoint; None builds the tiny default model
+    tiny: TinyConfig = TinyConfig()
+    base_epochs: float = 3.0  # round 0 training of the tiny model on the original data
+
+
+class EvalConfig(BaseModel):
+    method: str = "likelihood"
+    batch_size: int = 16
+
+
+class SampleConfig(BaseModel):
+    strategy: str = "sqrt-error"
+    budget: int = 900  # incremental items per round
+    examples_per_type: int = 10
+    dedup_threshold: float = 0.9
+
+
+class GenerateConfig(BaseModel):
+    generator: str = "grounded"
+    focus: float = 0.5
+    oversample: int = 3
+
+
+class RoundTrainConfig(TrainConfig):
+    original_fraction: float = 1.0  # share of the original data mixed into each round
+    incremental: str = "all"  # "all": every round's data so far; "latest": this round's only
+
+
+class RunConfig(BaseModel):
+    seed: int = 0
+    rounds: int = 3
+    world: WorldConfig = WorldConfig()
+    data: DataConfig = DataConfig()
+    model: ModelConfig = ModelConfig()
+    evaluate: EvalConfig = EvalConfig()
+    sample: SampleConfig = SampleConfig()
+    generate: GenerateConfig = GenerateConfig()
+    train: RoundTrainConfig = Field(default_factory=lambda: RoundTrainConfig(epochs=1.0))
+
+
+def load_config(path: str | Path | None) -> RunConfig:
+    if path is None:
+        return RunConfig()
+    path = Path(path)
+    if not path.exists():
+        raise DataError(f"{path}: config file not found")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+        return RunConfig.model_validate(raw)
+    except yaml.YAMLError as e:
+        raise DataError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
+    except ValidationError as e:
+        err = e.errors()[0]
+        raise DataError(f"{path}: {'.'.join(str(x) for x in err['loc'])}: {err['msg']}") from None
+
+
+def dump_config(cfg: RunConfig) -> str:
+    return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)

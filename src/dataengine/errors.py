@@ -1,0 +1,2 @@
+class DataError(Exception):
+    """Bad input: the message names the file and the item, on one line."""

@@ -1,0 +1,121 @@
+"""Evaluate: answer every benchmark question, score per question type, keep each wrong answer.
+
+Two ways to answer, as SEED-Bench does: `likelihood` picks the option with the lowest loss given image
+and question (for generative models); `letter` lists the options and asks for the letter (the v2 way).
+Predictions are appended as batches finish, so a killed evaluation resumes where it stopped.
+"""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from rich.progress import Progress
+
+from .errors import DataError
+from .images import load_image, resolve
+from .model import VLM
+from .records import LETTERS, EvalResult, Prediction, Question, TypeResult, qtype_name, read_jsonl, write_json, write_jsonl
+
+LETTER_INSTRUCTION = "Answer with the option's letter from the given choices directly."
+
+
+def letter_prompt(q: Question) -> str:
+    opts = "\n".join(f"{l}. {o}" for l, o in zip(LETTERS, q.options))
+    return f"{q.question}\n{opts}\n{LETTER_INSTRUCTION}"
+
+
+def extract_letter(text: str, options: list[str]) -> str | None:
+    """Map free text to a letter: a bare letter first, then an option's text."""
+    # "B", "B.", "(B) ...", "B: ..." are letters; "A cat" is an article.
+    m = re.match(r"^\s*\(?([A-D])(?:[\).:]|\s*$)", text)
+    if m:
+        return m.group(1)
+    low = text.strip().lower()
+    hits = [l for l, o in zip(LETTERS, options) if o.lower() and o.lower() in low]
+    return hits[0] if len(hits) == 1 else None
+
+
+def check_images(questions: list[Question], image_root: str | Path, source: str) -> None:
+    """Fail before any work if an image is missing, so nothing half-done is left behind."""
+    for q in questions:
+        path = resolve(image_root, q.image, where=f"{source}: question {q.question_id}")
+        if not path.exists():
+            raise DataError(f"{path}: {source}: question {q.question_id}: image not found")
+
+
+def evaluate(vlm: VLM, questions: list[Question], image_root: str | Path, method: str = "likelihood",
+             batch_size: int = 16, source: str = "benchmark", done: list[Prediction] | None = None,
+             on_batch=None, progress: Progress | None = None) -> list[Prediction]:
+    if method not in ("likelihood", "letter"):
+        raise DataError(f"unknown evaluation method {method!r} (likelihood or letter)")
+    check_images(questions, image_root, source)
+    finished = {p.question_id: p for p in (done or [])}
+    todo = [q for q in questions if q.question_id not in finished]
+    task = progress.add_task("evaluate", total=len(questions), completed=len(finished)) if progress else None
+    for start in range(0, len(todo), batch_size):
+        chunk = todo[start:start + batch_size]
+        images = [load_image(image_root, q.image, where=f"{source}: question {q.question_id}") for q in chunk]
+        preds = []
+        if method == "likelihood":
+            scores = vlm.score_options([(img, q.question, q.options) for img, q in zip(images, chunk)])
+            for q, s in zip(chunk, scores):
+                pred = LETTERS[min(range(len(s)), key=s.__getitem__)]
+                preds.append(_prediction(q, pred, scores=s))
+        else:
+            texts = vlm.generate([(img, letter_prompt(q)) for img, q in zip(images, chunk)])
+            for q, t in zip(chunk, texts):
+                preds.append(_prediction(q, extract_letter(t, q.options) or "", raw=t))
+        for p in preds:
+            finished[p.question_id] = p
+        if on_batch:
+            on_batch(preds)
+        if progress:
+            progress.advance(task, len(chunk))
+    return [finished[q.question_id] for q in questions]
+
+
+def _prediction(q: Question, pred: str, scores=None, raw: str = "") -> Prediction:
+    return Prediction(question_id=q.question_id, qtype=q.qtype, image=q.image, question=q.question, options=q.options,
+                      answer=q.answer, prediction=pred, correct=pred == q.answer, scores=scores or [], raw=raw)
+
+
+def summarize(preds: list[Prediction], benchmark: str = "", method: str = "likelihood") -> EvalResult:
+    per: dict[int, TypeResult] = {}
+    for p in preds:
+        r = per.setdefault(p.qtype, TypeResult(qtype=p.qtype, name=qtype_name(p.qtype), total=0, correct=0))
+        r.total += 1
+        r.correct += p.correct
+    per = dict(sorted(per.items()))
+    return EvalResult(benchmark=benchmark, method=method, per_type=per, total=len(preds),
+                      correct=sum(p.correct for p in preds))
+
+
+def run_evaluate(vlm: VLM, questions: list[Question], image_root: str | Path, out_dir: str | Path,
+                 method: str = "likelihood", batch_size: int = 16, benchmark: str = "",
+                 progress: Progress | None = None) -> EvalResult:
+    """Evaluate into `out_dir`: predictions.jsonl, badcases.jsonl, results.json. Resumes a killed run."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    partial = out_dir / "predictions.partial.jsonl"
+    done = read_jsonl(partial, Prediction) if partial.exists() else []
+
+    def append(preds):
+        with partial.open("a", encoding="utf-8") as f:
+            for p in preds:
+                f.write(p.model_dump_json() + "\n")
+
+    preds = evaluate(vlm, questions, image_root, method, batch_size, source=benchmark or "benchmark",
+                     done=done, on_batch=append, progress=progress)
+    result = summarize(preds, benchmark, method)
+    write_jsonl(out_dir / "predictions.jsonl", preds)
+    write_jsonl(out_dir / "badcases.jsonl", [p for p in preds if not p.correct])
+    write_json(out_dir / "results.json", result)
+    partial.unlink(missing_ok=True)
+    return result
+
+
+def load_results(out_dir: str | Path) -> EvalResult:
+    path = Path(out_dir) / "results.json"
+    if not path.exists():
+        raise DataError(f"{path}: no evaluation results here")
+    return EvalResult.model_validate_json(path.read_text())

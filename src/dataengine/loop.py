@@ -1,0 +1,233 @@
+"""The closed loop: evaluate -> plan (ABS) -> generate -> filter -> train -> evaluate, for N rounds.
+
+Everything lands in one run directory; each stage is skipped when its output is already there, so
+an interrupted run resumes with `dataengine loop` again and loses no finished stage.
+
+    run/
+      config.yaml
+      world/            the synthetic world (images/, pool.jsonl, benchmark.json, starter.jsonl)
+      round_0/model/    the base model;  round_0/eval/  its evaluation
+      round_k/plan.json generated.jsonl filtered.jsonl rejected.jsonl filter_report.json model/ eval/
+      summary.json
+"""
+from __future__ import annotations
+
+import json
+import random
+from dataclasses import dataclass
+from pathlib import Path
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from .benchmark import read_seed, write_seed
+from .config import RunConfig, dump_config
+from .errors import DataError
+from .evaluate import load_results, run_evaluate
+from .filter import BenchmarkGuard, filter_samples
+from .generate import GroundedGenerator, generate
+from .model import VLM, build_tiny
+from .records import ImageAnnotation, Prediction, Question, Sample, read_jsonl, write_json, write_jsonl
+from .report import accuracy_table, counts_table
+from .sample import Plan, plan
+from .train import train
+from .world import build_pool
+
+
+@dataclass
+class Inputs:
+    benchmark: Path
+    image_root: Path
+    pool: Path
+    original: Path
+
+
+def progress_bar(console: Console | None = None) -> Progress:
+    return Progress(TextColumn("{task.description:>10}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                    console=console, transient=True)
+
+
+def build_world(cfg: RunConfig, out: Path) -> Inputs:
+    """Render the synthetic world: a generation pool, a held-out SEED-format benchmark, a starter set."""
+    w, out = cfg.world, Path(out)
+    inputs = Inputs(out / "benchmark.json", out / "images", out / "pool.jsonl", out / "starter.jsonl")
+    if all(p.exists() for p in (inputs.benchmark, inputs.pool, inputs.original)):
+        return inputs
+    size = w.image_size
+    # Disjoint seed ranges keep the benchmark's scenes out of the pool by construction.
+    pool = build_pool(inputs.image_root, "pool", range(cfg.seed * 10**6, cfg.seed * 10**6 + w.pool_size), size)
+    bench = build_pool(inputs.image_root, "bench", range(cfg.seed * 10**6 + 500_000, cfg.seed * 10**6 + 500_000 + w.benchmark_per_type * 4), size)
+    items = generate({t: w.benchmark_per_type for t in range(1, 10)}, bench, GroundedGenerator(source="bench"), seed=cfg.seed + 7)
+    short = {t: w.benchmark_per_type - sum(s.qtype == t for s in items) for t in range(1, 10)}
+    if any(short.values()):
+        raise DataError(f"{out}: the benchmark scenes could not supply every type: short by {short}")
+    write_seed(inputs.benchmark, [Question(question_id=f"{i:05d}", question=s.instruction, options=s.options,
+                                           answer=s.choice_answer, qtype=s.qtype, image=s.image) for i, s in enumerate(items)])
+    # The starter set draws from the second half of the pool; later rounds may use all of it.
+    starter = generate(dict(w.starter), pool[len(pool) // 2:], GroundedGenerator(source="starter"), seed=cfg.seed + 11)
+    write_jsonl(inputs.pool, pool)
+    write_jsonl(inputs.original, starter)
+    return inputs
+
+
+def resolve_inputs(cfg: RunConfig, run_dir: Path) -> Inputs:
+    d = cfg.data
+    if not any([d.benchmark, d.pool, d.original, d.image_root]):
+        return build_world(cfg, run_dir / "world")
+    missing = [k for k in ("benchmark", "image_root", "pool", "original") if not getattr(d, k)]
+    if missing:
+        raise DataError(f"config: data.{missing[0]} is needed when any data file is given")
+    return Inputs(Path(d.benchmark), Path(d.image_root), Path(d.pool), Path(d.original))
+
+
+def corpus(samples: list[Sample]) -> list[str]:
+    """Text to train the tiny model's tokenizer on: the original data and every word the world uses."""
+    from .evaluate import LETTER_INSTRUCTION
+    from .world import CATEGORIES, COLORS, CONTACTS, NUMBERS, SETTINGS, WORDS
+    from .generate import DIRECTIONS, QUADRANTS
+
+    words = CATEGORIES + list(COLORS) + CONTACTS + NUMBERS + SETTINGS + WORDS + list(DIRECTIONS.values()) + QUADRANTS
+    texts = [f"USER: <image>\n{s.instruction} ASSISTANT: {s.short_answer} {s.answer} {' '.join(s.options)}" for s in samples]
+    return texts + [" ".join(words)] * 5 + [f"A. B. C. D. {LETTER_INSTRUCTION}"] * 5
+
+
+class Loop:
+    def __init__(self, cfg: RunConfig, run_dir: str | Path, console: Console | None = None):
+        self.cfg, self.run_dir = cfg, Path(run_dir)
+        self.console = console or Console()
+
+    # ---- helpers ----
+    def _check_config(self) -> None:
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        path = self.run_dir / "config.yaml"
+        text = dump_config(self.cfg)
+        if path.exists() and path.read_text() != text:
+            raise DataError(f"{path}: this run directory was made with another config; use a new --run-dir "
+                            f"or the same config to resume")
+        path.write_text(text)
+
+    def _log(self, msg: str) -> None:
+        self.console.print(msg)
+
+    def _evaluate(self, model_dir: Path, eval_dir: Path, questions: list[Question], inputs: Inputs, vlm: VLM | None = None):
+        if (eval_dir / "results.json").exists():
+            return load_results(eval_dir)
+        vlm = vlm or VLM.load(model_dir)
+        with progress_bar(self.console) as p:
+            return run_evaluate(vlm, questions, inputs.image_root, eval_dir, self.cfg.evaluate.method,
+                                self.cfg.evaluate.batch_size, benchmark=inputs.benchmark.name, progress=p)
+
+    # ---- the run ----
+    def run(self, rounds: int | None = None) -> list:
+        cfg = self.cfg
+        rounds = cfg.rounds if rounds is None else rounds
+        self._check_config()
+        inputs = resolve_inputs(cfg, self.run_dir)
+        questions = read_seed(inputs.benchmark)
+        original = read_jsonl(inputs.original, Sample)
+        if not original and cfg.model.path is None:
+            raise DataError(f"{inputs.original}: the original training set is empty")
+        results = [self.round_zero(inputs, questions, original)]
+        self._log(accuracy_table(results))
+        if rounds > 0:
+            pool = read_jsonl(inputs.pool, ImageAnnotation)
+            guard = BenchmarkGuard(questions, inputs.image_root)
+            for k in range(1, rounds + 1):
+                results.append(self.round(k, inputs, questions, original, pool, guard))
+                self._log(accuracy_table(results))
+        self._log(counts_table(self.plans(rounds)))
+        write_json(self.run_dir / "summary.json", {
+            "rounds": [{"round": k, "accuracy": r.accuracy, "per_type": {t: x.accuracy for t, x in r.per_type.items()}}
+                       for k, r in enumerate(results)],
+        })
+        return results
+
+    def round_zero(self, inputs: Inputs, questions: list[Question], original: list[Sample]):
+        rd = self.run_dir / "round_0"
+        model_dir = rd / "model"
+        vlm = None
+        if not (model_dir / "config.json").exists():
+            if self.cfg.model.path:
+                vlm = VLM.load(self.cfg.model.path)
+                vlm.save(model_dir)
+            else:
+                self._log(f"round 0: building the tiny model and training it on {len(original)} starter items")
+                vlm = build_tiny(corpus(original), self.cfg.model.tiny)
+                base = self.cfg.train.model_copy(update={"epochs": self.cfg.model.base_epochs})
+                with progress_bar(self.console) as p:
+                    train(vlm, original, inputs.image_root, model_dir, base, progress=p)
+        return self._evaluate(model_dir, rd / "eval", questions, inputs, vlm)
+
+    def plans(self, rounds: int) -> list[Plan]:
+        out = []
+        for k in range(1, rounds + 1):
+            p = self.run_dir / f"round_{k}" / "plan.json"
+            if p.exists():
+                out.append(Plan.model_validate_json(p.read_text()))
+        return out
+
+    def round(self, k: int, inputs: Inputs, questions, original, pool, guard):
+        cfg, rd, prev = self.cfg, self.run_dir / f"round_{k}", self.run_dir / f"round_{k - 1}"
+        rd.mkdir(parents=True, exist_ok=True)
+        # 1. plan (ABS) from the previous round's evaluation
+        plan_path = rd / "plan.json"
+        if plan_path.exists():
+            the_plan = Plan.model_validate_json(plan_path.read_text())
+        else:
+            res = load_results(prev / "eval")
+            bad = read_jsonl(prev / "eval" / "badcases.jsonl", Prediction)
+            s = cfg.sample
+            the_plan = plan(res.accuracies(), bad, s.budget, s.strategy, s.examples_per_type, s.dedup_threshold, seed=cfg.seed + k)
+            write_json(plan_path, the_plan)
+        # 2. generate, never on an image used before for the same type
+        gen_path = rd / "generated.jsonl"
+        if not gen_path.exists():
+            used: dict[int, set[str]] = {}
+            for s in original + self.incremental(k - 1, all_rounds=True):
+                used.setdefault(s.qtype, set()).add(s.image)
+            generator = GroundedGenerator(focus=cfg.generate.focus, source=f"round-{k}")
+            with progress_bar(self.console) as p:
+                items = generate(the_plan.counts(), pool, generator, the_plan.examples(), seed=cfg.seed * 100 + k,
+                                 exclude_images=used, oversample=cfg.generate.oversample, progress=p)
+            write_jsonl(gen_path, items)
+        # 3. filter
+        filt_path = rd / "filtered.jsonl"
+        if not filt_path.exists():
+            generated = read_jsonl(gen_path, Sample)
+            if not generated and the_plan.budget > 0:
+                raise DataError(f"{gen_path}: the generator wrote no items for round {k}")
+            anns = {a.image: a for a in pool}
+            kept, dropped, report = filter_samples(generated, guard, anns, seen=original + self.incremental(k - 1, all_rounds=True))
+            write_jsonl(rd / "rejected.jsonl", [s.model_copy(update={"source": f"{s.source} | {r}"}) for s, r in dropped])
+            write_json(rd / "filter_report.json", report)
+            write_jsonl(filt_path, kept)
+            self._log(f"round {k}: generated {len(generated)}, kept {len(kept)}, dropped {report.dropped or 'none'}")
+        # 4. train from the previous round's model on original + incremental data
+        model_dir = rd / "model"
+        vlm = None
+        if not (model_dir / "config.json").exists():
+            data = self.training_mix(k, original)
+            vlm = VLM.load(prev / "model")
+            with progress_bar(self.console) as p:
+                train(vlm, data, inputs.image_root, model_dir, cfg.train.model_copy(update={"seed": cfg.seed + k}), progress=p)
+        # 5. evaluate again
+        return self._evaluate(model_dir, rd / "eval", questions, inputs, vlm)
+
+    def incremental(self, k: int, all_rounds: bool) -> list[Sample]:
+        rounds = range(1, k + 1) if all_rounds else [k]
+        out = []
+        for j in rounds:
+            p = self.run_dir / f"round_{j}" / "filtered.jsonl"
+            if p.exists():
+                out += read_jsonl(p, Sample)
+        return out
+
+    def training_mix(self, k: int, original: list[Sample]) -> list[Sample]:
+        t = self.cfg.train
+        n = round(len(original) * t.original_fraction)
+        replay = random.Random(self.cfg.seed + k).sample(original, n) if n < len(original) else list(original)
+        return replay + self.incremental(k, all_rounds=t.incremental == "all")
+
+
+def load_summary(run_dir: str | Path) -> dict:
+    return json.loads((Path(run_dir) / "summary.json").read_text())

@@ -1,0 +1,205 @@
+"""The model behind one small interface: score options, generate, and the pieces training needs.
+
+`VLM.load(path)` opens any LLaVA-style `transformers` checkpoint with its own processor (the tiny
+model this project builds, or llava-hf/llava-1.5-7b-hf). `build_tiny` makes the embedded default: a
+random-initialised LLaVA (tiny CLIP tower, projector, tiny Llama) and a tokenizer trained here.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+import torch  # noqa: E402
+from PIL import Image  # noqa: E402
+from pydantic import BaseModel  # noqa: E402
+
+# The LLaVA-1.5 conversation format, for checkpoints that ship no chat template of their own.
+LLAVA_TEMPLATE = (
+    "{% for m in messages %}{% if m['role'] == 'user' %}USER: "
+    "{% for c in m['content'] %}{% if c['type'] == 'image' %}<image>\n{% endif %}{% endfor %}"
+    "{% for c in m['content'] %}{% if c['type'] == 'text' %}{{ c['text'] }}{% endif %}{% endfor %} "
+    "{% else %}ASSISTANT: {% for c in m['content'] %}{{ c['text'] }}{% endfor %}</s>{% endif %}{% endfor %}"
+    "{% if add_generation_prompt %}ASSISTANT:{% endif %}"
+)
+
+
+class TinyConfig(BaseModel):
+    """The shape of the embedded default model (a nanoGPT-style dataclass of sizes)."""
+    image_size: int = 96
+    patch_size: int = 16
+    hidden: int = 192
+    vision_layers: int = 3
+    text_layers: int = 3
+    heads: int = 4
+    vocab_size: int = 800
+    seed: int = 0
+
+
+@dataclass
+class Encoded:
+    input_ids: list[int]
+    labels: list[int]
+
+
+class VLM:
+    """A vision-language model and its processor."""
+
+    def __init__(self, model, processor, device: str | None = None):
+        self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        self.model = model.to(self.device)
+        self.processor = processor
+        self.tokenizer = processor.tokenizer
+        if self.tokenizer.pad_token_id is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+
+    # ---- loading and saving ----
+    @classmethod
+    def load(cls, path: str | Path, device: str | None = None, dtype: torch.dtype | None = None) -> "VLM":
+        from transformers import AutoModelForImageTextToText, AutoProcessor
+
+        path = Path(path)
+        if not (path / "config.json").exists():
+            from .errors import DataError
+            raise DataError(f"{path}: no model here (config.json missing)")
+        processor = AutoProcessor.from_pretrained(path)
+        if getattr(processor, "chat_template", None) is None:
+            processor.chat_template = LLAVA_TEMPLATE
+        model = AutoModelForImageTextToText.from_pretrained(path, dtype=dtype or torch.float32)
+        return cls(model, processor, device)
+
+    def save(self, path: str | Path) -> None:
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        self.model.save_pretrained(path, safe_serialization=True)
+        self.processor.save_pretrained(path)
+
+    # ---- prompts and encodings ----
+    def prompt(self, question: str) -> str:
+        messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": question}]}]
+        return self.processor.apply_chat_template(messages, add_generation_prompt=True)
+
+    def pixel_values(self, images: list[Image.Image]) -> torch.Tensor:
+        return self.processor.image_processor(images=images, return_tensors="pt")["pixel_values"]
+
+    def encode_prompt(self, question: str, image: Image.Image) -> list[int]:
+        """Token ids of the prompt, with the image placeholder expanded as the model expects."""
+        enc = self.processor(images=[image], text=[self.prompt(question)], return_tensors="pt")
+        return enc["input_ids"][0].tolist()
+
+    def encode_answer(self, answer: str) -> list[int]:
+        # Encoded apart from the prompt (as lm-eval does) so every option shares the same prefix.
+        ids = self.tokenizer(" " + answer.strip(), add_special_tokens=False)["input_ids"]
+        return ids + [self.tokenizer.eos_token_id]
+
+    def encode(self, question: str, image: Image.Image, answer: str) -> Encoded:
+        prompt = self.encode_prompt(question, image)
+        ans = self.encode_answer(answer)
+        return Encoded(prompt + ans, [-100] * len(prompt) + ans)
+
+    def collate(self, encoded: list[Encoded], pixel_values: torch.Tensor) -> dict[str, torch.Tensor]:
+        width = max(len(e.input_ids) for e in encoded)
+        pad = self.tokenizer.pad_token_id
+        ids = torch.full((len(encoded), width), pad, dtype=torch.long)
+        labels = torch.full((len(encoded), width), -100, dtype=torch.long)
+        mask = torch.zeros((len(encoded), width), dtype=torch.long)
+        for i, e in enumerate(encoded):
+            n = len(e.input_ids)
+            ids[i, :n] = torch.tensor(e.input_ids)
+            labels[i, :n] = torch.tensor(e.labels)
+            mask[i, :n] = 1
+        return {"input_ids": ids, "attention_mask": mask, "labels": labels, "pixel_values": pixel_values}
+
+    # ---- the two requests the evaluator makes ----
+    @torch.no_grad()
+    def score_options(self, items: Iterable[tuple[Image.Image, str, list[str]]], reduce: str = "mean") -> list[list[float]]:
+        """Loss of each option given image and question (lower is better), one list per item."""
+        self.model.eval()
+        encoded, images, sizes = [], [], []
+        for image, question, options in items:
+            prompt = self.encode_prompt(question, image)
+            for opt in options:
+                ans = self.encode_answer(opt)
+                encoded.append(Encoded(prompt + ans, [-100] * len(prompt) + ans))
+                images.append(image)
+            sizes.append(len(options))
+        if not encoded:
+            return []
+        batch = self.collate(encoded, self.pixel_values(images))
+        batch = {k: v.to(self.device) for k, v in batch.items()}
+        labels = batch.pop("labels")
+        logits = self.model(**batch).logits.float()
+        # Position t predicts token t+1.
+        logp = torch.log_softmax(logits[:, :-1], dim=-1)
+        target = labels[:, 1:]
+        keep = target != -100
+        tok = logp.gather(-1, target.clamp(min=0).unsqueeze(-1)).squeeze(-1) * keep
+        nll = -tok.sum(-1)
+        if reduce == "mean":
+            nll = nll / keep.sum(-1)
+        flat = nll.tolist()
+        out, i = [], 0
+        for n in sizes:
+            out.append(flat[i:i + n])
+            i += n
+        return out
+
+    @torch.no_grad()
+    def generate(self, items: Iterable[tuple[Image.Image, str]], max_new_tokens: int = 8) -> list[str]:
+        self.model.eval()
+        items = list(items)
+        encoded = [Encoded(ids, ids) for ids in (self.encode_prompt(q, img) for img, q in items)]
+        # Left padding, so that every row's next token comes right after its prompt.
+        width = max(len(e.input_ids) for e in encoded)
+        pad = self.tokenizer.pad_token_id
+        ids = torch.full((len(encoded), width), pad, dtype=torch.long)
+        mask = torch.zeros((len(encoded), width), dtype=torch.long)
+        for i, e in enumerate(encoded):
+            ids[i, width - len(e.input_ids):] = torch.tensor(e.input_ids)
+            mask[i, width - len(e.input_ids):] = 1
+        out = self.model.generate(input_ids=ids.to(self.device), attention_mask=mask.to(self.device),
+                                  pixel_values=self.pixel_values([img for img, _ in items]).to(self.device),
+                                  max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=pad)
+        return [self.tokenizer.decode(row[width:], skip_special_tokens=True).strip() for row in out]
+
+
+def train_tokenizer(corpus: Iterable[str], vocab_size: int):
+    """A byte-level BPE trained on our own text in under a second: no download."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=["<pad>", "<s>", "</s>", "<unk>", "<image>"],
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    tok.train_from_iterator(corpus, trainer)
+    return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", pad_token="<pad>",
+                                   unk_token="<unk>", extra_special_tokens={"image_token": "<image>"})
+
+
+def build_tiny(corpus: Iterable[str], cfg: TinyConfig | None = None) -> VLM:
+    from transformers import (CLIPImageProcessor, CLIPVisionConfig, LlamaConfig, LlavaConfig,
+                              LlavaForConditionalGeneration, LlavaProcessor)
+
+    cfg = cfg or TinyConfig()
+    tokenizer = train_tokenizer(corpus, cfg.vocab_size)
+    size = cfg.image_size
+    image_processor = CLIPImageProcessor(size={"shortest_edge": size}, crop_size={"height": size, "width": size})
+    processor = LlavaProcessor(image_processor=image_processor, tokenizer=tokenizer, patch_size=cfg.patch_size,
+                               vision_feature_select_strategy="default", num_additional_image_tokens=1,
+                               chat_template=LLAVA_TEMPLATE)
+    vision = CLIPVisionConfig(hidden_size=cfg.hidden, intermediate_size=cfg.hidden * 4, num_hidden_layers=cfg.vision_layers,
+                              num_attention_heads=cfg.heads, image_size=size, patch_size=cfg.patch_size)
+    text = LlamaConfig(hidden_size=cfg.hidden, intermediate_size=cfg.hidden * 4, num_hidden_layers=cfg.text_layers,
+                       num_attention_heads=cfg.heads, num_key_value_heads=cfg.heads, vocab_size=len(tokenizer),
+                       max_position_embeddings=512, pad_token_id=tokenizer.pad_token_id,
+                       bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id)
+    config = LlavaConfig(vision_config=vision, text_config=text, image_token_index=tokenizer.image_token_id,
+                         vision_feature_select_strategy="default", vision_feature_layer=-1)
+    torch.manual_seed(cfg.seed)
+    return VLM(LlavaForConditionalGeneration(config), processor, device="cpu")

@@ -1,0 +1,191 @@
+"""Plain records that flow between the stages of the loop.
+
+Everything a stage reads or writes is one of these, stored as JSON lines, so stages
+compose through files and each can be run alone.
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Iterable, Iterator, TypeVar
+
+from pydantic import BaseModel, Field, ValidationError
+
+from .errors import DataError
+
+LETTERS = ("A", "B", "C", "D")
+
+# The nine image dimensions of SEED-Bench, with the definitions its paper gives.
+QTYPES: dict[int, tuple[str, str]] = {
+    1: ("Scene Understanding", "Focuses on the global information in the image; questions can be answered through a holistic understanding of the image."),
+    2: ("Instance Identity", "Involves the identification of a certain instance in the image, including its existence or category."),
+    3: ("Instance Attributes", "Is related to the attributes of an instance, such as color, shape or material."),
+    4: ("Instance Location", "Concerns the absolute position of one specified instance in the image."),
+    5: ("Instances Counting", "Requires the model to count the number of a specific object in the image."),
+    6: ("Spatial Relation", "Asks the model to ground two mentioned objects and recognise their relative spatial relation."),
+    7: ("Instance Interaction", "Requires the model to recognise the state relation or interaction between two objects."),
+    8: ("Visual Reasoning", "Evaluates whether the model can reason based on the visual information."),
+    9: ("Text Understanding", "The model should answer questions about textual elements in the image."),
+}
+
+
+def qtype_name(qtype: int) -> str:
+    return QTYPES[qtype][0]
+
+
+# ---- image annotations (the shape real pools such as Visual Genome and COCO map into) ----
+
+class ObjectAnn(BaseModel):
+    id: int
+    name: str
+    bbox: tuple[float, float, float, float]  # x1, y1, x2, y2 in pixels
+    attributes: list[str] = Field(default_factory=list)
+
+
+class Relation(BaseModel):
+    subject: int
+    predicate: str
+    object: int
+
+
+class Region(BaseModel):
+    bbox: tuple[float, float, float, float]
+    phrase: str
+
+
+class TextAnn(BaseModel):
+    text: str
+    bbox: tuple[float, float, float, float]
+
+
+class ImageAnnotation(BaseModel):
+    image_id: str
+    image: str  # path relative to the image root
+    width: int
+    height: int
+    setting: str | None = None  # the kind of place, where the source knows it
+    captions: list[str] = Field(default_factory=list)
+    objects: list[ObjectAnn] = Field(default_factory=list)
+    relations: list[Relation] = Field(default_factory=list)
+    regions: list[Region] = Field(default_factory=list)
+    texts: list[TextAnn] = Field(default_factory=list)
+
+    def object(self, oid: int) -> ObjectAnn:
+        return next(o for o in self.objects if o.id == oid)
+
+
+# ---- training data in the MLLM-DataEngine released format ----
+
+class Sample(BaseModel):
+    id: str
+    image: str
+    instruction: str
+    answer: str
+    short_answer: str
+    options: list[str]
+    choice_answer: str
+    qtype: int
+    source: str = ""  # "starter", "round-1", ...
+    generator: str = ""
+
+
+# ---- evaluation ----
+
+class Question(BaseModel):
+    """One multiple-choice benchmark item, whatever file format it came from."""
+    question_id: str
+    question: str
+    options: list[str]
+    answer: str  # letter
+    qtype: int
+    image: str
+
+
+class Prediction(BaseModel):
+    question_id: str
+    qtype: int
+    image: str
+    question: str
+    options: list[str]
+    answer: str
+    prediction: str
+    correct: bool
+    scores: list[float] = Field(default_factory=list)  # per-option loss; lower is better
+    raw: str = ""  # generated text, when scored by generation
+
+
+class TypeResult(BaseModel):
+    qtype: int
+    name: str
+    total: int
+    correct: int
+
+    @property
+    def accuracy(self) -> float:
+        return self.correct / self.total if self.total else 0.0
+
+
+class EvalResult(BaseModel):
+    benchmark: str
+    method: str
+    per_type: dict[int, TypeResult]
+    total: int
+    correct: int
+
+    @property
+    def accuracy(self) -> float:
+        return self.correct / self.total if self.total else 0.0
+
+    def accuracies(self) -> dict[int, float]:
+        return {t: r.accuracy for t, r in self.per_type.items()}
+
+
+# ---- JSON lines with clear errors ----
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def read_jsonl(path: str | Path, model: type[M]) -> list[M]:
+    path = Path(path)
+    if not path.exists():
+        raise DataError(f"{path}: file not found")
+    out = []
+    with path.open(encoding="utf-8") as f:
+        for n, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                out.append(model.model_validate_json(line))
+            except ValidationError as e:
+                err = e.errors()[0]
+                where = ".".join(str(x) for x in err["loc"]) or "record"
+                raise DataError(f"{path}: line {n}: {where}: {err['msg']}") from None
+    return out
+
+
+def iter_jsonl(path: str | Path, model: type[M]) -> Iterator[M]:
+    yield from read_jsonl(path, model)
+
+
+def write_jsonl(path: str | Path, records: Iterable[BaseModel]) -> Path:
+    """Write atomically: a crash leaves either the old file or the new one, never half."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    with tmp.open("w", encoding="utf-8") as f:
+        for r in records:
+            f.write(r.model_dump_json() + "\n")
+    os.replace(tmp, path)
+    return path
+
+
+def write_json(path: str | Path, data) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    if isinstance(data, BaseModel):
+        data = data.model_dump(mode="json")
+    tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+    return path

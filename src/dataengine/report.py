@@ -1,0 +1,43 @@
+"""Report: tables of accuracy per question type per round, and of items generated per type."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from rich.table import Table
+
+from .evaluate import load_results
+from .records import QTYPES
+
+
+def accuracy_table(results: list, title: str = "Accuracy per question type") -> Table:
+    table = Table(title=title)
+    table.add_column("question type")
+    for k in range(len(results)):
+        table.add_column(f"round {k}", justify="right")
+    for t, (name, _) in QTYPES.items():
+        cells = []
+        for r in results:
+            x = r.per_type.get(t)
+            cells.append(f"{x.accuracy:.1%}" if x else "-")
+        table.add_row(f"{t}. {name}", *cells)
+    table.add_row("overall", *[f"{r.accuracy:.1%}" for r in results], style="bold")
+    return table
+
+
+def counts_table(plans: list) -> Table:
+    table = Table(title="Incremental items planned per type (ABS)")
+    table.add_column("question type")
+    for k in range(len(plans)):
+        table.add_column(f"round {k + 1}", justify="right")
+    for t, (name, _) in QTYPES.items():
+        table.add_row(f"{t}. {name}", *[str(p.types[t].count) if t in p.types else "-" for p in plans])
+    return table
+
+
+def run_results(run_dir: str | Path) -> list:
+    run_dir = Path(run_dir)
+    out, k = [], 0
+    while (run_dir / f"round_{k}" / "eval" / "results.json").exists():
+        out.append(load_results(run_dir / f"round_{k}" / "eval"))
+        k += 1
+    return out

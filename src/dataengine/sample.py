@@ -1,0 +1,123 @@
+"""Adaptive Bad-case Sampling (ABS): share the next incremental set across question types by weakness,
+and pick bad cases of each type as in-context examples for the generator.
+
+Strategies are named and registered, so an ablation is a config change:
+- `sqrt-error` (MLLM-DataEngine v2): r_i = sqrt(1 - a_i), normalised over types;
+- `error` (v1): r_i = 1 - a_i, normalised;
+- `uniform`: the same share for every type (the ablation baseline).
+"""
+from __future__ import annotations
+
+import difflib
+import math
+import random
+from typing import Callable
+
+from pydantic import BaseModel
+
+from .errors import DataError
+from .records import Prediction, qtype_name
+
+STRATEGIES: dict[str, Callable[[float], float]] = {}
+
+
+def register(name: str):
+    def deco(fn):
+        STRATEGIES[name] = fn
+        return fn
+    return deco
+
+
+@register("sqrt-error")
+def _sqrt_error(acc: float) -> float:
+    return math.sqrt(max(0.0, 1.0 - acc))
+
+
+@register("error")
+def _error(acc: float) -> float:
+    return max(0.0, 1.0 - acc)
+
+
+@register("uniform")
+def _uniform(acc: float) -> float:
+    return 1.0
+
+
+def get_strategy(name: str) -> Callable[[float], float]:
+    if name not in STRATEGIES:
+        close = difflib.get_close_matches(name, STRATEGIES, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise DataError(f"unknown sampling strategy {name!r}{hint}; known: {', '.join(STRATEGIES)}")
+    return STRATEGIES[name]
+
+
+def ratios(accuracies: dict[int, float], strategy: str = "sqrt-error") -> dict[int, float]:
+    """Each type's share of the next incremental set. Falls back to uniform if every type is perfect."""
+    fn = get_strategy(strategy)
+    raw = {t: fn(a) for t, a in sorted(accuracies.items())}
+    total = sum(raw.values())
+    if total <= 0:
+        return {t: 1 / len(raw) for t in raw}
+    return {t: r / total for t, r in raw.items()}
+
+
+def allocate(shares: dict[int, float], budget: int) -> dict[int, int]:
+    """Whole item counts that sum to the budget exactly (largest remainder)."""
+    exact = {t: s * budget for t, s in shares.items()}
+    counts = {t: int(math.floor(v)) for t, v in exact.items()}
+    left = budget - sum(counts.values())
+    for t in sorted(exact, key=lambda t: (counts[t] - exact[t], t))[:left]:
+        counts[t] += 1
+    return counts
+
+
+def near_duplicates_removed(cases: list[Prediction], threshold: float = 0.9) -> list[Prediction]:
+    """Drop bad cases whose question and answer read almost the same as one already kept."""
+    kept: list[tuple[str, Prediction]] = []
+    for c in cases:
+        text = f"{c.question.lower()} || {c.options['ABCD'.index(c.answer)].lower()}"
+        if all(difflib.SequenceMatcher(None, text, k).ratio() < threshold for k, _ in kept):
+            kept.append((text, c))
+    return [c for _, c in kept]
+
+
+class TypePlan(BaseModel):
+    qtype: int
+    name: str
+    accuracy: float
+    ratio: float
+    count: int
+    examples: list[Prediction]
+
+
+class Plan(BaseModel):
+    strategy: str
+    budget: int
+    types: dict[int, TypePlan]
+
+    def counts(self) -> dict[int, int]:
+        return {t: p.count for t, p in self.types.items()}
+
+    def examples(self) -> dict[int, list[Prediction]]:
+        return {t: p.examples for t, p in self.types.items()}
+
+
+def plan(accuracies: dict[int, float], badcases: list[Prediction], budget: int, strategy: str = "sqrt-error",
+         examples_per_type: int = 10, dedup_threshold: float = 0.9, seed: int = 0) -> Plan:
+    """The ABS plan for the next round: counts per type and in-context bad cases per type."""
+    if budget < 0:
+        raise DataError(f"budget must be at least 0, got {budget}")
+    if not accuracies:
+        raise DataError("no per-type accuracies to plan from (empty evaluation)")
+    shares = ratios(accuracies, strategy)
+    counts = allocate(shares, budget)
+    rng = random.Random(seed)
+    types = {}
+    for t in shares:
+        cases = [c for c in badcases if c.qtype == t]
+        rng.shuffle(cases)
+        # Only as many candidates as needed, since the de-duplication is quadratic.
+        chosen = near_duplicates_removed(cases[: examples_per_type * 20], dedup_threshold)[:examples_per_type]
+        types[t] = TypePlan(qtype=t, name=qtype_name(t), accuracy=accuracies[t], ratio=shares[t], count=counts[t],
+                            examples=chosen)
+    return Plan(strategy=strategy, budget=budget, types=types)

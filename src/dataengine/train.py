@@ -1,0 +1,118 @@
+"""Train: fine-tune the model (full or LoRA) on the original data plus the incremental data.
+
+Uses the `transformers` Trainer, so `accelerate launch` / `torchrun` runs it on several GPUs unchanged.
+The loss is on answer tokens only. The result is saved as safetensors with its processor, so the next
+round (or any other tool) loads it as a plain checkpoint.
+"""
+from __future__ import annotations
+
+import json
+import math
+import random
+from pathlib import Path
+
+import torch
+from PIL import Image
+from pydantic import BaseModel
+from rich.progress import Progress
+from torch.utils.data import Dataset
+
+from .images import load_image
+from .model import VLM
+from .records import Sample, write_json
+
+
+class LoraConfig(BaseModel):
+    r: int = 16
+    alpha: int = 32
+    dropout: float = 0.05
+    target_modules: list[str] = ["q_proj", "k_proj", "v_proj", "o_proj"]
+
+
+class TrainConfig(BaseModel):
+    epochs: float = 1.0
+    lr: float = 5e-4
+    batch_size: int = 16
+    grad_accum: int = 1
+    warmup_ratio: float = 0.03
+    scheduler: str = "cosine"
+    weight_decay: float = 0.0
+    lora: LoraConfig | None = None  # None: full fine-tuning
+    target: str = "short_answer"  # what the model learns to say: "short_answer" or "answer"
+    seed: int = 0
+
+
+class SampleDataset(Dataset):
+    def __init__(self, samples: list[Sample], image_root: Path, target: str):
+        self.samples, self.image_root, self.target = samples, Path(image_root), target
+
+    def __len__(self):
+        return len(self.samples)
+
+    def __getitem__(self, i):
+        s = self.samples[i]
+        return s, load_image(self.image_root, s.image, where=f"sample {s.id}")
+
+
+class Collator:
+    def __init__(self, vlm: VLM, target: str):
+        self.vlm, self.target = vlm, target
+
+    def __call__(self, batch: list[tuple[Sample, Image.Image]]):
+        encoded = [self.vlm.encode(s.instruction, img, getattr(s, self.target)) for s, img in batch]
+        return self.vlm.collate(encoded, self.vlm.pixel_values([img for _, img in batch]))
+
+
+def train(vlm: VLM, samples: list[Sample], image_root: str | Path, out_dir: str | Path,
+          cfg: TrainConfig | None = None, progress: Progress | None = None) -> dict:
+    """Fine-tune `vlm` in place on `samples`; save it to `out_dir`; return the loss log."""
+    from transformers import Trainer, TrainerCallback, TrainingArguments
+
+    cfg = cfg or TrainConfig()
+    out_dir = Path(out_dir)
+    if not samples:
+        from .errors import DataError
+        raise DataError(f"{out_dir}: nothing to train on (the training set is empty)")
+    model = vlm.model
+    if cfg.lora:
+        from peft import LoraConfig as PeftLora, get_peft_model
+        model = get_peft_model(model, PeftLora(r=cfg.lora.r, lora_alpha=cfg.lora.alpha, lora_dropout=cfg.lora.dropout,
+                                               target_modules=cfg.lora.target_modules))
+    steps = math.ceil(len(samples) / (cfg.batch_size * cfg.grad_accum) * cfg.epochs)
+    losses: list[float] = []
+
+    class Log(TrainerCallback):
+        task = progress.add_task("train", total=steps) if progress else None
+
+        def on_step_end(self, args, state, control, **kw):
+            if progress:
+                progress.update(self.task, completed=state.global_step)
+
+        def on_log(self, args, state, control, logs=None, **kw):
+            if logs and "loss" in logs:
+                losses.append(float(logs["loss"]))
+
+    args = TrainingArguments(
+        output_dir=str(out_dir / "trainer"), per_device_train_batch_size=cfg.batch_size,
+        gradient_accumulation_steps=cfg.grad_accum, num_train_epochs=cfg.epochs, learning_rate=cfg.lr,
+        lr_scheduler_type=cfg.scheduler, warmup_steps=max(1, int(cfg.warmup_ratio * steps)), weight_decay=cfg.weight_decay,
+        logging_steps=max(1, steps // 20), save_strategy="no", report_to=[], seed=cfg.seed, data_seed=cfg.seed,
+        remove_unused_columns=False, disable_tqdm=True, dataloader_num_workers=0,
+        use_cpu=vlm.device == "cpu",
+    )
+    random.Random(cfg.seed).shuffle(samples := list(samples))
+    trainer = Trainer(model=model, args=args, train_dataset=SampleDataset(samples, Path(image_root), cfg.target),
+                      data_collator=Collator(vlm, cfg.target), callbacks=[Log()])
+    torch.manual_seed(cfg.seed)
+    trainer.train()
+    if cfg.lora:
+        vlm.model = model.merge_and_unload()
+    if trainer.is_world_process_zero():
+        vlm.save(out_dir)
+        log = {"steps": steps, "samples": len(samples), "losses": losses}
+        write_json(out_dir / "train_log.json", log)
+    return {"steps": steps, "samples": len(samples), "losses": losses}
+
+
+def load_train_log(out_dir: str | Path) -> dict:
+    return json.loads((Path(out_dir) / "train_log.json").read_text())

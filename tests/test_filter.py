@@ -1,0 +1,51 @@
+import shutil
+
+from dataengine.benchmark import read_seed
+from dataengine.filter import BenchmarkGuard, filter_samples
+from dataengine.records import ImageAnnotation, Sample, read_jsonl
+
+
+def good(**over):
+    base = dict(id="s1", image="pool/pool_000001.png", instruction="What color is the ball?", answer="The ball is red.",
+                short_answer="red", options=["blue", "red", "green", "black"], choice_answer="B", qtype=3)
+    return Sample(**(base | over))
+
+
+def test_each_bad_case_is_rejected_with_its_reason(world, tmp_path):
+    questions = read_seed(world.benchmark)
+    bench_img = questions[0].image
+    # the same picture as a benchmark image under another name must be caught by content
+    shutil.copy(world.image_root / bench_img, world.image_root / "pool" / "renamed_copy.png")
+    guard = BenchmarkGuard(questions, world.image_root)
+    cases = {
+        "empty field": good(id="a", instruction=" "),
+        "not 4 options": good(id="b", options=["red", "blue", "green"]),
+        "options not distinct": good(id="c", options=["red", "Red", "green", "black"], choice_answer="A"),
+        "answer not among options": good(id="d", choice_answer="A"),
+        "question leaks the answer": good(id="e", instruction="What color is the red ball?"),
+        "benchmark item": good(id="f", image=bench_img),
+        "benchmark image": good(id="g", image="pool/renamed_copy.png"),
+        "answer letter not A-D": good(id="h", choice_answer="E"),
+    }
+    kept, dropped, report = filter_samples([good()] + list(cases.values()), guard)
+    assert [s.id for s in kept] == ["s1"]
+    reasons = {s.id: r for s, r in dropped}
+    for want, s in cases.items():
+        assert reasons[s.id] == want
+
+
+def test_duplicates_and_annotation_contradictions(world):
+    pool = read_jsonl(world.pool, ImageAnnotation)
+    ann = next(a for a in pool if any(o.name == "ball" for o in a.objects) and sum(o.name == "ball" for o in a.objects) == 1)
+    ball = next(o for o in ann.objects if o.name == "ball")
+    color = ball.attributes[0]
+    wrong = next(c for c in ["red", "blue", "green", "black", "white"] if c != color)
+    right = good(id="r", image=ann.image, short_answer=color, options=[color, "x1", "x2", "x3"], choice_answer="A",
+                 answer=f"The ball is {color}.")
+    contra = good(id="w", image=ann.image, instruction="What color is the ball ?", short_answer=wrong,
+                  options=[wrong, "x1", "x2", "x3"], choice_answer="A")
+    kept, dropped, report = filter_samples([right, right.model_copy(update={"id": "dup"}), contra],
+                                           annotations={a.image: a for a in pool})
+    assert [s.id for s in kept] == ["r"]
+    assert dict((s.id, r.split(":")[0]) for s, r in dropped) == {"dup": "duplicate", "w": "contradicts annotation"}
+    assert report.dropped_by_type[3] == {"duplicate": 1, "contradicts annotation": 1}

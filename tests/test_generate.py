@@ -1,0 +1,59 @@
+import random
+
+from dataengine.filter import check_format, check_leak, verify
+from dataengine.generate import GroundedGenerator, balance_answers, candidates, generate
+from dataengine.records import ImageAnnotation, Prediction, read_jsonl
+from dataengine.world import annotate, render_scene
+
+
+def test_every_type_is_generated_and_correct_against_its_annotation(world):
+    pool = read_jsonl(world.pool, ImageAnnotation)
+    anns = {a.image: a for a in pool}
+    items = generate({t: 20 for t in range(1, 10)}, pool, GroundedGenerator())
+    by_type = {t: [s for s in items if s.qtype == t] for t in range(1, 10)}
+    assert all(len(v) == 20 for v in by_type.values())
+    for s in items:
+        assert check_format(s) is None and check_leak(s) is None, s
+        assert verify(s, anns[s.image]) is None, s
+    # letters are spread, not always the same position
+    assert len({s.choice_answer for s in items}) == 4
+
+
+def test_verifier_catches_wrong_answers():
+    """Swap each item's answer for a distractor: the independent verifier must object."""
+    caught = total = 0
+    for seed in range(60):
+        _, facts = render_scene(seed)
+        ann = annotate(str(seed), f"{seed}.png", facts)
+        for t in range(1, 10):
+            for s in GroundedGenerator().generate(t, ann, [], random.Random(seed)):
+                wrong = next(o for o in s.options if o != s.short_answer)
+                total += 1
+                caught += verify(s.model_copy(update={"short_answer": wrong}), ann) is not None
+    assert total > 200 and caught == total
+
+
+def test_bad_cases_focus_the_generator():
+    anns = (annotate(str(i), f"{i}.png", render_scene(i)[1]) for i in range(100))
+    ann = next(a for a in anns if len({c.short for c in candidates(3, a)}) >= 3)
+    answers = {c.short for c in candidates(3, ann)}
+    target = sorted(answers)[0]
+    ex = [Prediction(question_id="q", qtype=3, image="b.png", question="What color is the ring?",
+                     options=[target, "a", "b", "c"], answer="A", prediction="B", correct=False)]
+    got = [GroundedGenerator(focus=1.0).generate(3, ann, ex, random.Random(i))[0].short_answer for i in range(20)]
+    assert set(got) == {target}
+
+
+def test_balance_answers_round_robin():
+    from dataengine.records import Sample
+    mk = lambda i, a: Sample(id=str(i), image="x", instruction="q", answer=a, short_answer=a, options=[a, "b", "c", "d"], choice_answer="A", qtype=5)
+    items = [mk(i, "one") for i in range(10)] + [mk(10, "two"), mk(11, "three")]
+    picked = balance_answers(items, 5)
+    assert [s.short_answer for s in picked] == ["one", "two", "three", "one", "one"]
+
+
+def test_excluded_images_are_not_used(world):
+    pool = read_jsonl(world.pool, ImageAnnotation)
+    banned = {a.image for a in pool[:300]}
+    items = generate({1: 30}, pool, GroundedGenerator(), exclude_images={1: banned})
+    assert items and not {s.image for s in items} & banned

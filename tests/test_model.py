@@ -1,0 +1,33 @@
+from PIL import Image
+
+from dataengine.model import VLM
+
+
+def test_save_and_load_round_trip(tiny_vlm, tmp_path):
+    img = Image.new("RGB", (64, 64), (200, 30, 30))
+    before = tiny_vlm.score_options([(img, "What color is the ball?", ["red", "blue", "green", "black"])])
+    tiny_vlm.save(tmp_path / "m")
+    assert (tmp_path / "m" / "model.safetensors").exists()
+    loaded = VLM.load(tmp_path / "m")
+    after = loaded.score_options([(img, "What color is the ball?", ["red", "blue", "green", "black"])])
+    assert [round(x, 4) for x in before[0]] == [round(x, 4) for x in after[0]]
+
+
+def test_prompt_expands_the_image_and_answer_is_masked(tiny_vlm):
+    img = Image.new("RGB", (64, 64))
+    enc = tiny_vlm.encode("How many stars are there in the image?", img, "two")
+    image_id = tiny_vlm.tokenizer.image_token_id
+    assert enc.input_ids.count(image_id) == (64 // 16) ** 2
+    answer = [t for t in enc.labels if t != -100]
+    assert tiny_vlm.tokenizer.decode(answer, skip_special_tokens=True).strip() == "two"
+    assert answer[-1] == tiny_vlm.tokenizer.eos_token_id
+
+
+def test_batched_scores_equal_single_scores(tiny_vlm):
+    a, b = Image.new("RGB", (64, 64), (0, 0, 200)), Image.new("RGB", (64, 64), (0, 200, 0))
+    items = [(a, "What color is the box?", ["red", "blue", "green", "black"]),
+             (b, "How many rings are there in the image?", ["one", "two", "three", "four"])]
+    together = tiny_vlm.score_options(items)
+    alone = [tiny_vlm.score_options([it])[0] for it in items]
+    for x, y in zip(together, alone):
+        assert [round(v, 4) for v in x] == [round(v, 4) for v in y]
