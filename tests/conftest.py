@@ -22,6 +22,7 @@ def small_config(**over) -> RunConfig:
     )
     cfg.model.tiny = TINY
     cfg.model.base_epochs = 1
+    cfg.model.vision_pretrain_steps = 10
     cfg.sample.budget = 45
     cfg.evaluate.batch_size = 12
     return cfg.model_copy(update=over)

@@ -47,13 +47,23 @@ def world(out: Path = typer.Argument(..., help="Folder for images/, pool.jsonl, 
 
 
 @app.command("init-model")
-def init_model(out: Path = typer.Argument(...), corpus_from: Path = typer.Option(..., help="JSONL of samples for the tokenizer.")):
-    """Build the tiny random-initialised LLaVA model (no training) with a tokenizer trained on your data."""
-    from .loop import corpus
+def init_model(out: Path = typer.Argument(...), corpus_from: Path = typer.Option(..., help="JSONL of samples for the tokenizer."),
+               pool: Optional[Path] = typer.Option(None, help="Annotations to pretrain the vision tower on."),
+               image_root: Optional[Path] = typer.Option(None), vision_steps: int = typer.Option(300)):
+    """Build the tiny random-initialised LLaVA with a tokenizer trained on your data; with --pool,
+    pretrain its vision tower on the pool's annotations."""
+    from .loop import corpus, progress_bar
     from .model import build_tiny
-    from .records import Sample, read_jsonl
+    from .records import ImageAnnotation, Sample, read_jsonl
+    from .vision import pretrain_vision
     try:
-        build_tiny(corpus(read_jsonl(corpus_from, Sample))).save(out)
+        vlm = build_tiny(corpus(read_jsonl(corpus_from, Sample)))
+        if pool:
+            if image_root is None:
+                raise DataError("--image-root is needed with --pool")
+            with progress_bar(console) as p:
+                pretrain_vision(vlm, read_jsonl(pool, ImageAnnotation), image_root, vision_steps, progress=p)
+        vlm.save(out)
     except DataError as e:
         _fail(e)
     console.print(f"wrote {out}")

@@ -17,7 +17,7 @@ class WorldConfig(BaseModel):
     benchmark_per_type: int = 60
     image_size: int = 96
     # Round 0's training set is deliberately imbalanced, so the loop has weaknesses to find.
-    starter: dict[int, int] = {1: 250, 2: 250, 3: 250, 4: 40, 5: 40, 6: 250, 7: 40, 8: 250, 9: 40}
+    starter: dict[int, int] = {1: 400, 2: 400, 3: 400, 4: 30, 5: 400, 6: 30, 7: 30, 8: 400, 9: 30}
 
 
 class DataConfig(BaseModel):
@@ -31,7 +31,8 @@ class DataConfig(BaseModel):
 class ModelConfig(BaseModel):
     path: str | None = None  # a checkpoint; None builds the tiny default model
     tiny: TinyConfig = TinyConfig()
-    base_epochs: float = 3.0  # round 0 training of the tiny model on the original data
+    base_epochs: float = 4.0  # round 0 training of the tiny model on the original data
+    vision_pretrain_steps: int = 300  # the tiny model's vision tower, on the pool's annotations; 0 skips
 
 
 class EvalConfig(BaseModel):
@@ -41,7 +42,7 @@ class EvalConfig(BaseModel):
 
 class SampleConfig(BaseModel):
     strategy: str = "sqrt-error"
-    budget: int = 900  # incremental items per round
+    budget: int = 1200  # incremental items per round
     examples_per_type: int = 10
     dedup_threshold: float = 0.9
 
@@ -66,7 +67,7 @@ class RunConfig(BaseModel):
     evaluate: EvalConfig = EvalConfig()
     sample: SampleConfig = SampleConfig()
     generate: GenerateConfig = GenerateConfig()
-    train: RoundTrainConfig = Field(default_factory=lambda: RoundTrainConfig(epochs=1.0))
+    train: RoundTrainConfig = Field(default_factory=lambda: RoundTrainConfig(epochs=1.0, freeze_vision=True))
 
 
 def load_config(path: str | Path | None) -> RunConfig:

@@ -31,6 +31,7 @@ from .records import ImageAnnotation, Prediction, Question, Sample, read_jsonl, 
 from .report import accuracy_table, counts_table
 from .sample import Plan, plan
 from .train import train
+from .vision import pretrain_vision
 from .world import build_pool
 
 
@@ -104,7 +105,8 @@ class Loop:
         if path.exists() and path.read_text() != text:
             raise DataError(f"{path}: this run directory was made with another config; use a new --run-dir "
                             f"or the same config to resume")
-        path.write_text(text)
+        if not path.exists():
+            path.write_text(text)
 
     def _log(self, msg: str) -> None:
         self.console.print(msg)
@@ -151,10 +153,15 @@ class Loop:
                 vlm = VLM.load(self.cfg.model.path)
                 vlm.save(model_dir)
             else:
-                self._log(f"round 0: building the tiny model and training it on {len(original)} starter items")
-                vlm = build_tiny(corpus(original), self.cfg.model.tiny)
-                base = self.cfg.train.model_copy(update={"epochs": self.cfg.model.base_epochs})
+                m = self.cfg.model
+                self._log(f"round 0: building the tiny model, pretraining its vision tower ({m.vision_pretrain_steps} steps) "
+                          f"and training it on {len(original)} starter items")
+                vlm = build_tiny(corpus(original), m.tiny)
+                base = self.cfg.train.model_copy(update={"epochs": m.base_epochs})
                 with progress_bar(self.console) as p:
+                    if m.vision_pretrain_steps:
+                        pool = read_jsonl(inputs.pool, ImageAnnotation)
+                        pretrain_vision(vlm, pool, inputs.image_root, m.vision_pretrain_steps, seed=self.cfg.seed, progress=p)
                     train(vlm, original, inputs.image_root, model_dir, base, progress=p)
         return self._evaluate(model_dir, rd / "eval", questions, inputs, vlm)
 

@@ -15,8 +15,12 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 import torch  # noqa: E402
+import transformers  # noqa: E402
 from PIL import Image  # noqa: E402
 from pydantic import BaseModel  # noqa: E402
+
+transformers.utils.logging.disable_progress_bar()  # the loop shows its own progress
+transformers.utils.logging.set_verbosity_error()
 
 # The LLaVA-1.5 conversation format, for checkpoints that ship no chat template of their own.
 LLAVA_TEMPLATE = (
@@ -183,8 +187,11 @@ def train_tokenizer(corpus: Iterable[str], vocab_size: int):
 
 
 def build_tiny(corpus: Iterable[str], cfg: TinyConfig | None = None) -> VLM:
-    from transformers import (CLIPImageProcessor, CLIPVisionConfig, LlamaConfig, LlavaConfig,
-                              LlavaForConditionalGeneration, LlavaProcessor)
+    from transformers import CLIPVisionConfig, LlamaConfig, LlavaConfig, LlavaForConditionalGeneration, LlavaProcessor
+    try:  # the PIL backend: no torchvision needed
+        from transformers import CLIPImageProcessorPil as CLIPImageProcessor
+    except ImportError:
+        from transformers import CLIPImageProcessor
 
     cfg = cfg or TinyConfig()
     tokenizer = train_tokenizer(corpus, cfg.vocab_size)

@@ -37,6 +37,8 @@ class TrainConfig(BaseModel):
     warmup_ratio: float = 0.03
     scheduler: str = "cosine"
     weight_decay: float = 0.0
+    vision_lr: float | None = None  # vision tower and projector; None: same as lr
+    freeze_vision: bool = False  # keep the vision tower as it is (LLaVA-1.5 does)
     lora: LoraConfig | None = None  # None: full fine-tuning
     target: str = "short_answer"  # what the model learns to say: "short_answer" or "answer"
     seed: int = 0
@@ -67,6 +69,7 @@ def train(vlm: VLM, samples: list[Sample], image_root: str | Path, out_dir: str 
           cfg: TrainConfig | None = None, progress: Progress | None = None) -> dict:
     """Fine-tune `vlm` in place on `samples`; save it to `out_dir`; return the loss log."""
     from transformers import Trainer, TrainerCallback, TrainingArguments
+    from transformers.trainer_callback import PrinterCallback
 
     cfg = cfg or TrainConfig()
     out_dir = Path(out_dir)
@@ -74,6 +77,9 @@ def train(vlm: VLM, samples: list[Sample], image_root: str | Path, out_dir: str 
         from .errors import DataError
         raise DataError(f"{out_dir}: nothing to train on (the training set is empty)")
     model = vlm.model
+    for name, p in model.named_parameters():
+        if "vision_tower" in name:
+            p.requires_grad_(not cfg.freeze_vision)
     if cfg.lora:
         from peft import LoraConfig as PeftLora, get_peft_model
         model = get_peft_model(model, PeftLora(r=cfg.lora.r, lora_alpha=cfg.lora.alpha, lora_dropout=cfg.lora.dropout,
@@ -102,7 +108,8 @@ def train(vlm: VLM, samples: list[Sample], image_root: str | Path, out_dir: str 
     )
     random.Random(cfg.seed).shuffle(samples := list(samples))
     trainer = Trainer(model=model, args=args, train_dataset=SampleDataset(samples, Path(image_root), cfg.target),
-                      data_collator=Collator(vlm, cfg.target), callbacks=[Log()])
+                      data_collator=Collator(vlm, cfg.target), callbacks=[Log()], optimizers=(_optimizer(model, cfg), None))
+    trainer.remove_callback(PrinterCallback)  # our progress bar and train_log.json replace its prints
     torch.manual_seed(cfg.seed)
     trainer.train()
     if cfg.lora:
@@ -112,6 +119,18 @@ def train(vlm: VLM, samples: list[Sample], image_root: str | Path, out_dir: str 
         log = {"steps": steps, "samples": len(samples), "losses": losses}
         write_json(out_dir / "train_log.json", log)
     return {"steps": steps, "samples": len(samples), "losses": losses}
+
+
+def _optimizer(model, cfg: TrainConfig) -> torch.optim.Optimizer:
+    """AdamW with its own learning rate for the vision side, which a from-scratch model needs higher."""
+    vision, text = [], []
+    for name, p in model.named_parameters():
+        if p.requires_grad:
+            (vision if ("vision_tower" in name or "multi_modal_projector" in name) else text).append(p)
+    groups = [{"params": text, "lr": cfg.lr}]
+    if vision:
+        groups.append({"params": vision, "lr": cfg.vision_lr or cfg.lr})
+    return torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
 
 
 def load_train_log(out_dir: str | Path) -> dict:

@@ -1,0 +1,104 @@
+"""End-to-end: the real loop on a small embedded world (slow, still run in CI)."""
+import json
+import os
+
+import pytest
+from typer.testing import CliRunner
+
+from dataengine.cli import app
+from dataengine.config import dump_config
+from dataengine.errors import DataError
+from dataengine.loop import Loop
+from dataengine.records import Sample, read_jsonl
+from tests.conftest import small_config
+
+pytestmark = pytest.mark.slow
+
+
+def test_loop_runs_resumes_and_keeps_the_benchmark_out(tmp_path):
+    cfg = small_config(rounds=2)
+    run = tmp_path / "run"
+    results = Loop(cfg, run).run()
+    assert len(results) == 3 and all(r.total == 36 for r in results)
+    for k in (1, 2):
+        rd = run / f"round_{k}"
+        for f in ("plan.json", "generated.jsonl", "filtered.jsonl", "filter_report.json", "model/model.safetensors",
+                  "eval/results.json", "eval/badcases.jsonl"):
+            assert (rd / f).exists(), f
+        plan = json.loads((rd / "plan.json").read_text())
+        assert sum(t["count"] for t in plan["types"].values()) == cfg.sample.budget
+    bench_images = {q["data_id"] for q in json.loads((run / "world" / "benchmark.json").read_text())["questions"]}
+    trained = [s for k in (1, 2) for s in read_jsonl(run / f"round_{k}" / "filtered.jsonl", Sample)]
+    assert trained and not {s.image for s in trained} & bench_images
+    summary = json.loads((run / "summary.json").read_text())
+    assert [r["round"] for r in summary["rounds"]] == [0, 1, 2]
+
+    # A second run finds every stage done and redoes none of them.
+    stamps = {p: p.stat().st_mtime_ns for p in run.rglob("*") if p.is_file() and p.name != "summary.json"}
+    again = Loop(cfg, run).run()
+    assert [r.accuracy for r in again] == [r.accuracy for r in results]
+    assert all(p.stat().st_mtime_ns == t for p, t in stamps.items())
+
+
+def test_killed_round_resumes_from_the_last_finished_stage(tmp_path):
+    cfg = small_config(rounds=1)
+    run = tmp_path / "run"
+    Loop(cfg, run).run()
+    rd = run / "round_1"
+    # As if killed during training: model and evaluation of round 1 are gone, the data is not.
+    gen_before = (rd / "generated.jsonl").stat().st_mtime_ns
+    import shutil
+    shutil.rmtree(rd / "model")
+    shutil.rmtree(rd / "eval")
+    Loop(cfg, run).run()
+    assert (rd / "eval" / "results.json").exists() and (rd / "generated.jsonl").stat().st_mtime_ns == gen_before
+
+
+def test_another_config_is_refused_in_the_same_run_dir(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.yaml").write_text(dump_config(small_config(seed=5)))
+    with pytest.raises(DataError, match="made with another config"):
+        Loop(small_config(), run).run()
+
+
+def test_cli_stages_one_by_one(tmp_path, world):
+    """world -> init-model -> train -> evaluate -> plan -> generate -> filter -> export, each on the last one's files."""
+    r = CliRunner()
+    ok = lambda res: (res.exit_code == 0) or pytest.fail(res.output)
+    w = world
+    ok(r.invoke(app, ["init-model", str(tmp_path / "m0"), "--corpus-from", str(w.original), "--pool", str(w.pool),
+                      "--image-root", str(w.image_root), "--vision-steps", "5"]))
+    ok(r.invoke(app, ["train", "--model", str(tmp_path / "m0"), "--data", str(w.original), "--image-root", str(w.image_root),
+                      "--out", str(tmp_path / "m1"), "--epochs", "1"]))
+    ok(r.invoke(app, ["evaluate", "--model", str(tmp_path / "m1"), "--benchmark", str(w.benchmark),
+                      "--image-root", str(w.image_root), "--out", str(tmp_path / "ev")]))
+    ok(r.invoke(app, ["plan", "--eval", str(tmp_path / "ev"), "--budget", "27", "--out", str(tmp_path / "plan.json")]))
+    ok(r.invoke(app, ["generate", "--plan", str(tmp_path / "plan.json"), "--pool", str(w.pool), "--out", str(tmp_path / "gen.jsonl")]))
+    ok(r.invoke(app, ["filter", str(tmp_path / "gen.jsonl"), "--out", str(tmp_path / "kept.jsonl"), "--benchmark", str(w.benchmark),
+                      "--image-root", str(w.image_root), "--pool", str(w.pool)]))
+    ok(r.invoke(app, ["export", str(tmp_path / "kept.jsonl"), "--out", str(tmp_path / "llava.json")]))
+    kept = read_jsonl(tmp_path / "kept.jsonl", Sample)
+    assert len(kept) == 27
+    conv = json.loads((tmp_path / "llava.json").read_text())
+    assert len(conv) == 2 * len(kept) and conv[0]["conversations"][0]["value"].startswith("<image>\n")
+    assert conv[1]["conversations"][1]["value"] in "ABCD"
+
+
+def test_cli_bad_input_is_one_line_and_nonzero(tmp_path, world):
+    r = CliRunner()
+    bench = json.loads(world.benchmark.read_text())
+    del bench["questions"][3]["choice_b"]
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps(bench))
+    out = tmp_path / "ev"
+    res = r.invoke(app, ["evaluate", "--model", str(tmp_path / "none"), "--benchmark", str(bad),
+                         "--image-root", str(world.image_root), "--out", str(out)])
+    qid = bench["questions"][3]["question_id"]
+    assert res.exit_code == 2 and f"question {qid}: missing field 'choice_b'" in res.output
+    assert len(res.output.strip().splitlines()) == 1 and not out.exists()
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("")
+    res = r.invoke(app, ["filter", str(empty), "--out", str(tmp_path / "k.jsonl"), "--benchmark", str(world.benchmark),
+                         "--image-root", str(world.image_root)])
+    assert res.exit_code == 2 and "no generated items" in res.output
