@@ -1,6 +1,5 @@
 """End-to-end: the real loop on a small embedded world (slow, still run in CI)."""
 import json
-import os
 
 import pytest
 from typer.testing import CliRunner

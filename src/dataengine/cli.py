@@ -180,7 +180,7 @@ def export(inp: Path = typer.Argument(...), out: Path = typer.Option(...), form:
     from .export import export_llava
     from .records import Sample, read_jsonl
     try:
-        rows = export_llava(read_jsonl(inp, Sample), out, form)
+        export_llava(read_jsonl(inp, Sample), out, form)
     except (DataError, ValueError) as e:
         _fail(e)
     console.print(f"wrote {out}")

@@ -54,7 +54,7 @@ class GenerateConfig(BaseModel):
 
 
 class RoundTrainConfig(TrainConfig):
-    original_fraction: float = 1.0  # share of the original data mixed into each round
+    original_fraction: float = 0.25  # share of the original data replayed in each round
     incremental: str = "all"  # "all": every round's data so far; "latest": this round's only
 
 
@@ -67,7 +67,7 @@ class RunConfig(BaseModel):
     evaluate: EvalConfig = EvalConfig()
     sample: SampleConfig = SampleConfig()
     generate: GenerateConfig = GenerateConfig()
-    train: RoundTrainConfig = Field(default_factory=lambda: RoundTrainConfig(epochs=1.0, freeze_vision=True))
+    train: RoundTrainConfig = Field(default_factory=lambda: RoundTrainConfig(epochs=2.0, freeze_vision=True))
 
 
 def load_config(path: str | Path | None) -> RunConfig:

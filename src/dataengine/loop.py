@@ -12,7 +12,6 @@ an interrupted run resumes with `dataengine loop` again and loses no finished st
 """
 from __future__ import annotations
 
-import json
 import random
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,7 +30,7 @@ from .records import ImageAnnotation, Prediction, Question, Sample, read_jsonl, 
 from .report import accuracy_table, counts_table
 from .sample import Plan, plan
 from .train import train
-from .vision import pretrain_vision
+from .vision import pretrain_vision, probe
 from .world import build_pool
 
 
@@ -161,7 +160,13 @@ class Loop:
                 with progress_bar(self.console) as p:
                     if m.vision_pretrain_steps:
                         pool = read_jsonl(inputs.pool, ImageAnnotation)
-                        pretrain_vision(vlm, pool, inputs.image_root, m.vision_pretrain_steps, seed=self.cfg.seed, progress=p)
+                        held_out = pool[:100]  # the probe's images are kept out of pretraining
+                        pre = pretrain_vision(vlm, pool[100:], inputs.image_root, m.vision_pretrain_steps,
+                                              seed=self.cfg.seed, progress=p)
+                        scores = probe(vlm, pre, held_out, inputs.image_root)
+                        write_json(rd / "vision_probe.json", {"losses": pre.losses[::10], "accuracy": scores})
+                        self._log("vision tower probe (held-out patches): "
+                                  + ", ".join(f"{k} {v:.0%}" for k, v in scores.items()))
                     train(vlm, original, inputs.image_root, model_dir, base, progress=p)
         return self._evaluate(model_dir, rd / "eval", questions, inputs, vlm)
 
@@ -235,6 +240,3 @@ class Loop:
         replay = random.Random(self.cfg.seed + k).sample(original, n) if n < len(original) else list(original)
         return replay + self.incremental(k, all_rounds=t.incremental == "all")
 
-
-def load_summary(run_dir: str | Path) -> dict:
-    return json.loads((Path(run_dir) / "summary.json").read_text())

@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Iterable, Iterator, TypeVar
+from typing import Iterable, TypeVar
 
 from pydantic import BaseModel, Field, ValidationError
 
@@ -162,10 +162,6 @@ def read_jsonl(path: str | Path, model: type[M]) -> list[M]:
                 where = ".".join(str(x) for x in err["loc"]) or "record"
                 raise DataError(f"{path}: line {n}: {where}: {err['msg']}") from None
     return out
-
-
-def iter_jsonl(path: str | Path, model: type[M]) -> Iterator[M]:
-    yield from read_jsonl(path, model)
 
 
 def write_jsonl(path: str | Path, records: Iterable[BaseModel]) -> Path:

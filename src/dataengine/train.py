@@ -6,7 +6,6 @@ round (or any other tool) loads it as a plain checkpoint.
 """
 from __future__ import annotations
 
-import json
 import math
 import random
 from pathlib import Path
@@ -132,6 +131,3 @@ def _optimizer(model, cfg: TrainConfig) -> torch.optim.Optimizer:
         groups.append({"params": vision, "lr": cfg.vision_lr or cfg.lr})
     return torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
 
-
-def load_train_log(out_dir: str | Path) -> dict:
-    return json.loads((Path(out_dir) / "train_log.json").read_text())

@@ -9,6 +9,7 @@ for a few rounds on a laptop to show anything.
 from __future__ import annotations
 
 import random
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -51,14 +52,28 @@ def build_vocab(anns: list[ImageAnnotation]) -> dict[str, dict[str, int]]:
     return {k: {v: i + 1 for i, v in enumerate(sorted(x - {""}))} for k, x in values.items()}
 
 
+@dataclass
+class Pretrained:
+    losses: list[float]
+    heads: nn.ModuleDict
+    vocab: dict[str, dict[str, int]]
+
+
+def _tower(vlm: VLM):
+    return vlm.model.model.vision_tower if hasattr(vlm.model, "model") else vlm.model.vision_tower
+
+
 def pretrain_vision(vlm: VLM, anns: list[ImageAnnotation], image_root: str | Path, steps: int = 300,
-                    batch_size: int = 32, lr: float = 1e-3, seed: int = 0, progress: Progress | None = None) -> list[float]:
-    """Train the vision tower with linear heads on dense annotation labels; return the losses."""
-    tower = vlm.model.model.vision_tower if hasattr(vlm.model, "model") else vlm.model.vision_tower
+                    batch_size: int = 32, lr: float = 1e-3, seed: int = 0, progress: Progress | None = None) -> Pretrained:
+    """Train the vision tower with linear heads on dense annotation labels."""
+    tower = _tower(vlm)
     cfg = tower.config
     grid = cfg.image_size // cfg.patch_size
     vocab = build_vocab(anns)
     heads = nn.ModuleDict({k: nn.Linear(cfg.hidden_size, len(v) + 1) for k, v in vocab.items()})
+    # Each patch also says where it is, so that position survives into the features (as in CLIP's).
+    heads["row"], heads["col"] = nn.Linear(cfg.hidden_size, grid), nn.Linear(cfg.hidden_size, grid)
+    where = torch.arange(grid * grid)
     params = list(tower.parameters()) + list(heads.parameters())
     opt = torch.optim.AdamW(params, lr=lr)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.05)
@@ -78,6 +93,8 @@ def pretrain_vision(vlm: VLM, anns: list[ImageAnnotation], image_root: str | Pat
         for k in ("name", "color", "size", "text"):
             target = torch.tensor([lab[k] for lab in labels])
             loss = loss + ce(heads[k](patches).flatten(0, 1), target.flatten())
+        for k, target in (("row", where // grid), ("col", where % grid)):
+            loss = loss + ce(heads[k](patches).flatten(0, 1), target.repeat(len(batch)))
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -86,4 +103,23 @@ def pretrain_vision(vlm: VLM, anns: list[ImageAnnotation], image_root: str | Pat
         if progress:
             progress.advance(task)
     tower.eval()
-    return losses
+    return Pretrained(losses, heads, vocab)
+
+
+@torch.no_grad()
+def probe(vlm: VLM, pre: Pretrained, anns: list[ImageAnnotation], image_root: str | Path) -> dict[str, float]:
+    """How well the pretrained features tell each label, on patches that have one (held-out images)."""
+    tower = _tower(vlm)
+    grid = tower.config.image_size // tower.config.patch_size
+    pixels = vlm.pixel_values([load_image(image_root, a.image, where=f"image {a.image_id}") for a in anns])
+    hidden = tower(pixel_values=pixels.to(vlm.device)).last_hidden_state[:, 1:]
+    labels = [patch_labels(a, grid, pre.vocab) for a in anns]
+    out = {}
+    for k in ("name", "color", "size", "text"):
+        target = torch.tensor([lab[k] for lab in labels])
+        mask = target > 0
+        if mask.any():
+            out[k] = (pre.heads[k](hidden).argmax(-1)[mask] == target[mask]).float().mean().item()
+    rows = torch.arange(grid * grid) // grid
+    out["row"] = (pre.heads["row"](hidden).argmax(-1) == rows).float().mean().item()
+    return out
