@@ -63,16 +63,17 @@ def main() -> None:
     console.print(accuracy_table(abs_r, "ABS (sqrt-error): accuracy per round"))
     console.print(accuracy_table(uni_r, "uniform: accuracy per round"))
     console.print(table)
-    ratio = lambda a, b: a / b if b else float("inf")
+    # A ratio of gains means nothing when the uniform gain is zero or negative: give it only then.
+    gain_ratio = g_abs / g_uni if g_uni > 0 else None
     figures = {
         "weakest_types": weakest,
-        "weakest_gain_abs": g_abs, "weakest_gain_uniform": g_uni,
-        "weakest_gain_ratio_abs_over_uniform": ratio(g_abs, g_uni),
+        "weakest_gain_abs": g_abs, "weakest_gain_uniform": g_uni, "weakest_gain_ratio_abs_over_uniform": gain_ratio,
         "overall_abs": abs_r[-1].accuracy, "overall_uniform": uni_r[-1].accuracy,
-        "overall_ratio_abs_over_uniform": ratio(abs_r[-1].accuracy, uni_r[-1].accuracy),
+        "overall_ratio_abs_over_uniform": abs_r[-1].accuracy / uni_r[-1].accuracy,
+        "questions_per_type": abs_r[0].per_type[weakest[0]].total,
     }
     console.print(f"weakest types {weakest} (marked *): mean gain ABS {g_abs:+.1%}, uniform {g_uni:+.1%}, "
-                  f"ratio {figures['weakest_gain_ratio_abs_over_uniform']:.2f}")
+                  f"difference {g_abs - g_uni:+.1%}" + (f", ratio {gain_ratio:.2f}" if gain_ratio else " (uniform gained nothing)"))
     console.print(f"overall after {args.rounds} rounds: ABS {abs_r[-1].accuracy:.1%}, uniform {uni_r[-1].accuracy:.1%}, "
                   f"ratio {figures['overall_ratio_abs_over_uniform']:.3f}")
     (args.out / "figures.json").write_text(json.dumps(figures, indent=2) + "\n")

@@ -4,7 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import yaml
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, Field, ValidationError, model_validator
 
 from .errors import DataError
 from .model import TinyConfig
@@ -26,6 +26,14 @@ class DataConfig(BaseModel):
     image_root: str | None = None
     pool: str | None = None  # image annotations, JSON lines of ImageAnnotation
     original: str | None = None  # the original training data, JSON lines of Sample
+
+    @model_validator(mode="after")
+    def all_or_none(self):
+        given = [k for k in ("benchmark", "image_root", "pool", "original") if getattr(self, k)]
+        if given and len(given) < 4:
+            missing = next(k for k in ("benchmark", "image_root", "pool", "original") if not getattr(self, k))
+            raise ValueError(f"{missing} is needed when {given[0]} is given")
+        return self
 
 
 class ModelConfig(BaseModel):

@@ -74,9 +74,6 @@ def resolve_inputs(cfg: RunConfig, run_dir: Path) -> Inputs:
     d = cfg.data
     if not any([d.benchmark, d.pool, d.original, d.image_root]):
         return build_world(cfg, run_dir / "world")
-    missing = [k for k in ("benchmark", "image_root", "pool", "original") if not getattr(d, k)]
-    if missing:
-        raise DataError(f"config: data.{missing[0]} is needed when any data file is given")
     return Inputs(Path(d.benchmark), Path(d.image_root), Path(d.pool), Path(d.original))
 
 
@@ -97,14 +94,15 @@ class Loop:
         self.console = console or Console()
 
     # ---- helpers ----
-    def _check_config(self) -> None:
-        self.run_dir.mkdir(parents=True, exist_ok=True)
+    def _check_config(self, write: bool = False) -> None:
+        """Refuse to mix configs in one run directory; the config is written once the inputs have loaded."""
         path = self.run_dir / "config.yaml"
         text = dump_config(self.cfg)
         if path.exists() and path.read_text() != text:
             raise DataError(f"{path}: this run directory was made with another config; use a new --run-dir "
                             f"or the same config to resume")
-        if not path.exists():
+        if write and not path.exists():
+            self.run_dir.mkdir(parents=True, exist_ok=True)
             path.write_text(text)
 
     def _log(self, msg: str) -> None:
@@ -128,6 +126,7 @@ class Loop:
         original = read_jsonl(inputs.original, Sample)
         if not original and cfg.model.path is None:
             raise DataError(f"{inputs.original}: the original training set is empty")
+        self._check_config(write=True)
         results = [self.round_zero(inputs, questions, original)]
         self._log(accuracy_table(results))
         if rounds > 0:
