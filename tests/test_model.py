@@ -15,10 +15,11 @@ def test_save_and_load_round_trip(tiny_vlm, tmp_path):
 
 def test_prompt_expands_the_image_and_answer_is_masked(tiny_vlm):
     img = Image.new("RGB", (64, 64))
-    enc = tiny_vlm.encode("How many stars are there in the image?", img, "two")
+    batch = tiny_vlm.encode_batch(["How many stars are there in the image?", "What is it?"], [img, img], ["two", "a red ball"])
     image_id = tiny_vlm.tokenizer.image_token_id
-    assert enc.input_ids.count(image_id) == (64 // 16) ** 2
-    answer = [t for t in enc.labels if t != -100]
+    assert (batch["input_ids"][0] == image_id).sum() == (64 // 16) ** 2
+    assert batch["pixel_values"].shape[0] == 2
+    answer = [t for t in batch["labels"][0].tolist() if t != -100]
     assert tiny_vlm.tokenizer.decode(answer, skip_special_tokens=True).strip() == "two"
     assert answer[-1] == tiny_vlm.tokenizer.eos_token_id
 

@@ -90,20 +90,25 @@ class VLM:
     def pixel_values(self, images: list[Image.Image]) -> torch.Tensor:
         return self.processor.image_processor(images=images, return_tensors="pt")["pixel_values"]
 
-    def encode_prompt(self, question: str, image: Image.Image) -> list[int]:
-        """Token ids of the prompt, with the image placeholder expanded as the model expects."""
-        enc = self.processor(images=[image], text=[self.prompt(question)], return_tensors="pt")
-        return enc["input_ids"][0].tolist()
+    def encode_prompts(self, questions: list[str], images: list[Image.Image]) -> tuple[list[list[int]], torch.Tensor]:
+        """Prompt token ids (image placeholder expanded as the model expects) and pixel values, in one call."""
+        enc = self.processor(images=images, text=[self.prompt(q) for q in questions], return_tensors="pt", padding=True)
+        ids = [row[mask.bool()].tolist() for row, mask in zip(enc["input_ids"], enc["attention_mask"])]
+        return ids, enc["pixel_values"]
 
     def encode_answer(self, answer: str) -> list[int]:
         # Encoded apart from the prompt (as lm-eval does) so every option shares the same prefix.
         ids = self.tokenizer(" " + answer.strip(), add_special_tokens=False)["input_ids"]
         return ids + [self.tokenizer.eos_token_id]
 
-    def encode(self, question: str, image: Image.Image, answer: str) -> Encoded:
-        prompt = self.encode_prompt(question, image)
-        ans = self.encode_answer(answer)
-        return Encoded(prompt + ans, [-100] * len(prompt) + ans)
+    def encode_batch(self, questions: list[str], images: list[Image.Image], answers: list[str]) -> dict[str, torch.Tensor]:
+        """A training batch: loss on the answer tokens only."""
+        prompts, pixels = self.encode_prompts(questions, images)
+        encoded = []
+        for prompt, answer in zip(prompts, answers):
+            ans = self.encode_answer(answer)
+            encoded.append(Encoded(prompt + ans, [-100] * len(prompt) + ans))
+        return self.collate(encoded, pixels)
 
     def collate(self, encoded: list[Encoded], pixel_values: torch.Tensor) -> dict[str, torch.Tensor]:
         width = max(len(e.input_ids) for e in encoded)
@@ -123,17 +128,17 @@ class VLM:
     def score_options(self, items: Iterable[tuple[Image.Image, str, list[str]]], reduce: str = "mean") -> list[list[float]]:
         """Loss of each option given image and question (lower is better), one list per item."""
         self.model.eval()
-        encoded, images, sizes = [], [], []
-        for image, question, options in items:
-            prompt = self.encode_prompt(question, image)
+        items = list(items)
+        if not items:
+            return []
+        prompts, pixels = self.encode_prompts([q for _, q, _ in items], [img for img, _, _ in items])
+        encoded, sizes = [], []
+        for prompt, (_, _, options) in zip(prompts, items):
             for opt in options:
                 ans = self.encode_answer(opt)
                 encoded.append(Encoded(prompt + ans, [-100] * len(prompt) + ans))
-                images.append(image)
             sizes.append(len(options))
-        if not encoded:
-            return []
-        batch = self.collate(encoded, self.pixel_values(images))
+        batch = self.collate(encoded, pixels.repeat_interleave(torch.tensor(sizes), dim=0))
         batch = {k: v.to(self.device) for k, v in batch.items()}
         labels = batch.pop("labels")
         logits = self.model(**batch).logits.float()
@@ -156,7 +161,8 @@ class VLM:
     def generate(self, items: Iterable[tuple[Image.Image, str]], max_new_tokens: int = 8) -> list[str]:
         self.model.eval()
         items = list(items)
-        encoded = [Encoded(ids, ids) for ids in (self.encode_prompt(q, img) for img, q in items)]
+        prompts, pixels = self.encode_prompts([q for _, q in items], [img for img, _ in items])
+        encoded = [Encoded(ids, ids) for ids in prompts]
         # Left padding, so that every row's next token comes right after its prompt.
         width = max(len(e.input_ids) for e in encoded)
         pad = self.tokenizer.pad_token_id
@@ -166,7 +172,7 @@ class VLM:
             ids[i, width - len(e.input_ids):] = torch.tensor(e.input_ids)
             mask[i, width - len(e.input_ids):] = 1
         out = self.model.generate(input_ids=ids.to(self.device), attention_mask=mask.to(self.device),
-                                  pixel_values=self.pixel_values([img for img, _ in items]).to(self.device),
+                                  pixel_values=pixels.to(self.device),
                                   max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=pad)
         return [self.tokenizer.decode(row[width:], skip_special_tokens=True).strip() for row in out]
 

@@ -60,8 +60,8 @@ class Collator:
         self.vlm, self.target = vlm, target
 
     def __call__(self, batch: list[tuple[Sample, Image.Image]]):
-        encoded = [self.vlm.encode(s.instruction, img, getattr(s, self.target)) for s, img in batch]
-        return self.vlm.collate(encoded, self.vlm.pixel_values([img for _, img in batch]))
+        return self.vlm.encode_batch([s.instruction for s, _ in batch], [img for _, img in batch],
+                                     [getattr(s, self.target) for s, _ in batch])
 
 
 def train(vlm: VLM, samples: list[Sample], image_root: str | Path, out_dir: str | Path,
