@@ -101,3 +101,31 @@ def test_cli_bad_input_is_one_line_and_nonzero(tmp_path, world):
     res = r.invoke(app, ["filter", str(empty), "--out", str(tmp_path / "k.jsonl"), "--benchmark", str(world.benchmark),
                          "--image-root", str(world.image_root)])
     assert res.exit_code == 2 and "no generated items" in res.output
+
+
+def test_a_real_kill_mid_run_loses_no_finished_stage(tmp_path):
+    """SIGKILL the loop once round 1's data is written; the re-run keeps that data and finishes."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    cfg_file = tmp_path / "run.yaml"
+    cfg_file.write_text(dump_config(small_config(rounds=1)))
+    run = tmp_path / "run"
+    cmd = [sys.executable, "-m", "dataengine.cli", "loop", "--config", str(cfg_file), "--run-dir", str(run)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    marker = run / "round_1" / "filtered.jsonl"
+    deadline = time.time() + 300
+    while not marker.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert marker.exists() and not (run / "round_1" / "eval" / "results.json").exists()
+    kept = marker.read_bytes()
+    stamp = (run / "round_0" / "model" / "model.safetensors").stat().st_mtime_ns
+    done = subprocess.run(cmd, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert marker.read_bytes() == kept
+    assert (run / "round_0" / "model" / "model.safetensors").stat().st_mtime_ns == stamp
+    assert (run / "round_1" / "eval" / "results.json").exists() and not list(run.rglob("*.tmp"))
