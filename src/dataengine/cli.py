@@ -186,6 +186,39 @@ def export(inp: Path = typer.Argument(...), out: Path = typer.Option(...), form:
     console.print(f"wrote {out}")
 
 
+@app.command("pope-build")
+def pope_build(pool: Path = typer.Option(..., help="JSONL of image annotations."), out: Path = typer.Option(...),
+               split: str = typer.Option("adversarial", help="random, popular or adversarial"),
+               seed: int = typer.Option(0)):
+    """Build a POPE split (3 present and 3 absent objects per image) from an annotated pool."""
+    from .pope import build_pope, write_pope
+    from .records import ImageAnnotation, read_jsonl
+    try:
+        items = build_pope(read_jsonl(pool, ImageAnnotation), split, seed=seed)
+    except DataError as e:
+        _fail(e)
+    write_pope(out, items)
+    console.print(f"wrote {len(items)} {split} questions to {out}")
+
+
+@app.command("pope-eval")
+def pope_eval(model: Path = typer.Option(...), questions: Path = typer.Option(..., help="POPE JSONL file."),
+              image_root: Path = typer.Option(...), out: Optional[Path] = typer.Option(None, help="Write metrics JSON here.")):
+    """Answer POPE questions by yes/no likelihood; print accuracy, precision, recall, F1, yes-ratio."""
+    from .model import VLM
+    from .pope import evaluate_pope, pope_metrics, read_pope
+    from .records import write_json
+    try:
+        items = read_pope(questions)
+        answers = evaluate_pope(VLM.load(model), items, image_root)
+    except DataError as e:
+        _fail(e)
+    metrics = pope_metrics([i.label for i in items], answers)
+    if out:
+        write_json(out, metrics)
+    console.print("  ".join(f"{k} {v:.3f}" for k, v in metrics.items()))
+
+
 @app.command()
 def report(run_dir: Path = typer.Argument(Path("runs/default"))):
     """Print the accuracy table of a run, round by round."""
