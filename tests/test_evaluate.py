@@ -22,11 +22,11 @@ def test_accuracy_on_a_hand_made_prediction_file(tmp_path):
 
 def test_extract_letter():
     opts = ["red", "blue", "green", "black"]
-    assert extract_letter("B", opts) == "B"
-    assert extract_letter("(C) green", opts) == "C"
-    assert extract_letter("It is blue.", opts) == "B"
-    assert extract_letter("A cat", opts) is None  # "A" here is an article, not a letter
-    assert extract_letter("purple", opts) is None
+    assert extract_letter("B", opts) == ("B", "letter")
+    assert extract_letter("(C) green", opts) == ("C", "letter")
+    assert extract_letter("It is blue.", opts) == ("B", "option")
+    assert extract_letter("A cat", opts) == (None, "none")  # "A" here is an article, not a letter
+    assert extract_letter("purple", opts) == (None, "none")
 
 
 def test_likelihood_picks_the_lowest_loss(tiny_vlm, world):
@@ -43,6 +43,10 @@ def test_letter_method_runs(tiny_vlm, world):
     qs = read_seed(world.benchmark)[:3]
     preds = evaluate(tiny_vlm, qs, world.image_root, method="letter", batch_size=3)
     assert len(preds) == 3 and all(pr.prediction in ("", "A", "B", "C", "D") for pr in preds)
+    assert all(pr.extracted in ("letter", "option", "none") for pr in preds)
+    res = summarize(preds, method="letter")
+    assert sum(res.extraction.values()) == 3 and res.extraction == {
+        how: sum(p.extracted == how for p in preds) for how in ("letter", "option", "none")}
 
 
 def test_missing_and_corrupt_images_fail_before_writing(tiny_vlm, world, tmp_path):

@@ -72,6 +72,10 @@ def test_cli_stages_one_by_one(tmp_path, world):
                       "--out", str(tmp_path / "m1"), "--epochs", "1"]))
     ok(r.invoke(app, ["evaluate", "--model", str(tmp_path / "m1"), "--benchmark", str(w.benchmark),
                       "--image-root", str(w.image_root), "--out", str(tmp_path / "ev")]))
+    res = r.invoke(app, ["evaluate", "--model", str(tmp_path / "m1"), "--benchmark", str(w.benchmark),
+                         "--image-root", str(w.image_root), "--out", str(tmp_path / "ev-letter"), "--method", "letter"])
+    ok(res)
+    assert "by option text (fallback):" in res.output
     ok(r.invoke(app, ["plan", "--eval", str(tmp_path / "ev"), "--budget", "27", "--out", str(tmp_path / "plan.json")]))
     ok(r.invoke(app, ["generate", "--plan", str(tmp_path / "plan.json"), "--pool", str(w.pool), "--out", str(tmp_path / "gen.jsonl")]))
     ok(r.invoke(app, ["filter", str(tmp_path / "gen.jsonl"), "--out", str(tmp_path / "kept.jsonl"), "--benchmark", str(w.benchmark),

@@ -88,6 +88,9 @@ def evaluate(model: Path = typer.Option(...), benchmark: Path = typer.Option(...
     except DataError as e:
         _fail(e)
     console.print(accuracy_table([res], title=f"{benchmark.name} ({method})"))
+    if res.extraction:
+        x = res.extraction
+        console.print(f"answers read as a letter: {x['letter']}, by option text (fallback): {x['option']}, unreadable: {x['none']}")
 
 
 @app.command()

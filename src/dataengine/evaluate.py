@@ -24,15 +24,15 @@ def letter_prompt(q: Question) -> str:
     return f"{q.question}\n{opts}\n{LETTER_INSTRUCTION}"
 
 
-def extract_letter(text: str, options: list[str]) -> str | None:
-    """Map free text to a letter: a bare letter first, then an option's text."""
+def extract_letter(text: str, options: list[str]) -> tuple[str | None, str]:
+    """Map free text to a letter, and say how: "letter", "option" (its text named one option) or "none"."""
     # "B", "B.", "(B) ...", "B: ..." are letters; "A cat" is an article.
     m = re.match(r"^\s*\(?([A-D])(?:[\).:]|\s*$)", text)
     if m:
-        return m.group(1)
+        return m.group(1), "letter"
     low = text.strip().lower()
     hits = [l for l, o in zip(LETTERS, options) if o.lower() and o.lower() in low]
-    return hits[0] if len(hits) == 1 else None
+    return (hits[0], "option") if len(hits) == 1 else (None, "none")
 
 
 def check_images(questions: list[Question], image_root: str | Path, source: str) -> None:
@@ -64,7 +64,8 @@ def evaluate(vlm: VLM, questions: list[Question], image_root: str | Path, method
         else:
             texts = vlm.generate([(img, letter_prompt(q)) for img, q in zip(images, chunk)])
             for q, t in zip(chunk, texts):
-                preds.append(_prediction(q, extract_letter(t, q.options) or "", raw=t))
+                letter, how = extract_letter(t, q.options)
+                preds.append(_prediction(q, letter or "", raw=t, extracted=how))
         for p in preds:
             finished[p.question_id] = p
         if on_batch:
@@ -74,9 +75,10 @@ def evaluate(vlm: VLM, questions: list[Question], image_root: str | Path, method
     return [finished[q.question_id] for q in questions]
 
 
-def _prediction(q: Question, pred: str, scores=None, raw: str = "") -> Prediction:
+def _prediction(q: Question, pred: str, scores=None, raw: str = "", extracted: str = "") -> Prediction:
     return Prediction(question_id=q.question_id, qtype=q.qtype, image=q.image, question=q.question, options=q.options,
-                      answer=q.answer, prediction=pred, correct=pred == q.answer, scores=scores or [], raw=raw)
+                      answer=q.answer, prediction=pred, correct=pred == q.answer, scores=scores or [], raw=raw,
+                      extracted=extracted)
 
 
 def summarize(preds: list[Prediction], benchmark: str = "", method: str = "likelihood") -> EvalResult:
@@ -87,7 +89,9 @@ def summarize(preds: list[Prediction], benchmark: str = "", method: str = "likel
         r.correct += p.correct
     per = dict(sorted(per.items()))
     return EvalResult(benchmark=benchmark, method=method, per_type=per, total=len(preds),
-                      correct=sum(p.correct for p in preds))
+                      correct=sum(p.correct for p in preds),
+                      extraction={how: sum(p.extracted == how for p in preds) for how in ("letter", "option", "none")}
+                      if method == "letter" else {})
 
 
 def run_evaluate(vlm: VLM, questions: list[Question], image_root: str | Path, out_dir: str | Path,

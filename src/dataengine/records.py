@@ -113,6 +113,7 @@ class Prediction(BaseModel):
     correct: bool
     scores: list[float] = Field(default_factory=list)  # per-option loss; lower is better
     raw: str = ""  # generated text, when scored by generation
+    extracted: str = ""  # how the letter came out of that text: "letter", "option" (fallback) or "none"
 
 
 class TypeResult(BaseModel):
@@ -132,6 +133,7 @@ class EvalResult(BaseModel):
     per_type: dict[int, TypeResult]
     total: int
     correct: int
+    extraction: dict[str, int] = Field(default_factory=dict)  # letter method: answers by how they were read
 
     @property
     def accuracy(self) -> float:
