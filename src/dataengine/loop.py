@@ -190,11 +190,13 @@ class Loop:
             s = cfg.sample
             the_plan = plan(res.accuracies(), bad, s.budget, s.strategy, s.examples_per_type, s.dedup_threshold, seed=cfg.seed + k)
             write_json(plan_path, the_plan)
+        gen_path, filt_path = rd / "generated.jsonl", rd / "filtered.jsonl"
+        # The training data so far, read once, and only if generate or filter still has to run.
+        seen = original + self.incremental(k - 1, all_rounds=True) if not filt_path.exists() else []
         # 2. generate, never on an image used before for the same type
-        gen_path = rd / "generated.jsonl"
         if not gen_path.exists():
             used: dict[int, set[str]] = {}
-            for s in original + self.incremental(k - 1, all_rounds=True):
+            for s in seen:
                 used.setdefault(s.qtype, set()).add(s.image)
             generator = GroundedGenerator(focus=cfg.generate.focus, source=f"round-{k}")
             with progress_bar(self.console) as p:
@@ -202,13 +204,12 @@ class Loop:
                                  exclude_images=used, oversample=cfg.generate.oversample, progress=p)
             write_jsonl(gen_path, items)
         # 3. filter
-        filt_path = rd / "filtered.jsonl"
         if not filt_path.exists():
             generated = read_jsonl(gen_path, Sample)
             if not generated and the_plan.budget > 0:
                 raise DataError(f"{gen_path}: the generator wrote no items for round {k}")
             anns = {a.image: a for a in pool}
-            kept, dropped, report = filter_samples(generated, guard, anns, seen=original + self.incremental(k - 1, all_rounds=True))
+            kept, dropped, report = filter_samples(generated, guard, anns, seen=seen)
             write_jsonl(rd / "rejected.jsonl", [s.model_copy(update={"source": f"{s.source} | {r}"}) for s, r in dropped])
             write_json(rd / "filter_report.json", report)
             write_jsonl(filt_path, kept)

@@ -8,18 +8,17 @@ with the image's own objects (`adversarial`). Files use POPE's own JSON-lines fo
 """
 from __future__ import annotations
 
-import json
 import random
 from collections import Counter
 from itertools import combinations
 from pathlib import Path
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
 
 from .errors import DataError
 from .images import load_image
 from .model import VLM
-from .records import ImageAnnotation
+from .records import ImageAnnotation, read_jsonl, write_jsonl
 
 SPLITS = ("random", "popular", "adversarial")
 
@@ -60,27 +59,14 @@ def build_pope(anns: list[ImageAnnotation], split: str, per_image: int = 3, seed
 
 
 def write_pope(path: str | Path, items: list[PopeItem]) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("".join(i.model_dump_json() + "\n" for i in items))
-    return path
+    return write_jsonl(path, items)
 
 
 def read_pope(path: str | Path) -> list[PopeItem]:
-    path = Path(path)
-    if not path.exists():
-        raise DataError(f"{path}: POPE file not found")
-    items = []
-    for n, line in enumerate(path.read_text().splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            item = PopeItem.model_validate(json.loads(line))
-        except (json.JSONDecodeError, ValidationError) as e:
-            raise DataError(f"{path}: line {n}: not a POPE item ({e.__class__.__name__})") from None
+    items = read_jsonl(path, PopeItem)
+    for item in items:
         if item.label not in ("yes", "no"):
             raise DataError(f"{path}: question {item.question_id}: label {item.label!r} is not yes or no")
-        items.append(item)
     return items
 
 

@@ -44,8 +44,8 @@ class TrainConfig(BaseModel):
 
 
 class SampleDataset(Dataset):
-    def __init__(self, samples: list[Sample], image_root: Path, target: str):
-        self.samples, self.image_root, self.target = samples, Path(image_root), target
+    def __init__(self, samples: list[Sample], image_root: Path):
+        self.samples, self.image_root = samples, Path(image_root)
 
     def __len__(self):
         return len(self.samples)
@@ -106,7 +106,7 @@ def train(vlm: VLM, samples: list[Sample], image_root: str | Path, out_dir: str 
         use_cpu=vlm.device == "cpu",
     )
     random.Random(cfg.seed).shuffle(samples := list(samples))
-    trainer = Trainer(model=model, args=args, train_dataset=SampleDataset(samples, Path(image_root), cfg.target),
+    trainer = Trainer(model=model, args=args, train_dataset=SampleDataset(samples, Path(image_root)),
                       data_collator=Collator(vlm, cfg.target), callbacks=[Log()], optimizers=(_optimizer(model, cfg), None))
     trainer.remove_callback(PrinterCallback)  # our progress bar and train_log.json replace its prints
     torch.manual_seed(cfg.seed)
@@ -121,7 +121,8 @@ def train(vlm: VLM, samples: list[Sample], image_root: str | Path, out_dir: str 
 
 
 def _optimizer(model, cfg: TrainConfig) -> torch.optim.Optimizer:
-    """AdamW with its own learning rate for the vision side, which a from-scratch model needs higher."""
+    """AdamW, with the vision tower and projector in a group of their own (`vision_lr`), as LLaVA-style
+    recipes give the projector its own learning rate."""
     vision, text = [], []
     for name, p in model.named_parameters():
         if p.requires_grad:
