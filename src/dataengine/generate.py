@@ -1,18 +1,22 @@
 """Generate: turn image annotations into question / answer / 4 options / letter for a question type.
 
-A generator is anything with `generate(qtype, annotation, examples, rng) -> list[Sample]`. The grounded
-generator below writes items straight from the annotation (exact by construction, no LLM); the LLM
-generator of a later stage plugs into the same call.
+A generator is anything with `generate_batch(qtype, annotations, examples, rng) -> list[Sample]`
+(at most one item an image). The grounded generator writes items straight from the annotation
+(exact by construction, no LLM); the LLM generator asks an OpenAI-compatible server, all images of a
+batch at once.
 """
 from __future__ import annotations
 
+import base64
 import hashlib
 import random
+from collections import Counter
 from dataclasses import dataclass
 from typing import Protocol
 
 from rich.progress import Progress
 
+from .images import resolve
 from .records import LETTERS, ImageAnnotation, Prediction, Sample
 from .world import CATEGORIES, COLORS, CONTACTS, NUMBERS, SETTINGS, SIZES, WORDS, contact, direction, plural, quadrant
 
@@ -24,8 +28,8 @@ HEAVIEST_Q = "If all the objects were made of the same material, which one would
 class Generator(Protocol):
     name: str
 
-    def generate(self, qtype: int, ann: ImageAnnotation, examples: list[Prediction],
-                 rng: random.Random) -> list[Sample]: ...
+    def generate_batch(self, qtype: int, anns: list[ImageAnnotation], examples: list[Prediction],
+                       rng: random.Random) -> list[Sample]: ...
 
 
 @dataclass
@@ -170,6 +174,9 @@ class GroundedGenerator:
         choice = rng.choice(by_answer[rng.choice(sorted(by_answer))])
         return [make_sample(choice, qtype, ann, rng, self.source, self.name)]
 
+    def generate_batch(self, qtype, anns, examples, rng):
+        return [s for ann in anns for s in self.generate(qtype, ann, examples, rng)[:1]]
+
 
 def _correct_text(p: Prediction) -> str:
     return p.options[LETTERS.index(p.answer)]
@@ -178,13 +185,16 @@ def _correct_text(p: Prediction) -> str:
 def generate(counts: dict[int, int], pool: list[ImageAnnotation], generator: Generator,
              examples: dict[int, list[Prediction]] | None = None, seed: int = 0,
              exclude_images: dict[int, set[str]] | set[str] | None = None, oversample: int = 3,
-             progress: Progress | None = None) -> list[Sample]:
+             progress: Progress | None = None, order: dict[int, list[int]] | None = None,
+             max_images: float | None = None) -> list[Sample]:
     """Generate `counts[t]` items of each type t, one per image, from images of the pool.
 
     Up to `oversample * counts[t]` candidates are drawn, then picked round-robin by answer, so that a
     frequent answer ("one" for counting, "apart" for contact) does not swamp a type. Use 1 for a
-    generator that costs money per call. Images in `exclude_images` (all types, or per type) are
-    skipped. Returns fewer items than asked when the pool runs out of images that suit a type.
+    generator that costs money per call. Images are taken in random order, or in `order[t]` (pool
+    indices, e.g. most similar to the bad cases first); those in `exclude_images` (all types, or per
+    type) are skipped; at most `max_images * counts[t]` images are tried per type (None: all).
+    Returns fewer items than asked when the images run out.
     """
     examples = examples or {}
     out: list[Sample] = []
@@ -194,15 +204,17 @@ def generate(counts: dict[int, int], pool: list[ImageAnnotation], generator: Gen
             continue
         exclude = exclude_images.get(qtype, set()) if isinstance(exclude_images, dict) else (exclude_images or set())
         rng = random.Random(f"{seed}-{qtype}")
-        order = list(range(len(pool)))
-        rng.shuffle(order)
+        shuffled = list(range(len(pool)))
+        rng.shuffle(shuffled)
+        ids = [i for i in (order or {}).get(qtype, shuffled) if pool[i].image not in exclude]
+        if max_images is not None:
+            ids = ids[:int(max_images * n)]
         drawn: list[Sample] = []
-        for i in order:
-            if len(drawn) >= n * oversample:
-                break
-            ann = pool[i]
-            if ann.image not in exclude:
-                drawn.extend(generator.generate(qtype, ann, examples.get(qtype, []), rng)[:1])
+        while ids and len(drawn) < n * oversample:
+            # Ask for as many images as items are still missing: one call for the grounded
+            # generator's loop, one concurrent batch for an LLM.
+            batch, ids = ids[:n * oversample - len(drawn)], ids[n * oversample - len(drawn):]
+            drawn.extend(generator.generate_batch(qtype, [pool[i] for i in batch], examples.get(qtype, []), rng))
         picked = balance_answers(drawn, n)
         out.extend(picked)
         if progress:
@@ -222,3 +234,56 @@ def balance_answers(items: list[Sample], n: int) -> list[Sample]:
             if q and len(picked) < n:
                 picked.append(q.pop(0))
     return picked
+
+
+class LLMGenerator:
+    """Asks an LLM for one item per image with the versioned generation prompt (`prompt.py`).
+
+    Each request carries a seed made from the image, the type and the prompt version, so the same
+    inputs make the same request and a re-run is answered from the client's cache. Options are
+    shuffled after generation so the correct letter is uniform. What came back is counted per type:
+    items, skips, malformed answers, failed requests.
+    """
+
+    def __init__(self, client, prompt, source: str = "generated", image_root: str | None = None):
+        self.client, self.prompt, self.source, self.image_root = client, prompt, source, image_root
+        self.name = f"llm:{client.cfg.model}:prompt-v{prompt.version}"
+        self.outcomes: dict[int, Counter] = {}
+        self.problems: list[dict] = []  # what was dropped before filtering, and why
+
+    def _image_url(self, ann: ImageAnnotation) -> str | None:
+        if not (self.client.cfg.send_image and self.image_root):
+            return None
+        path = resolve(self.image_root, ann.image)
+        return f"data:image/{path.suffix.lstrip('.') or 'png'};base64," + base64.b64encode(path.read_bytes()).decode()
+
+    def generate_batch(self, qtype, anns, examples, rng):
+        from .llm import LLMError
+        from .prompt import SCHEMA, parse
+        bodies = []
+        for ann in anns:
+            seed = int(hashlib.sha1(f"{ann.image_id}|{qtype}|{self.prompt.version}".encode()).hexdigest()[:8], 16)
+            bodies.append(self.client.body(self.prompt.messages(qtype, ann, examples, self._image_url(ann)), SCHEMA, seed=seed))
+        counts = self.outcomes.setdefault(qtype, Counter())
+        out = []
+        for ann, answer in zip(anns, self.client.run(bodies)):
+            if isinstance(answer, LLMError):
+                counts["failed"] += 1
+                self.problems.append({"image": ann.image, "qtype": qtype, "kind": "failed", "reason": str(answer)})
+                continue
+            parsed = parse(answer.text)
+            counts[parsed.kind] += 1
+            if parsed.kind != "item":
+                self.problems.append({"image": ann.image, "qtype": qtype, "kind": parsed.kind, "reason": parsed.reason,
+                                      "text": answer.text[:500]})
+                continue
+            it = parsed.item
+            correct = it.options[LETTERS.index(it.correct)]
+            options = list(it.options)
+            key = hashlib.sha1(f"{ann.image_id}|{qtype}|{it.question}".encode()).hexdigest()[:10]
+            random.Random(key).shuffle(options)
+            out.append(Sample(id=f"{self.source}-{qtype}-{key}", image=ann.image, instruction=it.question.strip(),
+                              answer=it.answer.strip(), short_answer=it.short_answer.strip(), options=options,
+                              choice_answer=LETTERS[options.index(correct)], qtype=qtype, source=self.source,
+                              generator=self.name))
+        return out
