@@ -112,25 +112,134 @@ def plan(eval_dir: Path = typer.Option(..., "--eval", help="An evaluate output f
     console.print(counts_table([p]))
 
 
+def _llm_client(stack, config: Optional[Path], urls: list[str], local: bool, cache: Optional[Path], log_dir: Path):
+    """The LLM client of a command: settings from the config's `llm` section, then the flags."""
+    from .config import load_config
+    from .llm import LLMClient
+    from .llm_server import LocalLLM, local_config
+    cfg = load_config(config).llm
+    if urls:
+        cfg = cfg.model_copy(update={"base_urls": urls})
+    if local or (cfg.local and not urls):
+        url = stack.enter_context(LocalLLM(log_dir / "llm_server.log"))
+        cfg = local_config(cfg).model_copy(update={"base_urls": [url]})
+    client = LLMClient(cfg, cache_path=cache)
+    stack.callback(client.close)
+    return client
+
+
+_LLM_URL = typer.Option([], "--llm-url", help="OpenAI-compatible base URL (repeat to spread the load).")
+_LLM_LOCAL = typer.Option(False, "--llm-local", help="Start the packaged Gemma-3-270M on a local llama.cpp server.")
+
+
 @app.command()
 def generate(plan_file: Path = typer.Option(..., "--plan"), pool: Path = typer.Option(..., help="JSONL of image annotations."),
-             out: Path = typer.Option(...), seed: int = typer.Option(0), focus: float = typer.Option(0.5)):
-    """Generate items per the plan with the grounded generator."""
-    from .generate import GroundedGenerator, generate as gen
+             out: Path = typer.Option(...), seed: int = typer.Option(0), focus: float = typer.Option(0.5),
+             generator: str = typer.Option("grounded", help="grounded, or llm"),
+             config: Optional[Path] = typer.Option(None, help="YAML config; its llm section sets the LLM."),
+             llm_url: list[str] = _LLM_URL, llm_local: bool = _LLM_LOCAL,
+             prompts: Optional[Path] = typer.Option(None, help="Prompt store from `dataengine ipo` (its best version is used)."),
+             image_root: Optional[Path] = typer.Option(None, help="Images, when the LLM is sent them (llm.send_image)."),
+             cache: Optional[Path] = typer.Option(None, help="LLM cache (default: beside OUT). A re-run pays no finished call again."),
+             oversample: Optional[int] = typer.Option(None, help="Candidates per wanted item (default: 3 grounded, 1 llm)."),
+             max_images: Optional[float] = typer.Option(None, help="Images tried per wanted item (llm default: 3).")):
+    """Generate items per the plan, with the grounded generator or an LLM."""
+    import contextlib
+    from .generate import GroundedGenerator, LLMGenerator, generate as gen
     from .loop import progress_bar
-    from .records import ImageAnnotation, read_jsonl, write_jsonl
+    from .prompt import PromptStore, prompt_for
+    from .records import ImageAnnotation, read_jsonl, write_json, write_jsonl
     from .sample import Plan
     try:
         if not plan_file.exists():
             raise DataError(f"{plan_file}: plan file not found")
         p = Plan.model_validate_json(plan_file.read_text())
         anns = read_jsonl(pool, ImageAnnotation)
-        with progress_bar(console) as bar:
-            items = gen(p.counts(), anns, GroundedGenerator(focus=focus), p.examples(), seed=seed, progress=bar)
+        with contextlib.ExitStack() as stack:
+            if generator == "llm":
+                client = _llm_client(stack, config, llm_url, llm_local, cache or out.with_suffix(".llm_cache.sqlite"), out.parent)
+                best = PromptStore(prompts).best() if prompts else None
+                g = LLMGenerator(client, prompt_for(best), source="generated", image_root=str(image_root) if image_root else None)
+                oversample, max_images = oversample or 1, max_images or 3.0
+            elif generator == "grounded":
+                g = GroundedGenerator(focus=focus)
+                oversample = oversample or 3
+            else:
+                raise DataError(f"unknown generator {generator!r}; known: grounded, llm")
+            with progress_bar(console) as bar:
+                items = gen(p.counts(), anns, g, p.examples(), seed=seed, progress=bar, oversample=oversample, max_images=max_images)
+            if generator == "llm":
+                write_json(out.with_suffix(".report.json"), {"generator": g.name, "usage": client.usage.as_dict(client.cfg),
+                                                             "outcomes": {t: dict(c) for t, c in g.outcomes.items()},
+                                                             "problems": g.problems})
+                u = client.usage
+                console.print(f"LLM: {u.requests} requests, {u.cached} from cache, {u.retries} retries, {u.failed} failed, "
+                              f"{u.prompt_tokens}+{u.completion_tokens} tokens")
     except DataError as e:
         _fail(e)
     write_jsonl(out, items)
     console.print(f"wrote {len(items)} items to {out}")
+
+
+@app.command()
+def ipo(pool: Path = typer.Option(..., help="JSONL of image annotations to generate from."),
+        out: Path = typer.Option(..., help="Folder for prompts.jsonl (every version) and each version's items and failures."),
+        config: Optional[Path] = typer.Option(None, help="YAML config; its llm and ipo sections apply."),
+        llm_url: list[str] = _LLM_URL, llm_local: bool = _LLM_LOCAL,
+        image_root: Optional[Path] = typer.Option(None), review: str = typer.Option("auto", help="auto (the annotation verifier) or human"),
+        rounds: Optional[int] = typer.Option(None), per_type: Optional[int] = typer.Option(None),
+        target: Optional[float] = typer.Option(None), types: Optional[str] = typer.Option(None, help="e.g. 3,5,9 (default: all)"),
+        seed: int = typer.Option(0)):
+    """Interactive Prompt Optimization: generate, review the failures, let the LLM revise the prompt; repeat."""
+    import contextlib
+    from .config import load_config
+    from .ipo import auto_judge, human_judge, optimize
+    from .records import ImageAnnotation, read_jsonl
+    try:
+        i = load_config(config).ipo
+        anns = read_jsonl(pool, ImageAnnotation)
+        if review not in ("auto", "human"):
+            raise DataError(f"unknown review mode {review!r}; known: auto, human")
+        qtypes = [int(t) for t in types.split(",")] if types else None
+
+        def accept(current: str, proposed: str) -> str | None:
+            answer = typer.prompt("accept this rewrite? [a]ccept / [e]dit / [r]eject", default="a")
+            if answer.startswith("e"):
+                return typer.edit(proposed) or proposed
+            return proposed if answer.startswith("a") else None
+
+        with contextlib.ExitStack() as stack:
+            client = _llm_client(stack, config, llm_url, llm_local, out / "llm_cache.sqlite", out)
+            res = optimize(client, anns, out, rounds=i.rounds if rounds is None else rounds, target=target or i.target,
+                           per_type=per_type or i.per_type, qtypes=qtypes, clarify=i.clarify,
+                           judge=auto_judge if review == "auto" else human_judge, accept=None if review == "auto" else accept,
+                           log=console.print, seed=seed, image_root=str(image_root) if image_root else None)
+    except DataError as e:
+        _fail(e)
+    from rich.table import Table
+    t = Table(title="prompt versions")
+    for col in ("version", "parent", "correctness", "judged"):
+        t.add_column(col, justify="right")
+    for v in res.versions:
+        t.add_row(f"v{v.version}", f"v{v.parent}" if v.parent else "-", f"{v.correctness:.0%}" if v.correctness is not None else "-", str(v.judged))
+    console.print(t)
+    console.print(f"stopped: {res.stopped}; best v{res.best.version}; `dataengine generate --prompts {out / 'prompts.jsonl'}` uses it")
+
+
+@app.command("llm-serve")
+def llm_serve(log: Path = typer.Option(Path("llm_server.log"))):
+    """Serve the packaged Gemma-3-270M on a local OpenAI-compatible server until Ctrl-C."""
+    import time
+    from .llm_server import LocalLLM
+    try:
+        with LocalLLM(log) as url:
+            console.print(f"serving at {url} (model gemma-3-270m); Ctrl-C stops it")
+            while True:
+                time.sleep(3600)
+    except DataError as e:
+        _fail(e)
+    except KeyboardInterrupt:
+        pass
 
 
 @app.command("filter")

@@ -2,11 +2,13 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 import yaml
 from pydantic import BaseModel, Field, ValidationError, model_validator
 
 from .errors import DataError
+from .llm import LLMConfig
 from .model import TinyConfig
 from .train import TrainConfig
 
@@ -56,9 +58,32 @@ class SampleConfig(BaseModel):
 
 
 class GenerateConfig(BaseModel):
-    generator: str = "grounded"
-    focus: float = 0.5
-    oversample: int = 3
+    generator: Literal["grounded", "llm"] = "grounded"
+    focus: float = 0.5  # grounded: share of items aimed at the bad cases' answers
+    oversample: int = 3  # candidates drawn per wanted item, then balanced by answer (use 1 for an LLM)
+    max_images: float | None = None  # images tried per wanted item (None: all); bounds the LLM calls
+    selection: Literal["random", "similar"] = "random"  # "similar": half like the bad cases (needs embed.model)
+    template: str = "generate-v1"  # the prompt template file (prompts/<name>.yaml)
+    prompts: str | None = None  # a prompt store from `dataengine ipo`; None: the run's own, else the template
+
+
+class IPOConfig(BaseModel):
+    """Interactive Prompt Optimization, run automatically before round 1 when the generator is an LLM."""
+    rounds: int = 2  # rewrites; 0 measures the template's prompt only
+    per_type: int = 2  # images per type on which each version is judged
+    target: float = 0.9
+    clarify: bool = True  # the first rewrite asks which rules are confusing, before any failure is seen
+
+
+class EmbedConfig(BaseModel):
+    model: Literal["none", "minilm"] = "none"  # "minilm": sentence embeddings (llm extra); "none": text overlap
+
+
+class FilterConfig(BaseModel):
+    similarity: float = 0.9  # near-duplicate threshold (cosine), with embed.model set
+    # "image": near-duplicates among items about the same image (templated synthetic questions
+    # repeat across images by design); "global": across all items and against benchmark questions.
+    scope: Literal["image", "global"] = "image"
 
 
 class RoundTrainConfig(TrainConfig):
@@ -75,6 +100,10 @@ class RunConfig(BaseModel):
     evaluate: EvalConfig = EvalConfig()
     sample: SampleConfig = SampleConfig()
     generate: GenerateConfig = GenerateConfig()
+    llm: LLMConfig = LLMConfig()
+    ipo: IPOConfig = IPOConfig()
+    embed: EmbedConfig = EmbedConfig()
+    filter: FilterConfig = FilterConfig()
     train: RoundTrainConfig = Field(default_factory=lambda: RoundTrainConfig(epochs=2.0, freeze_vision=True))
 
 

@@ -1,6 +1,6 @@
 """Filter: keep only well-formed, correct, new items; never let a benchmark image into training data.
 
-Each check returns a reason or None. `verify` re-derives the answer from the annotation on its own
+Each check returns a reason or None (`verify` also "" for confirmed). `verify` re-derives the answer from the annotation on its own
 (it does not call the generator), so it also judges items written by an LLM.
 """
 from __future__ import annotations
@@ -13,9 +13,10 @@ from pathlib import Path
 from pydantic import BaseModel
 
 from .generate import DIRECTIONS, HEAVIEST_Q, QUADRANTS, color_of, size_of
+from .embed import item_text, near_duplicates
 from .images import resolve
 from .records import LETTERS, QTYPES, ImageAnnotation, ObjectAnn, Question, Sample
-from .world import CATEGORIES, NUMBERS, PLURALS, contact, direction, quadrant
+from .world import CATEGORIES, COLORS, CONTACTS, NUMBERS, PLURALS, contact, direction, quadrant
 
 _NORM = re.compile(r"[^a-z0-9 ]+")
 
@@ -68,44 +69,57 @@ def _one(groups: list[list[ObjectAnn]], k: int) -> ObjectAnn | None:
     return groups[k][0] if len(groups) > k and len(groups[k]) == 1 else None
 
 
+def _same(a: str, b: str | None) -> bool:
+    """Equal up to case, punctuation and a leading article ("A ball." == "ball")."""
+    strip = lambda t: re.sub(r"^(a|an|the) ", "", norm(t or ""))
+    return b is not None and strip(a) == strip(b)
+
+
 def verify(s: Sample, ann: ImageAnnotation) -> str | None:
-    """A reason if the annotation contradicts the item; None if it agrees or cannot decide."""
+    """Judge an item against the annotation: a reason if the annotation contradicts it, "" if the
+    annotation confirms it, None if the annotation cannot decide."""
     q, a, opts = s.instruction, s.short_answer, s.options
     objs = ann.objects
     if s.qtype == 1 and ann.setting and "place" in q.lower():
-        return None if a == ann.setting else f"the place is {ann.setting}"
+        return "" if _same(a, ann.setting) else f"the place is {ann.setting}"
     if s.qtype == 2:
         m = re.search(r"what is the (\w+) object", q.lower())
         if m:
             match = [o for o in objs if color_of(o.attributes) == m.group(1)]
             if len(match) != 1:
                 return f"no single {m.group(1)} object"
-            return None if match[0].name == a else f"the {m.group(1)} object is a {match[0].name}"
+            return "" if _same(a, match[0].name) else f"the {m.group(1)} object is a {match[0].name}"
         if "can be seen" in q.lower():
             present = {o.name for o in objs}
-            if a not in present:
+            if not any(_same(a, n) for n in present):
                 return f"no {a} in the image"
-            if any(o in present for o in opts if o != a):
+            if any(_same(o, n) for o in opts if not _same(o, a) for n in present):
                 return "a distractor is also in the image"
+            return ""
         return None
     groups = _find(ann, q)
     if s.qtype == 3:
         o = _one(groups, 0)
         if groups and not groups[0]:
             return "refers to an object not in the image"
-        return None if o is None or color_of(o.attributes) == a else f"it is {color_of(o.attributes)}"
+        if o is None or not ("color" in q.lower() or any(_same(a, c) for c in COLORS)):
+            return None
+        return "" if _same(a, color_of(o.attributes)) else f"it is {color_of(o.attributes)}"
     if s.qtype == 4:
         o = _one(groups, 0)
         where = quadrant(o.bbox, ann.width, ann.height) if o else None
-        return None if where is None or a not in QUADRANTS or where == a else f"it is in the {where}"
+        if where is None or not any(_same(a, x) for x in QUADRANTS):
+            return None
+        return "" if _same(a, where) else f"it is in the {where}"
     if s.qtype == 5:
         m = re.search(r"how many (\w+)", q.lower())
-        if m and a in NUMBERS:
+        k_said = next((i + 1 for i, w in enumerate(NUMBERS) if _same(a, w) or norm(a) == str(i + 1)), None)
+        if m and k_said:
             word = m.group(1)
             name = next((n for n in {o.name for o in objs} | set(CATEGORIES) if word in (n, PLURALS.get(n, n + "s"))), None)
             if name:
                 k = sum(o.name == name for o in objs)
-                return None if NUMBERS.index(a) + 1 == k else f"there are {k}"
+                return "" if k_said == k else f"there are {k}"
         return None
     if s.qtype in (6, 7):
         x, y = _one(groups, 0), _one(groups, 1)
@@ -116,15 +130,22 @@ def verify(s: Sample, ann: ImageAnnotation) -> str | None:
         if s.qtype == 6:
             d = direction(x.bbox, y.bbox)
             truth = DIRECTIONS.get(d) if d else None
-            return None if truth is None or truth == a else f"it is {truth}"
+            said = next((v for v in DIRECTIONS.values() if _same(a, v) or _same(a, v.replace("to the ", ""))), None)
+            if truth is None or said is None:
+                return None
+            return "" if said == truth else f"it is {truth}"
         c = contact(x.bbox, y.bbox)
-        return None if c == "near" or c == a else f"they are {c}"
+        if c == "near" or not any(_same(a, k) for k in CONTACTS):
+            return None
+        return "" if _same(a, c) else f"they are {c}"
     if s.qtype == 8 and q == HEAVIEST_Q:
         large = [o for o in objs if size_of(o.attributes) == "large"]
-        return None if len(large) == 1 and large[0].name == a else "not the single largest object"
+        return "" if len(large) == 1 and _same(a, large[0].name) else "not the single largest object"
     if s.qtype == 9:
         texts = {t.text for t in ann.texts}
-        return None if a in texts else f"the text reads {sorted(texts)}"
+        if not texts:
+            return None  # real pools often have no OCR: no text annotated is not no text
+        return "" if any(_same(a, t) for t in texts) else f"the text reads {sorted(texts)}"
     return None
 
 
@@ -149,6 +170,8 @@ class BenchmarkGuard:
         self.paths = {q.image for q in questions}
         self.hashes = {h for h in (image_hash(image_root, p) for p in self.paths) if h}
         self.pairs = {(q.image, norm(q.question)) for q in questions}
+        self.texts = [item_text(q.question, q.options, q.options[LETTERS.index(q.answer)]) for q in questions
+                      if q.answer in LETTERS[:len(q.options)]]
         self._cache: dict[str, str | None] = {}
 
     def leaks(self, s: Sample) -> str | None:
@@ -161,8 +184,12 @@ class BenchmarkGuard:
 
 def filter_samples(samples: list[Sample], guard: BenchmarkGuard | None = None,
                    annotations: dict[str, ImageAnnotation] | None = None,
-                   seen: list[Sample] | None = None) -> tuple[list[Sample], list[tuple[Sample, str]], FilterReport]:
-    """Split samples into kept and (dropped, reason). `seen` are items already in the training data."""
+                   seen: list[Sample] | None = None, embedder=None, similarity: float = 0.9,
+                   scope: str = "image") -> tuple[list[Sample], list[tuple[Sample, str]], FilterReport]:
+    """Split samples into kept and (dropped, reason). `seen` are items already in the training data.
+    With an embedder, near-duplicates (question and answer, cosine >= similarity) are dropped too:
+    among items of the same image (scope "image"), or among all items and against the benchmark's
+    questions (scope "global")."""
     keys = {(s.image, norm(s.instruction)) for s in (seen or [])}
     kept, dropped = [], []
     for s in samples:
@@ -178,6 +205,12 @@ def filter_samples(samples: list[Sample], guard: BenchmarkGuard | None = None,
         else:
             keys.add(key)
             kept.append(s)
+    if embedder is not None and kept:
+        texts = [item_text(s.instruction, s.options, s.short_answer) for s in kept]
+        near = near_duplicates(texts, embedder, similarity, against=guard.texts if guard and scope == "global" else None,
+                               groups=[s.image for s in kept] if scope == "image" else None)
+        dropped += [(kept[i], r) for i, r in sorted(near.items())]
+        kept = [s for i, s in enumerate(kept) if i not in near]
     by_reason = Counter(r.split(":")[0] for _, r in dropped)
     by_type: dict[int, Counter] = {}
     for s, r in dropped:

@@ -8,10 +8,13 @@ an interrupted run resumes with `dataengine loop` again and loses no finished st
       world/            the synthetic world (images/, pool.jsonl, benchmark.json, starter.jsonl)
       round_0/model/    the base model;  round_0/eval/  its evaluation
       round_k/plan.json generated.jsonl filtered.jsonl rejected.jsonl filter_report.json model/ eval/
+      ipo/prompts.jsonl, ipo/v<n>/  prompt versions (LLM generator only), llm_cache.sqlite, llm_server.log
       summary.json
 """
 from __future__ import annotations
 
+import contextlib
+import math
 import random
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +27,7 @@ from .config import RunConfig, dump_config
 from .errors import DataError
 from .evaluate import load_results, run_evaluate
 from .filter import BenchmarkGuard, filter_samples
-from .generate import GroundedGenerator, generate
+from .generate import GroundedGenerator, LLMGenerator, generate
 from .model import VLM, build_tiny
 from .records import ImageAnnotation, Prediction, Question, Sample, read_jsonl, write_json, write_jsonl
 from .report import accuracy_table, counts_table
@@ -92,6 +95,67 @@ class Loop:
     def __init__(self, cfg: RunConfig, run_dir: str | Path, console: Console | None = None):
         self.cfg, self.run_dir = cfg, Path(run_dir)
         self.console = console or Console()
+        self._stack = contextlib.ExitStack()
+        self._client = None
+        self._pool_emb = None
+
+    # ---- the LLM, started on first use and stopped when the run ends ----
+    def llm(self):
+        if self._client is None:
+            from .llm import LLMClient
+            from .llm_server import LocalLLM, local_config
+            cfg = self.cfg.llm
+            if cfg.local:
+                url = self._stack.enter_context(LocalLLM(self.run_dir / "llm_server.log"))
+                cfg = local_config(cfg).model_copy(update={"base_urls": [url]})
+                self._log(f"local LLM ({cfg.model}) serving at {url}")
+            self._client = LLMClient(cfg, cache_path=self.run_dir / "llm_cache.sqlite")
+            self._stack.callback(self._client.close)
+        return self._client
+
+    def prompt_store(self):
+        from .prompt import PromptStore
+        g = self.cfg.generate
+        return PromptStore(g.prompts) if g.prompts else PromptStore(self.run_dir / "ipo" / "prompts.jsonl")
+
+    def optimize_prompt(self, pool: list[ImageAnnotation], inputs: Inputs) -> None:
+        """IPO, automatic, before the first generation (resumes from stored versions)."""
+        from .ipo import optimize
+        if self.cfg.generate.prompts:
+            return  # the user brought an optimised prompt store
+        i = self.cfg.ipo
+        self._log(f"interactive prompt optimization (automatic): up to {i.rounds} rewrites, "
+                  f"{i.per_type} images a type, target {i.target:.0%}")
+        optimize(self.llm(), pool, self.run_dir / "ipo", rounds=i.rounds, target=i.target, per_type=i.per_type,
+                 clarify=i.clarify, log=self._log, seed=self.cfg.seed, image_root=str(inputs.image_root))
+
+    def generator(self, k: int, inputs: Inputs):
+        g = self.cfg.generate
+        if g.generator == "grounded":
+            return GroundedGenerator(focus=g.focus, source=f"round-{k}")
+        from .prompt import prompt_for
+        best = self.prompt_store().best()
+        return LLMGenerator(self.llm(), prompt_for(best, g.template), source=f"round-{k}", image_root=str(inputs.image_root))
+
+    def image_order(self, k: int, the_plan: Plan, pool: list[ImageAnnotation]) -> dict[int, list[int]] | None:
+        """Per type: half the images most like the type's bad cases, half at random (paper v1)."""
+        g = self.cfg.generate
+        if g.selection == "random":
+            return None
+        from .embed import AnnotationText, get_embedder, similar_and_random
+        text = get_embedder(self.cfg.embed.model)
+        if text is None:
+            raise DataError("generate.selection 'similar' needs an embedding model: set embed.model: minilm")
+        images = AnnotationText(text)
+        if self._pool_emb is None:
+            self._pool_emb = images.embed_images(pool)
+        bad = read_jsonl(self.run_dir / f"round_{k - 1}" / "eval" / "badcases.jsonl", Prediction)
+        order = {}
+        for t, n in the_plan.counts().items():
+            queries = images.embed_queries([p for p in bad if p.qtype == t])
+            n_similar = math.ceil(n * g.oversample * (g.max_images or 1) / 2)
+            order[t] = similar_and_random(self._pool_emb, queries, n_similar, seed=self.cfg.seed * 100 + k + t)
+        return order
 
     # ---- helpers ----
     def _check_config(self, write: bool = False) -> None:
@@ -132,9 +196,18 @@ class Loop:
         if rounds > 0:
             pool = read_jsonl(inputs.pool, ImageAnnotation)
             guard = BenchmarkGuard(questions, inputs.image_root)
-            for k in range(1, rounds + 1):
-                results.append(self.round(k, inputs, questions, original, pool, guard))
-                self._log(accuracy_table(results))
+            with self._stack:
+                if cfg.generate.generator == "llm" and not (self.run_dir / f"round_{rounds}" / "generated.jsonl").exists():
+                    self.optimize_prompt(pool, inputs)
+                for k in range(1, rounds + 1):
+                    results.append(self.round(k, inputs, questions, original, pool, guard))
+                    self._log(accuracy_table(results))
+                if self._client:
+                    u = self._client.usage
+                    self._log(f"LLM this run: {u.requests} requests, {u.cached} answered from cache, {u.retries} retries, "
+                              f"{u.failed} failed, {u.prompt_tokens}+{u.completion_tokens} tokens"
+                              + (f", cost {u.cost(self._client.cfg):.4f}" if u.cost(self._client.cfg) else ""))
+            self._client = None
         self._log(counts_table(self.plans(rounds)))
         write_json(self.run_dir / "summary.json", {
             "rounds": [{"round": k, "accuracy": r.accuracy, "per_type": {t: x.accuracy for t, x in r.per_type.items()}}
@@ -188,7 +261,9 @@ class Loop:
             res = load_results(prev / "eval")
             bad = read_jsonl(prev / "eval" / "badcases.jsonl", Prediction)
             s = cfg.sample
-            the_plan = plan(res.accuracies(), bad, s.budget, s.strategy, s.examples_per_type, s.dedup_threshold, seed=cfg.seed + k)
+            from .embed import get_embedder
+            the_plan = plan(res.accuracies(), bad, s.budget, s.strategy, s.examples_per_type, s.dedup_threshold,
+                            seed=cfg.seed + k, embedder=get_embedder(cfg.embed.model))
             write_json(plan_path, the_plan)
         gen_path, filt_path = rd / "generated.jsonl", rd / "filtered.jsonl"
         # The training data so far, read once, and only if generate or filter still has to run.
@@ -198,10 +273,22 @@ class Loop:
             used: dict[int, set[str]] = {}
             for s in seen:
                 used.setdefault(s.qtype, set()).add(s.image)
-            generator = GroundedGenerator(focus=cfg.generate.focus, source=f"round-{k}")
+            generator = self.generator(k, inputs)
+            order = self.image_order(k, the_plan, pool)
+            before = dict(self._client.usage.__dict__) if self._client else {}
             with progress_bar(self.console) as p:
                 items = generate(the_plan.counts(), pool, generator, the_plan.examples(), seed=cfg.seed * 100 + k,
-                                 exclude_images=used, oversample=cfg.generate.oversample, progress=p)
+                                 exclude_images=used, oversample=cfg.generate.oversample, progress=p, order=order,
+                                 max_images=cfg.generate.max_images)
+            if isinstance(generator, LLMGenerator):
+                usage = {f: v - before.get(f, 0) for f, v in self._client.usage.__dict__.items()}
+                usage["cost"] = round((usage["prompt_tokens"] * cfg.llm.price_input + usage["completion_tokens"] * cfg.llm.price_output) / 1e6, 6)
+                write_json(rd / "generate_report.json", {
+                    "generator": generator.name, "usage": usage,
+                    "outcomes": {t: dict(c) for t, c in sorted(generator.outcomes.items())}, "problems": generator.problems})
+                self._log(f"round {k}: LLM {usage['requests']} requests ({usage['cached']} from cache, {usage['retries']} retries, "
+                          f"{usage['failed']} failed), {usage['prompt_tokens']}+{usage['completion_tokens']} tokens"
+                          + (f", cost {usage['cost']:.4f}" if usage["cost"] else ""))
             write_jsonl(gen_path, items)
         # 3. filter
         if not filt_path.exists():
@@ -209,7 +296,10 @@ class Loop:
             if not generated and the_plan.budget > 0:
                 raise DataError(f"{gen_path}: the generator wrote no items for round {k}")
             anns = {a.image: a for a in pool}
-            kept, dropped, report = filter_samples(generated, guard, anns, seen=seen)
+            from .embed import get_embedder
+            f = cfg.filter
+            kept, dropped, report = filter_samples(generated, guard, anns, seen=seen, embedder=get_embedder(cfg.embed.model),
+                                                   similarity=f.similarity, scope=f.scope)
             write_jsonl(rd / "rejected.jsonl", [s.model_copy(update={"source": f"{s.source} | {r}"}) for s, r in dropped])
             write_json(rd / "filter_report.json", report)
             write_jsonl(filt_path, kept)

@@ -159,7 +159,7 @@ def parse(text: str) -> Parsed:
             return Parsed("skip", reason=text[:200])
         return Parsed("malformed", reason="no JSON object")
     try:
-        obj, _ = json.JSONDecoder().raw_decode(text[start:])
+        obj, _ = json.JSONDecoder(strict=False).raw_decode(text[start:])  # raw newlines in strings are common
     except json.JSONDecodeError as e:
         return Parsed("malformed", reason=f"bad JSON ({e.msg})")
     if not isinstance(obj, dict):

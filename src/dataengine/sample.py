@@ -71,8 +71,13 @@ def allocate(shares: dict[int, float], budget: int) -> dict[int, int]:
     return counts
 
 
-def near_duplicates_removed(cases: list[Prediction], threshold: float = 0.9) -> list[Prediction]:
-    """Drop bad cases whose question and answer read almost the same as one already kept."""
+def near_duplicates_removed(cases: list[Prediction], threshold: float = 0.9, embedder=None) -> list[Prediction]:
+    """Drop bad cases whose question and answer read almost the same as one already kept: by sentence
+    embeddings (cosine, as the paper) when an embedder is given, else by character overlap."""
+    if embedder is not None:
+        from .embed import bad_case_text, near_duplicates
+        drop = near_duplicates([bad_case_text(c) for c in cases], embedder, threshold)
+        return [c for i, c in enumerate(cases) if i not in drop]
     kept: list[tuple[str, Prediction]] = []
     for c in cases:
         text = f"{c.question.lower()} || {c.options['ABCD'.index(c.answer)].lower()}"
@@ -103,7 +108,7 @@ class Plan(BaseModel):
 
 
 def plan(accuracies: dict[int, float], badcases: list[Prediction], budget: int, strategy: str = "sqrt-error",
-         examples_per_type: int = 10, dedup_threshold: float = 0.9, seed: int = 0) -> Plan:
+         examples_per_type: int = 10, dedup_threshold: float = 0.9, seed: int = 0, embedder=None) -> Plan:
     """The ABS plan for the next round: counts per type and in-context bad cases per type."""
     if budget < 0:
         raise DataError(f"budget must be at least 0, got {budget}")
@@ -117,7 +122,7 @@ def plan(accuracies: dict[int, float], badcases: list[Prediction], budget: int, 
         cases = [c for c in badcases if c.qtype == t]
         rng.shuffle(cases)
         # Only as many candidates as needed, since the de-duplication is quadratic.
-        chosen = near_duplicates_removed(cases[: examples_per_type * 20], dedup_threshold)[:examples_per_type]
+        chosen = near_duplicates_removed(cases[: examples_per_type * 20], dedup_threshold, embedder)[:examples_per_type]
         types[t] = TypePlan(qtype=t, name=qtype_name(t), accuracy=accuracies[t], ratio=shares[t], count=counts[t],
                             examples=chosen)
     return Plan(strategy=strategy, budget=budget, types=types)
