@@ -35,6 +35,7 @@ class FakeLLM:
         self.upstream, self.retry_after, self.delay = upstream, retry_after, delay
         self.bodies: list[dict] = []  # every request received, in order
         self.headers: list[dict] = []
+        self.received: list[str] = []  # hashes of the request bodies, in arrival order
         self.answered: list[str] = []  # hashes of the bodies answered with a completion
         self.lock = threading.Lock()
         fake = self
@@ -58,6 +59,7 @@ class FakeLLM:
                 body = json.loads(raw)
                 with fake.lock:
                     fake.bodies.append(body)
+                    fake.received.append(hashlib.sha256(raw).hexdigest())
                     fake.headers.append(dict(self.headers))
                     action = fake.script.pop(0) if fake.script else "ok"
                 try:

@@ -200,7 +200,7 @@ def ipo(pool: Path = typer.Option(..., help="JSONL of image annotations to gener
         anns = read_jsonl(pool, ImageAnnotation)
         if review not in ("auto", "human"):
             raise DataError(f"unknown review mode {review!r}; known: auto, human")
-        qtypes = [int(t) for t in types.split(",")] if types else None
+        qtypes = [int(t) for t in types.split(",")] if types else i.types
 
         def accept(current: str, proposed: str) -> str | None:
             answer = typer.prompt("accept this rewrite? [a]ccept / [e]dit / [r]eject", default="a")

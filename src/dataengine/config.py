@@ -73,6 +73,7 @@ class IPOConfig(BaseModel):
     per_type: int = 2  # images per type on which each version is judged
     target: float = 0.9
     clarify: bool = True  # the first rewrite asks which rules are confusing, before any failure is seen
+    types: list[int] | None = None  # question types judged (None: all)
 
 
 class EmbedConfig(BaseModel):

@@ -127,7 +127,7 @@ class Loop:
         self._log(f"interactive prompt optimization (automatic): up to {i.rounds} rewrites, "
                   f"{i.per_type} images a type, target {i.target:.0%}")
         optimize(self.llm(), pool, self.run_dir / "ipo", rounds=i.rounds, target=i.target, per_type=i.per_type,
-                 clarify=i.clarify, log=self._log, seed=self.cfg.seed, image_root=str(inputs.image_root))
+                 qtypes=i.types, clarify=i.clarify, log=self._log, seed=self.cfg.seed, image_root=str(inputs.image_root))
 
     def generator(self, k: int, inputs: Inputs):
         g = self.cfg.generate

@@ -1,0 +1,100 @@
+import json
+import re
+
+import pytest
+
+from dataengine.generate import LLMGenerator, generate
+from dataengine.ipo import Failure, auto_judge, human_judge, optimize
+from dataengine.llm import LLMClient, LLMConfig
+from dataengine.prompt import PromptStore, prompt_for
+from dataengine.records import ImageAnnotation, read_jsonl
+from dataengine.world import WORDS
+
+from .fake_llm import FakeLLM
+
+REWRITE = {"confusing": ["'Use only the information given' is vague"],
+           "rules": ["Copy the text of the image exactly.", "Give four different options.", "One option is correct. MARKER"]}
+
+
+def writer(body) -> str:
+    """A scripted LLM: rewrites add MARKER to the rules; items are right only under a MARKER prompt."""
+    msgs = body["messages"]
+    if "improve instructions" in msgs[0]["content"]:
+        return json.dumps(REWRITE)
+    word = re.findall(r'- "(\w+)"', msgs[-1]["content"])[-1]
+    others = [w for w in WORDS if w != word][:3]
+    short = word if "MARKER" in msgs[0]["content"] else others[0]
+    options = [word] + others
+    return json.dumps({"question": "What word is written on the sign?", "answer": f'The sign says "{short}".',
+                       "short_answer": short, "options": options, "correct": "ABCD"[options.index(short)]})
+
+
+@pytest.fixture
+def signs(world):
+    return [a for a in read_jsonl(world.pool, ImageAnnotation) if a.texts][:12]
+
+
+def test_ipo_improves_the_prompt_and_stores_every_version(signs, tmp_path):
+    with FakeLLM(answer=writer) as srv:
+        client = LLMClient(LLMConfig(base_urls=[srv.url]), cache_path=tmp_path / "cache.sqlite")
+        res = optimize(client, signs, tmp_path, rounds=3, target=0.9, per_type=3, qtypes=[9], log=lambda m: None)
+        calls = len(srv.bodies)
+        again = optimize(client, signs, tmp_path, rounds=3, target=0.9, per_type=3, qtypes=[9], log=lambda m: None)
+        calls_again = len(srv.bodies) - calls  # a re-run resumes from the store and the cache
+        # generate then uses the best version and names it in every item
+        gen = LLMGenerator(client, prompt_for(PromptStore(tmp_path / "prompts.jsonl").best()))
+        items = gen.generate_batch(9, signs[3:5], [], None)
+    assert all(s.generator.endswith("prompt-v2") for s in items) and len(items) == 2
+    assert res.stopped == "target met" and calls == 3 + 1 + 3 and calls_again == 0  # items, rewrite, items
+    v1, v2 = res.versions
+    assert (v1.correctness, v2.correctness) == (0.0, 1.0) and v2.parent == 1 and "MARKER" in v2.rules
+    assert v2.feedback == ["confusing: 'Use only the information given' is vague"]
+    assert res.best.version == 2 and again.best.version == 2
+    failures = read_jsonl(tmp_path / "v1" / "failures.jsonl", Failure)
+    assert len(failures) == 3 and {f.failure_type for f in failures} == {"wrong answer"}
+
+
+def test_ipo_stops_when_a_round_does_not_improve(signs, tmp_path):
+    stale = lambda body: writer(body).replace("MARKER", "")  # noqa: E731 - rewrites change nothing
+    with FakeLLM(answer=stale) as srv:
+        client = LLMClient(LLMConfig(base_urls=[srv.url]), cache_path=tmp_path / "c.sqlite")
+        res = optimize(client, signs, tmp_path, rounds=5, per_type=2, qtypes=[9], log=lambda m: None)
+    assert res.stopped == "no improvement" and len(res.versions) == 2 and res.best.version == 1
+
+
+def test_a_rejected_rewrite_is_not_stored(signs, tmp_path):
+    with FakeLLM(answer=writer) as srv:
+        client = LLMClient(LLMConfig(base_urls=[srv.url]))
+        res = optimize(client, signs, tmp_path, per_type=2, qtypes=[9], accept=lambda cur, new: None, log=lambda m: None)
+    assert res.stopped == "rewrite rejected" and len(res.versions) == 1
+
+
+def test_human_and_automatic_reviews_give_the_same_failure_records(signs, tmp_path):
+    with FakeLLM(answer=writer) as srv:
+        client = LLMClient(LLMConfig(base_urls=[srv.url]))
+        [item] = LLMGenerator(client, prompt_for(None)).generate_batch(9, signs[:1], [], None)
+    auto = auto_judge(item, signs[0])
+    answers = iter(["n", "0", "the sign says something else"])
+    shown = []
+    human = human_judge(item, signs[0], ask=lambda _: next(answers), show=shown.append)
+    assert type(auto) is type(human) is Failure
+    assert auto.failure_type == human.failure_type == "wrong answer" and human.item == auto.item
+    assert signs[0].image in shown[0] and signs[0].texts[0].text in shown[0]  # the reviewer sees image and annotation
+    assert human_judge(item, signs[0], ask=lambda _: "y", show=shown.append) is None
+
+
+def test_llm_generator_counts_skips_malformed_and_failed_and_keeps_the_rest(signs, tmp_path):
+    replies = iter(['{"skip": "nothing to ask"}', "no json here", None, None, None, None, None, None])
+
+    def answer(body):
+        r = next(replies)
+        return r if r is not None else writer(body)
+    with FakeLLM(answer=answer, script=["ok", "ok", 500, 500, 500]) as srv:
+        client = LLMClient(LLMConfig(base_urls=[srv.url], max_retries=2, backoff=0.01, concurrency=1))
+        gen = LLMGenerator(client, prompt_for(None))
+        items = generate({9: 4}, signs, gen, oversample=1, max_images=2)
+    assert dict(gen.outcomes[9]) == {"skip": 1, "malformed": 1, "failed": 1, "item": 4}
+    assert len(items) == 4 and {p["kind"] for p in gen.problems} == {"skip", "malformed", "failed"}
+    for s in items:  # options were shuffled after generation; the letter follows the answer
+        assert s.options[ord(s.choice_answer) - 65] == s.short_answer
+    assert len({s.choice_answer for s in items}) > 1
