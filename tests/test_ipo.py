@@ -21,7 +21,10 @@ def writer(body) -> str:
     msgs = body["messages"]
     if "improve instructions" in msgs[0]["content"]:
         return json.dumps(REWRITE)
-    word = re.findall(r'- "(\w+)"', msgs[-1]["content"])[-1]
+    words = re.findall(r'- "(\w+)"', msgs[-1]["content"])
+    if not words:
+        return json.dumps({"skip": "this writer only asks about text"})
+    word = words[-1]
     others = [w for w in WORDS if w != word][:3]
     short = word if "MARKER" in msgs[0]["content"] else others[0]
     options = [word] + others

@@ -133,3 +133,34 @@ def test_a_real_kill_mid_run_loses_no_finished_stage(tmp_path):
     assert marker.read_bytes() == kept
     assert (run / "round_0" / "model" / "model.safetensors").stat().st_mtime_ns == stamp
     assert (run / "round_1" / "eval" / "results.json").exists() and not list(run.rglob("*.tmp"))
+
+
+def test_loop_with_an_llm_server_counts_usage_and_never_writes_the_key(tmp_path, monkeypatch):
+    from dataengine.config import IPOConfig
+    from tests.fake_llm import FakeLLM
+    from tests.test_ipo import writer
+
+    secret = "sk-loop-secret-93b1"
+    monkeypatch.setenv("DE_LOOP_KEY", secret)
+    cfg = small_config(rounds=1)
+    cfg.generate.generator, cfg.generate.oversample, cfg.generate.max_images = "llm", 1, 20.0
+    cfg.ipo = IPOConfig(rounds=1, per_type=2, types=[9])
+    cfg.sample.budget = 9
+    run = tmp_path / "run"
+    with FakeLLM(answer=writer, script=[429, 500]) as srv:
+        cfg.llm = cfg.llm.model_copy(update={"base_urls": [srv.url], "api_key_env": "DE_LOOP_KEY", "backoff": 0.01,
+                                             "price_input": 1.0, "price_output": 2.0})
+        Loop(cfg, run).run()
+        calls = len(srv.bodies)
+        Loop(cfg, run).run()  # everything done: no call at all
+        assert len(srv.bodies) == calls
+    versions = read_jsonl(run / "ipo" / "prompts.jsonl", __import__("dataengine.prompt", fromlist=["PromptVersion"]).PromptVersion)
+    assert [v.correctness for v in versions] == [0.0, 1.0]  # the scripted LLM is right only after the rewrite
+    report = json.loads((run / "round_1" / "generate_report.json").read_text())
+    assert report["generator"] == "llm:gemma-3-270m:prompt-v2" and report["usage"]["cost"] > 0
+    assert report["outcomes"]["1"]["skip"] >= 1  # the writer only asks about text: other types are skipped
+    kept = read_jsonl(run / "round_1" / "filtered.jsonl", Sample)
+    assert kept and all(s.qtype == 9 for s in kept)
+    for f in run.rglob("*"):
+        if f.is_file():
+            assert secret.encode() not in f.read_bytes(), f

@@ -294,7 +294,9 @@ class Loop:
         if not filt_path.exists():
             generated = read_jsonl(gen_path, Sample)
             if not generated and the_plan.budget > 0:
-                raise DataError(f"{gen_path}: the generator wrote no items for round {k}")
+                if cfg.generate.generator == "grounded":
+                    raise DataError(f"{gen_path}: the generator wrote no items for round {k}")
+                self._log(f"[yellow]round {k}: the LLM wrote no usable item; see {rd / 'generate_report.json'}[/yellow]")
             anns = {a.image: a for a in pool}
             from .embed import get_embedder
             f = cfg.filter
