@@ -1,8 +1,11 @@
-"""Benchmark files in SEED-Bench's own JSON format, read unchanged and written the same way."""
+"""Benchmark files read unchanged: SEED-Bench JSON (written the same way for the synthetic world),
+MMBench TSV with CircularEval, and MME yes/no pairs."""
 from __future__ import annotations
 
 import json
 from pathlib import Path
+
+from pydantic import BaseModel
 
 from .errors import DataError
 from .records import LETTERS, QTYPES, Question, write_json
@@ -67,3 +70,165 @@ def write_seed(path: str | Path, questions: list[Question]) -> Path:
             "question_id": q.question_id, "question_type_id": q.qtype,
         } for q in questions],
     })
+
+
+# ---- MMBench: TSV with base64 images; CircularEval ----
+
+MMBENCH_FIELDS = ("index", "question", "A", "B", "answer", "category", "image")
+
+
+def _image_ext(data: bytes) -> str:
+    return ".png" if data.startswith(b"\x89PNG") else ".jpg" if data.startswith(b"\xff\xd8") else ".img"
+
+
+def read_mmbench(path: str | Path, image_dir: str | Path) -> list[Question]:
+    """Read an MMBench TSV (index, question, hint, A-D, answer, category, l2-category, image as base64).
+    Images are written once into `image_dir` (the image root for evaluation); a row whose image is
+    the index of another row reuses that row's picture, as the official files do. Categories become
+    the question types (numbered in sorted order; their names carry through to the results)."""
+    import base64
+    import binascii
+    import csv
+    import sys
+    path, image_dir = Path(path), Path(image_dir)
+    if not path.exists():
+        raise DataError(f"{path}: benchmark file not found")
+    csv.field_size_limit(sys.maxsize)
+    with path.open(encoding="utf-8", newline="") as f:
+        rows = list(csv.DictReader(f, delimiter="\t"))
+    if not rows:
+        raise DataError(f"{path}: no rows")
+    missing = [c for c in MMBENCH_FIELDS if c not in rows[0]]
+    if missing:
+        hint = " (the test split has no answers; score it on the MMBench server)" if missing == ["answer"] else ""
+        raise DataError(f"{path}: missing column {missing[0]!r}{hint}")
+    cats = {c: i + 1 for i, c in enumerate(sorted({r["category"] for r in rows}))}
+    image_dir.mkdir(parents=True, exist_ok=True)
+    by_index: dict[str, str] = {}
+    out = []
+    for r in rows:
+        idx, where = r["index"], f"{path}: question {r['index']}"
+        img = r["image"].strip()
+        if img.isdigit() and len(img) < 16:  # a reference to another row's image
+            if img not in by_index:
+                raise DataError(f"{where}: image refers to row {img}, which has no image before it")
+            rel = by_index[img]
+        else:
+            try:
+                data = base64.b64decode(img, validate=True)
+            except (binascii.Error, ValueError):
+                raise DataError(f"{where}: image is not base64") from None
+            rel = f"{idx}{_image_ext(data)}"
+            if not (image_dir / rel).exists():
+                (image_dir / rel).write_bytes(data)
+        by_index[idx] = rel
+        options = [r[k].strip() for k in "ABCD" if r.get(k) is not None and r[k].strip() not in ("", "nan")]
+        answer = r["answer"].strip().upper()
+        if answer not in LETTERS[:len(options)]:
+            raise DataError(f"{where}: answer {r['answer']!r} is not one of its {len(options)} options")
+        hint = (r.get("hint") or "").strip()
+        question = f"{hint}\n{r['question'].strip()}" if hint and hint != "nan" else r["question"].strip()
+        out.append(Question(question_id=idx, question=question, options=options, answer=answer,
+                            qtype=cats[r["category"]], image=rel, category=r["category"],
+                            l2_category=(r.get("l2-category") or r.get("l2_category") or None)))
+    return out
+
+
+def circular(questions: list[Question]) -> list[Question]:
+    """CircularEval: each question once per rotation of its options (ids `<id>@<k>`, rotation 0 first)."""
+    out = []
+    for q in questions:
+        n = len(q.options)
+        right = LETTERS.index(q.answer)
+        for k in range(n):
+            out.append(q.model_copy(update={"question_id": f"{q.question_id}@{k}", "options": q.options[k:] + q.options[:k],
+                                            "answer": LETTERS[(right - k) % n]}))
+    return out
+
+
+def circular_scores(preds) -> dict:
+    """Single pass (rotation 0) and circular (every rotation right) accuracy, overall, per category
+    and per l2-category, from the predictions of `circular(questions)`."""
+    groups: dict[str, list] = {}
+    for p in preds:
+        groups.setdefault(p.question_id.rsplit("@", 1)[0], []).append(p)
+
+    def acc(keys):
+        n = len(keys)
+        single = sum(next(p for p in groups[k] if p.question_id.endswith("@0")).correct for k in keys)
+        circ = sum(all(p.correct for p in groups[k]) for k in keys)
+        return {"questions": n, "single": single / n if n else 0.0, "circular": circ / n if n else 0.0}
+
+    def by(field):
+        names: dict[str, list[str]] = {}
+        for k, ps in groups.items():
+            names.setdefault(getattr(ps[0], field) or "-", []).append(k)
+        return {name: acc(keys) for name, keys in sorted(names.items())}
+
+    return {"overall": acc(list(groups)), "category": by("category"), "l2_category": by("l2_category")}
+
+
+# ---- MME: yes/no pairs per image ----
+
+MME_PERCEPTION = ("existence", "count", "position", "color", "posters", "celebrity", "scene", "landmark", "artwork", "OCR")
+MME_COGNITION = ("commonsense_reasoning", "numerical_calculation", "text_translation", "code_reasoning")
+
+
+class MMEItem(BaseModel):
+    subtask: str
+    image: str  # relative to the MME root
+    question: str
+    label: str  # "yes" or "no"
+
+
+def read_mme(root: str | Path) -> list[MMEItem]:
+    """Read the MME release folder: per subtask either `images/` + `questions_answers_YN/*.txt`, or
+    images and .txt files side by side; each .txt line is `question<TAB>Yes|No` about its image."""
+    root = Path(root)
+    if not root.is_dir():
+        raise DataError(f"{root}: MME folder not found")
+    items = []
+    for task in sorted(p for p in root.iterdir() if p.is_dir()):
+        qa_dir = task / "questions_answers_YN" if (task / "questions_answers_YN").is_dir() else task
+        img_dir = task / "images" if (task / "images").is_dir() else task
+        for txt in sorted(qa_dir.glob("*.txt")):
+            image = next((img_dir / (txt.stem + ext) for ext in (".jpg", ".png", ".jpeg") if (img_dir / (txt.stem + ext)).exists()), None)
+            if image is None:
+                raise DataError(f"{txt}: no image {txt.stem}.jpg or .png beside it")
+            for n, line in enumerate(txt.read_text(encoding="utf-8").splitlines(), 1):
+                if not line.strip():
+                    continue
+                parts = line.rsplit("\t", 1)
+                label = parts[-1].strip().lower() if len(parts) == 2 else ""
+                if label not in ("yes", "no"):
+                    raise DataError(f"{txt}: line {n}: expected 'question<TAB>Yes|No'")
+                items.append(MMEItem(subtask=task.name, image=str(image.relative_to(root)), question=parts[0].strip(), label=label))
+    if not items:
+        raise DataError(f"{root}: no MME questions found")
+    return items
+
+
+def mme_scores(items: list[MMEItem], answers: list[str]) -> dict:
+    """Per subtask: acc (per question), acc+ (per image, both questions right) and score = 100 * (acc + acc+);
+    perception and cognition are sums of their subtasks' scores, as MME's own calculator reports."""
+    per: dict[str, dict[str, list[bool]]] = {}
+    for it, a in zip(items, answers):
+        per.setdefault(it.subtask, {}).setdefault(it.image, []).append(a == it.label)
+    out: dict = {"subtasks": {}}
+    for task, images in sorted(per.items()):
+        flat = [ok for oks in images.values() for ok in oks]
+        acc, acc_plus = sum(flat) / len(flat), sum(all(oks) for oks in images.values()) / len(images)
+        out["subtasks"][task] = {"acc": acc, "acc_plus": acc_plus, "score": 100 * (acc + acc_plus)}
+    out["perception"] = sum(v["score"] for k, v in out["subtasks"].items() if k in MME_PERCEPTION)
+    out["cognition"] = sum(v["score"] for k, v in out["subtasks"].items() if k in MME_COGNITION)
+    return out
+
+
+def read_benchmark(path: str | Path, image_dir: str | Path | None = None) -> list[Question]:
+    """SEED-Bench JSON or MMBench TSV, by extension; MMBench images go to `image_dir`."""
+    path = Path(path)
+    if path.suffix.lower() == ".tsv":
+        if image_dir is None:
+            raise DataError(f"{path}: an MMBench file needs a folder for its images")
+        return read_mmbench(path, image_dir)
+    return read_seed(path)

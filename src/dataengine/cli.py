@@ -70,27 +70,59 @@ def init_model(out: Path = typer.Argument(...), corpus_from: Path = typer.Option
 
 
 @app.command()
-def evaluate(model: Path = typer.Option(...), benchmark: Path = typer.Option(..., help="SEED-Bench JSON."),
-             image_root: Path = typer.Option(...), out: Path = typer.Option(...),
+def evaluate(model: Path = typer.Option(...), benchmark: Path = typer.Option(..., help="SEED-Bench JSON or MMBench TSV."),
+             image_root: Path = typer.Option(..., help="Images (for MMBench: where its embedded images are written)."),
+             out: Path = typer.Option(...),
              method: str = typer.Option("likelihood", help="likelihood or letter"),
-             batch_size: int = typer.Option(16)):
-    """Evaluate a model: predictions.jsonl, badcases.jsonl, results.json in OUT."""
-    from .benchmark import read_seed
+             batch_size: int = typer.Option(16),
+             circular: bool = typer.Option(False, help="CircularEval: ask once per rotation of the options (MMBench's way).")):
+    """Evaluate a model: predictions.jsonl, badcases.jsonl, results.json (and circular.json) in OUT."""
+    from .benchmark import circular as rotate, circular_scores, read_benchmark
     from .evaluate import run_evaluate
     from .loop import progress_bar
     from .model import VLM
+    from .records import Prediction, read_jsonl, write_json
     from .report import accuracy_table
     try:
-        questions = read_seed(benchmark)
+        questions = read_benchmark(benchmark, image_root)
+        if circular:
+            questions = rotate(questions)
         vlm = VLM.load(model)
         with progress_bar(console) as p:
             res = run_evaluate(vlm, questions, image_root, out, method, batch_size, benchmark.name, progress=p)
     except DataError as e:
         _fail(e)
     console.print(accuracy_table([res], title=f"{benchmark.name} ({method})"))
+    if circular:
+        scores = circular_scores(read_jsonl(out / "predictions.jsonl", Prediction))
+        write_json(out / "circular.json", scores)
+        o = scores["overall"]
+        console.print(f"{o['questions']} questions: single pass {o['single']:.1%}, circular {o['circular']:.1%} "
+                      f"(per category and l2-category in {out / 'circular.json'})")
     if res.extraction:
         x = res.extraction
         console.print(f"answers read as a letter: {x['letter']}, by option text (fallback): {x['option']}, unreadable: {x['none']}")
+
+
+@app.command("mme-eval")
+def mme_eval(model: Path = typer.Option(...), root: Path = typer.Option(..., help="The MME release folder (one folder per subtask)."),
+             out: Optional[Path] = typer.Option(None, help="Write the scores JSON here.")):
+    """MME: answer each yes/no question by likelihood; acc, acc+ and score per subtask, perception and cognition."""
+    from .benchmark import mme_scores, read_mme
+    from .model import VLM
+    from .pope import PopeItem, evaluate_pope
+    from .records import write_json
+    try:
+        items = read_mme(root)
+        asked = [PopeItem(question_id=i, image=it.image, text=it.question, label=it.label) for i, it in enumerate(items)]
+        scores = mme_scores(items, evaluate_pope(VLM.load(model), asked, root))
+    except DataError as e:
+        _fail(e)
+    if out:
+        write_json(out, scores)
+    for task, v in scores["subtasks"].items():
+        console.print(f"{task:>24}  acc {v['acc']:.3f}  acc+ {v['acc_plus']:.3f}  score {v['score']:.1f}")
+    console.print(f"perception {scores['perception']:.1f}  cognition {scores['cognition']:.1f}")
 
 
 @app.command()
@@ -105,7 +137,8 @@ def plan(eval_dir: Path = typer.Option(..., "--eval", help="An evaluate output f
     from .sample import plan as make_plan
     try:
         res = load_results(eval_dir)
-        p = make_plan(res.accuracies(), read_jsonl(eval_dir / "badcases.jsonl", Prediction), budget, strategy, examples, seed=seed)
+        p = make_plan(res.accuracies(), read_jsonl(eval_dir / "badcases.jsonl", Prediction), budget, strategy, examples, seed=seed,
+                      names={t: r.name for t, r in res.per_type.items()})
     except DataError as e:
         _fail(e)
     write_json(out, p)

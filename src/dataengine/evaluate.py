@@ -76,7 +76,8 @@ def evaluate(vlm: VLM, questions: list[Question], image_root: str | Path, method
 
 
 def _prediction(q: Question, pred: str, scores=None, raw: str = "", extracted: str = "") -> Prediction:
-    return Prediction(question_id=q.question_id, qtype=q.qtype, image=q.image, question=q.question, options=q.options,
+    return Prediction(question_id=q.question_id, qtype=q.qtype, image=q.image, category=q.category,
+                      l2_category=q.l2_category, question=q.question, options=q.options,
                       answer=q.answer, prediction=pred, correct=pred == q.answer, scores=scores or [], raw=raw,
                       extracted=extracted)
 
@@ -84,7 +85,7 @@ def _prediction(q: Question, pred: str, scores=None, raw: str = "", extracted: s
 def summarize(preds: list[Prediction], benchmark: str = "", method: str = "likelihood") -> EvalResult:
     per: dict[int, TypeResult] = {}
     for p in preds:
-        r = per.setdefault(p.qtype, TypeResult(qtype=p.qtype, name=qtype_name(p.qtype), total=0, correct=0))
+        r = per.setdefault(p.qtype, TypeResult(qtype=p.qtype, name=p.category or qtype_name(p.qtype), total=0, correct=0))
         r.total += 1
         r.correct += p.correct
     per = dict(sorted(per.items()))

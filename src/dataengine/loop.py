@@ -263,7 +263,8 @@ class Loop:
             s = cfg.sample
             from .embed import get_embedder
             the_plan = plan(res.accuracies(), bad, s.budget, s.strategy, s.examples_per_type, s.dedup_threshold,
-                            seed=cfg.seed + k, embedder=get_embedder(cfg.embed.model))
+                            seed=cfg.seed + k, embedder=get_embedder(cfg.embed.model),
+                            names={t: r.name for t, r in res.per_type.items()})
             write_json(plan_path, the_plan)
         gen_path, filt_path = rd / "generated.jsonl", rd / "filtered.jsonl"
         # The training data so far, read once, and only if generate or filter still has to run.

@@ -31,7 +31,7 @@ QTYPES: dict[int, tuple[str, str]] = {
 
 
 def qtype_name(qtype: int) -> str:
-    return QTYPES[qtype][0]
+    return QTYPES[qtype][0] if qtype in QTYPES else f"type {qtype}"
 
 
 # ---- image annotations (the shape real pools such as Visual Genome and COCO map into) ----
@@ -98,14 +98,18 @@ class Question(BaseModel):
     question: str
     options: list[str]
     answer: str  # letter
-    qtype: int
+    qtype: int  # SEED-Bench dimension 1-9, or the number of a benchmark's category (see `category`)
     image: str
+    category: str | None = None  # the benchmark's own category name (MMBench), used as the type's name
+    l2_category: str | None = None
 
 
 class Prediction(BaseModel):
     question_id: str
     qtype: int
     image: str
+    category: str | None = None
+    l2_category: str | None = None
     question: str
     options: list[str]
     answer: str

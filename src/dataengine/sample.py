@@ -108,7 +108,8 @@ class Plan(BaseModel):
 
 
 def plan(accuracies: dict[int, float], badcases: list[Prediction], budget: int, strategy: str = "sqrt-error",
-         examples_per_type: int = 10, dedup_threshold: float = 0.9, seed: int = 0, embedder=None) -> Plan:
+         examples_per_type: int = 10, dedup_threshold: float = 0.9, seed: int = 0, embedder=None,
+         names: dict[int, str] | None = None) -> Plan:
     """The ABS plan for the next round: counts per type and in-context bad cases per type."""
     if budget < 0:
         raise DataError(f"budget must be at least 0, got {budget}")
@@ -123,6 +124,6 @@ def plan(accuracies: dict[int, float], badcases: list[Prediction], budget: int, 
         rng.shuffle(cases)
         # Only as many candidates as needed, since the de-duplication is quadratic.
         chosen = near_duplicates_removed(cases[: examples_per_type * 20], dedup_threshold, embedder)[:examples_per_type]
-        types[t] = TypePlan(qtype=t, name=qtype_name(t), accuracy=accuracies[t], ratio=shares[t], count=counts[t],
+        types[t] = TypePlan(qtype=t, name=(names or {}).get(t) or qtype_name(t), accuracy=accuracies[t], ratio=shares[t], count=counts[t],
                             examples=chosen)
     return Plan(strategy=strategy, budget=budget, types=types)
