@@ -24,5 +24,30 @@ def test_lora_trains_and_merges(world, tmp_path):
     after = VLM.load(tmp_path / "lora").model.state_dict()
     assert set(after) == set(before)  # merged: plain weights, no adapter keys
     changed = [k for k in before if not (before[k] == after[k]).all()]
-    assert changed and all(("q_proj" in k or "v_proj" in k) for k in changed)
+    # adapters only in the language model, merged back; the projector trained fully; the vision tower untouched
+    assert any("language_model" in k and "q_proj" in k for k in changed)
+    assert any("multi_modal_projector" in k for k in changed)
+    assert not [k for k in changed if "vision_tower" in k]
+    assert all(("q_proj" in k or "v_proj" in k or "multi_modal_projector" in k) for k in changed)
     assert log["steps"] == 4
+
+
+def test_presets_carry_the_papers_settings_and_explicit_fields_win():
+    import pytest
+    from pydantic import ValidationError
+    from dataengine.config import load_config
+    from dataengine.train import TrainConfig
+
+    c = TrainConfig(preset="llava-1.5-lora")
+    assert (c.lora.r, c.lora.alpha, c.lr, c.vision_lr, c.warmup_ratio, c.epochs, c.scheduler) == (128, 256, 1e-4, 2e-5, 0.03, 1.0, "cosine")
+    assert TrainConfig(preset="llava-1.5-lora", lr=3e-4).lr == 3e-4
+    assert TrainConfig(preset="llava-1.5-full").lora is None and TrainConfig(preset="minigpt4-lora").lora.r == 64
+    with pytest.raises(ValidationError, match="unknown preset 'llava-2'"):
+        TrainConfig(preset="llava-2")
+
+
+def test_preset_from_the_run_config(tmp_path):
+    from dataengine.config import load_config
+    (tmp_path / "c.yaml").write_text("train: {preset: llava-1.5-lora, epochs: 2}\n")
+    t = load_config(tmp_path / "c.yaml").train
+    assert t.lora.r == 128 and t.epochs == 2 and t.original_fraction == 0.25

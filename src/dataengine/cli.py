@@ -301,7 +301,8 @@ def filter_cmd(inp: Path = typer.Argument(..., help="Generated JSONL."), out: Pa
 def train(model: Path = typer.Option(...), data: list[Path] = typer.Option(..., help="Sample JSONL files; repeat to mix."),
           image_root: Path = typer.Option(...), out: Path = typer.Option(...), epochs: float = typer.Option(1.0),
           lr: float = typer.Option(5e-4), batch_size: int = typer.Option(16), lora: bool = typer.Option(False),
-          lora_r: int = typer.Option(16), seed: int = typer.Option(0)):
+          lora_r: int = typer.Option(16), seed: int = typer.Option(0),
+          preset: Optional[str] = typer.Option(None, help="The papers' settings: llava-1.5-lora, llava-1.5-full, minigpt4-lora.")):
     """Fine-tune MODEL on DATA (full, or LoRA merged back) and save it to OUT as safetensors."""
     from .loop import progress_bar
     from .model import VLM
@@ -310,11 +311,14 @@ def train(model: Path = typer.Option(...), data: list[Path] = typer.Option(..., 
     try:
         samples = [s for f in data for s in read_jsonl(f, Sample)]
         vlm = VLM.load(model)
-        cfg = TrainConfig(epochs=epochs, lr=lr, batch_size=batch_size, seed=seed,
-                          lora=LoraConfig(r=lora_r, alpha=2 * lora_r) if lora else None)
+        if preset:
+            cfg = TrainConfig(preset=preset, batch_size=batch_size, seed=seed)
+        else:
+            cfg = TrainConfig(epochs=epochs, lr=lr, batch_size=batch_size, seed=seed,
+                              lora=LoraConfig(r=lora_r, alpha=2 * lora_r) if lora else None)
         with progress_bar(console) as p:
             log = do_train(vlm, samples, image_root, out, cfg, progress=p)
-    except DataError as e:
+    except (DataError, ValueError) as e:
         _fail(e)
     console.print(f"trained {log['steps']} steps on {log['samples']} items; loss {log['losses'][0]:.3f} -> {log['losses'][-1]:.3f}")
 

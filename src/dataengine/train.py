@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 from PIL import Image
-from pydantic import BaseModel
+from pydantic import BaseModel, model_validator
 from rich.progress import Progress
 from torch.utils.data import Dataset
 
@@ -25,10 +25,28 @@ class LoraConfig(BaseModel):
     r: int = 16
     alpha: int = 32
     dropout: float = 0.05
-    target_modules: list[str] = ["q_proj", "k_proj", "v_proj", "o_proj"]
+    target_modules: list[str] = ["q_proj", "k_proj", "v_proj", "o_proj"]  # in the language model only
+    train_projector: bool = True  # LLaVA trains the projector fully beside the LoRA adapters
+
+
+# The papers' settings, by name. A preset fills every field the config does not set itself.
+PRESETS: dict[str, dict] = {
+    # LLaVA-1.5 LoRA fine-tuning: r 128, alpha 256, lr 1e-4 with the projector at 2e-5, cosine, warmup 3%, 1 epoch.
+    "llava-1.5-lora": {"epochs": 1.0, "lr": 1e-4, "vision_lr": 2e-5, "scheduler": "cosine", "warmup_ratio": 0.03,
+                       "freeze_vision": True, "weight_decay": 0.0,
+                       "lora": {"r": 128, "alpha": 256, "dropout": 0.05,
+                                "target_modules": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]}},
+    # LLaVA-1.5 full fine-tuning of the language model and projector, vision tower frozen.
+    "llava-1.5-full": {"epochs": 1.0, "lr": 2e-5, "scheduler": "cosine", "warmup_ratio": 0.03, "freeze_vision": True,
+                       "weight_decay": 0.0, "lora": None},
+    # MiniGPT-4 (v2) style LoRA: r 64, alpha 16 on the attention projections.
+    "minigpt4-lora": {"epochs": 1.0, "lr": 1e-4, "scheduler": "cosine", "warmup_ratio": 0.03, "freeze_vision": True,
+                      "lora": {"r": 64, "alpha": 16, "dropout": 0.05, "target_modules": ["q_proj", "v_proj"]}},
+}
 
 
 class TrainConfig(BaseModel):
+    preset: str | None = None  # one of PRESETS; the fields given beside it win
     epochs: float = 1.0
     lr: float = 5e-4
     batch_size: int = 16
@@ -41,6 +59,16 @@ class TrainConfig(BaseModel):
     lora: LoraConfig | None = None  # None: full fine-tuning
     target: str = "short_answer"  # what the model learns to say: "short_answer" or "answer"
     seed: int = 0
+
+    @model_validator(mode="before")
+    @classmethod
+    def apply_preset(cls, data):
+        if isinstance(data, dict) and data.get("preset"):
+            name = data["preset"]
+            if name not in PRESETS:
+                raise ValueError(f"unknown preset {name!r}; known: {', '.join(PRESETS)}")
+            return PRESETS[name] | data
+        return data
 
 
 class SampleDataset(Dataset):
@@ -81,8 +109,11 @@ def train(vlm: VLM, samples: list[Sample], image_root: str | Path, out_dir: str 
             p.requires_grad_(not cfg.freeze_vision)
     if cfg.lora:
         from peft import LoraConfig as PeftLora, get_peft_model
+        # A regex, so the vision tower's attention (also q_proj/k_proj/v_proj) gets no adapter, as in LLaVA.
+        target = rf".*language_model.*\.({'|'.join(cfg.lora.target_modules)})$"
         model = get_peft_model(model, PeftLora(r=cfg.lora.r, lora_alpha=cfg.lora.alpha, lora_dropout=cfg.lora.dropout,
-                                               target_modules=cfg.lora.target_modules))
+                                               target_modules=target,
+                                               modules_to_save=["multi_modal_projector"] if cfg.lora.train_projector else None))
     steps = math.ceil(len(samples) / (cfg.batch_size * cfg.grad_accum) * cfg.epochs)
     losses: list[float] = []
 
