@@ -32,3 +32,18 @@ def test_batched_scores_equal_single_scores(tiny_vlm):
     alone = [tiny_vlm.score_options([it])[0] for it in items]
     for x, y in zip(together, alone):
         assert [round(v, 4) for v in x] == [round(v, 4) for v in y]
+
+
+def test_shared_prefix_scoring_matches_full_passes(tiny_vlm, world):
+    from dataengine.benchmark import read_seed
+    from dataengine.images import load_image
+    qs = read_seed(world.benchmark)[:10]
+    # uneven option counts (MMBench has 2-4) and prompts of different lengths in one batch
+    items = [(load_image(world.image_root, q.image), q.question, q.options[: 2 + i % 3]) for i, q in enumerate(qs)]
+    for reduce in ("mean", "sum"):
+        full = tiny_vlm.score_options(items, reduce, shared_prefix=False)
+        shared = tiny_vlm.score_options(items, reduce, shared_prefix=True)
+        assert [len(x) for x in shared] == [2 + i % 3 for i in range(10)]
+        for a, b in zip(full, shared):
+            assert max(abs(x - y) for x, y in zip(a, b)) < 1e-4, (a, b)
+    assert tiny_vlm.model.config.model_type == "llava"  # so the evaluator uses the shared path by default

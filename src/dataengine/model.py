@@ -50,6 +50,10 @@ class Encoded:
     labels: list[int]
 
 
+# Model types whose option scoring may reuse the prefix's KV cache (plain causal attention, 1-D positions).
+SHARED_PREFIX_MODELS = {"llava", "llava_next", "idefics3", "smolvlm"}
+
+
 class VLM:
     """A vision-language model and its processor."""
 
@@ -125,12 +129,22 @@ class VLM:
 
     # ---- the two requests the evaluator makes ----
     @torch.no_grad()
-    def score_options(self, items: Iterable[tuple[Image.Image, str, list[str]]], reduce: str = "mean") -> list[list[float]]:
-        """Loss of each option given image and question (lower is better), one list per item."""
+    def score_options(self, items: Iterable[tuple[Image.Image, str, list[str]]], reduce: str = "mean",
+                      shared_prefix: bool | None = None) -> list[list[float]]:
+        """Loss of each option given image and question (lower is better), one list per item.
+
+        The options of a question share its image and question: by default (for model types known to
+        work that way) that prefix runs once and each option continues from its KV cache, instead of
+        one full pass per option. `shared_prefix=False` forces the full passes.
+        """
         self.model.eval()
         items = list(items)
         if not items:
             return []
+        if shared_prefix is None:
+            shared_prefix = self.model.config.model_type in SHARED_PREFIX_MODELS
+        if shared_prefix:
+            return self._score_shared(items, reduce)
         prompts, pixels = self.encode_prompts([q for _, q, _ in items], [img for img, _, _ in items])
         encoded, sizes = [], []
         for prompt, (_, _, options) in zip(prompts, items):
@@ -156,6 +170,48 @@ class VLM:
             out.append(flat[i:i + n])
             i += n
         return out
+
+    def _score_shared(self, items, reduce: str) -> list[list[float]]:
+        prompts, pixels = self.encode_prompts([q for _, q, _ in items], [img for img, _, _ in items])
+        pad = self.tokenizer.pad_token_id
+        # 1. every prefix once, left-padded so each ends at the last column, with explicit positions
+        width = max(len(p) for p in prompts)
+        ids = torch.full((len(prompts), width), pad, dtype=torch.long)
+        mask = torch.zeros_like(ids)
+        for i, p in enumerate(prompts):
+            ids[i, width - len(p):] = torch.tensor(p)
+            mask[i, width - len(p):] = 1
+        pos = (mask.cumsum(-1) - 1).clamp(min=0)
+        dev = self.device
+        out = self.model(input_ids=ids.to(dev), attention_mask=mask.to(dev), position_ids=pos.to(dev),
+                         pixel_values=pixels.to(dev, self.model.dtype), use_cache=True)
+        first = torch.log_softmax(out.logits[:, -1].float(), dim=-1)  # predicts each option's first token
+        # 2. the options, all at once, each row continuing its question's cache
+        answers = [self.encode_answer(o) for _, _, opts in items for o in opts]
+        owner = torch.tensor([i for i, (_, _, opts) in enumerate(items) for _ in opts])
+        longest = max(len(a) for a in answers)
+        opt = torch.full((len(answers), longest), pad, dtype=torch.long)
+        opt_mask = torch.zeros_like(opt)
+        for r, a in enumerate(answers):
+            opt[r, :len(a)] = torch.tensor(a)
+            opt_mask[r, :len(a)] = 1
+        cache = out.past_key_values
+        cache.batch_select_indices(owner.to(dev))
+        opt_pos = mask.sum(-1)[owner].unsqueeze(1) + torch.arange(longest)
+        logits = self.model(input_ids=opt.to(dev), attention_mask=torch.cat([mask[owner], opt_mask], 1).to(dev),
+                            position_ids=opt_pos.to(dev), past_key_values=cache, use_cache=False).logits.float()
+        logp = torch.log_softmax(logits[:, :-1], dim=-1)
+        opt, opt_mask = opt.to(dev), opt_mask.to(dev)
+        tok0 = first[owner.to(dev)].gather(1, opt[:, :1]).squeeze(1)
+        rest = (logp.gather(-1, opt[:, 1:].unsqueeze(-1)).squeeze(-1) * opt_mask[:, 1:]).sum(-1)
+        nll = -(tok0 + rest)
+        if reduce == "mean":
+            nll = nll / opt_mask.sum(-1)
+        flat, out_lists, i = nll.tolist(), [], 0
+        for _, _, opts in items:
+            out_lists.append(flat[i:i + len(opts)])
+            i += len(opts)
+        return out_lists
 
     @torch.no_grad()
     def generate(self, items: Iterable[tuple[Image.Image, str]], max_new_tokens: int = 8) -> list[str]:
