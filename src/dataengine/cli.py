@@ -302,7 +302,8 @@ def train(model: Path = typer.Option(...), data: list[Path] = typer.Option(..., 
           image_root: Path = typer.Option(...), out: Path = typer.Option(...), epochs: float = typer.Option(1.0),
           lr: float = typer.Option(5e-4), batch_size: int = typer.Option(16), lora: bool = typer.Option(False),
           lora_r: int = typer.Option(16), seed: int = typer.Option(0),
-          preset: Optional[str] = typer.Option(None, help="The papers' settings: llava-1.5-lora, llava-1.5-full, minigpt4-lora.")):
+          preset: Optional[str] = typer.Option(None, help="The papers' settings: llava-1.5-lora, llava-1.5-full, minigpt4-lora."),
+          sampling: str = typer.Option("random", help="random, or sequential (the seeded shuffle as the order)")):
     """Fine-tune MODEL on DATA (full, or LoRA merged back) and save it to OUT as safetensors."""
     from .loop import progress_bar
     from .model import VLM
@@ -312,9 +313,9 @@ def train(model: Path = typer.Option(...), data: list[Path] = typer.Option(..., 
         samples = [s for f in data for s in read_jsonl(f, Sample)]
         vlm = VLM.load(model)
         if preset:
-            cfg = TrainConfig(preset=preset, batch_size=batch_size, seed=seed)
+            cfg = TrainConfig(preset=preset, batch_size=batch_size, seed=seed, sampling=sampling)
         else:
-            cfg = TrainConfig(epochs=epochs, lr=lr, batch_size=batch_size, seed=seed,
+            cfg = TrainConfig(epochs=epochs, lr=lr, batch_size=batch_size, seed=seed, sampling=sampling,
                               lora=LoraConfig(r=lora_r, alpha=2 * lora_r) if lora else None)
         with progress_bar(console) as p:
             log = do_train(vlm, samples, image_root, out, cfg, progress=p)

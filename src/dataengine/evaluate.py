@@ -95,13 +95,30 @@ def summarize(preds: list[Prediction], benchmark: str = "", method: str = "likel
                       if method == "letter" else {})
 
 
+def _dist():
+    """(rank, world size); joins the process group when started by torchrun / accelerate launch."""
+    import os
+
+    import torch.distributed as dist
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return 0, 1
+    if not dist.is_initialized():
+        import torch
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    return dist.get_rank(), dist.get_world_size()
+
+
 def run_evaluate(vlm: VLM, questions: list[Question], image_root: str | Path, out_dir: str | Path,
                  method: str = "likelihood", batch_size: int = 16, benchmark: str = "",
                  progress: Progress | None = None) -> EvalResult:
-    """Evaluate into `out_dir`: predictions.jsonl, badcases.jsonl, results.json. Resumes a killed run."""
+    """Evaluate into `out_dir`: predictions.jsonl, badcases.jsonl, results.json. Resumes a killed run.
+
+    Under torchrun / accelerate launch each process answers every N-th question; the predictions
+    are gathered, merged in question order, and written once by the first process."""
+    rank, world = _dist()
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    partial = out_dir / "predictions.partial.jsonl"
+    partial = out_dir / ("predictions.partial.jsonl" if world == 1 else f"predictions.partial.rank{rank}of{world}.jsonl")
     done = read_jsonl(partial, Prediction) if partial.exists() else []
 
     def append(preds):
@@ -109,12 +126,23 @@ def run_evaluate(vlm: VLM, questions: list[Question], image_root: str | Path, ou
             for p in preds:
                 f.write(p.model_dump_json() + "\n")
 
-    preds = evaluate(vlm, questions, image_root, method, batch_size, source=benchmark or "benchmark",
-                     done=done, on_batch=append, progress=progress)
+    mine = questions[rank::world]
+    preds = evaluate(vlm, mine, image_root, method, batch_size, source=benchmark or "benchmark",
+                     done=done, on_batch=append, progress=progress if rank == 0 else None)
+    if world > 1:
+        import torch.distributed as dist
+        parts: list = [None] * world
+        dist.all_gather_object(parts, [p.model_dump() for p in preds])
+        by_id = {d["question_id"]: Prediction.model_validate(d) for part in parts for d in part}
+        preds = [by_id[q.question_id] for q in questions]
     result = summarize(preds, benchmark, method)
-    write_jsonl(out_dir / "predictions.jsonl", preds)
-    write_jsonl(out_dir / "badcases.jsonl", [p for p in preds if not p.correct])
-    write_json(out_dir / "results.json", result)
+    if rank == 0:
+        write_jsonl(out_dir / "predictions.jsonl", preds)
+        write_jsonl(out_dir / "badcases.jsonl", [p for p in preds if not p.correct])
+        write_json(out_dir / "results.json", result)
+    if world > 1:
+        import torch.distributed as dist
+        dist.barrier()
     partial.unlink(missing_ok=True)
     return result
 

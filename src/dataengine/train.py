@@ -1,12 +1,14 @@
 """Train: fine-tune the model (full or LoRA) on the original data plus the incremental data.
 
-Uses the `transformers` Trainer, so `accelerate launch` / `torchrun` runs it on several GPUs unchanged.
+Uses the `transformers` Trainer, so `accelerate launch` / `torchrun` runs it on several GPUs (or CPU
+processes over gloo) unchanged; DeepSpeed / FSDP configs pass through `accelerate launch --config_file`.
 The loss is on answer tokens only. The result is saved as safetensors with its processor, so the next
 round (or any other tool) loads it as a plain checkpoint.
 """
 from __future__ import annotations
 
 import math
+import os
 import random
 from pathlib import Path
 
@@ -58,6 +60,7 @@ class TrainConfig(BaseModel):
     freeze_vision: bool = False  # keep the vision tower as it is (LLaVA-1.5 does)
     lora: LoraConfig | None = None  # None: full fine-tuning
     target: str = "short_answer"  # what the model learns to say: "short_answer" or "answer"
+    sampling: str = "random"  # "sequential" keeps our seeded shuffle as the order (same batches on 1 or N processes)
     seed: int = 0
 
     @model_validator(mode="before")
@@ -114,7 +117,8 @@ def train(vlm: VLM, samples: list[Sample], image_root: str | Path, out_dir: str 
         model = get_peft_model(model, PeftLora(r=cfg.lora.r, lora_alpha=cfg.lora.alpha, lora_dropout=cfg.lora.dropout,
                                                target_modules=target,
                                                modules_to_save=["multi_modal_projector"] if cfg.lora.train_projector else None))
-    steps = math.ceil(len(samples) / (cfg.batch_size * cfg.grad_accum) * cfg.epochs)
+    world = int(os.environ.get("WORLD_SIZE", "1"))  # processes under torchrun share each step's batch
+    steps = math.ceil(len(samples) / (cfg.batch_size * cfg.grad_accum * world) * cfg.epochs)
     losses: list[float] = []
 
     class Log(TrainerCallback):
@@ -134,7 +138,9 @@ def train(vlm: VLM, samples: list[Sample], image_root: str | Path, out_dir: str 
         lr_scheduler_type=cfg.scheduler, warmup_steps=max(1, int(cfg.warmup_ratio * steps)), weight_decay=cfg.weight_decay,
         logging_steps=max(1, steps // 20), save_strategy="no", report_to=[], seed=cfg.seed, data_seed=cfg.seed,
         remove_unused_columns=False, disable_tqdm=True, dataloader_num_workers=0,
-        use_cpu=vlm.device == "cpu",
+        use_cpu=vlm.device == "cpu", train_sampling_strategy=cfg.sampling,
+        # Under torchrun / accelerate launch on CPU, processes talk over gloo (nccl needs GPUs).
+        ddp_backend="gloo" if vlm.device == "cpu" and int(os.environ.get("WORLD_SIZE", "1")) > 1 else None,
     )
     random.Random(cfg.seed).shuffle(samples := list(samples))
     trainer = Trainer(model=model, args=args, train_dataset=SampleDataset(samples, Path(image_root)),
