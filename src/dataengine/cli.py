@@ -325,15 +325,74 @@ def train(model: Path = typer.Option(...), data: list[Path] = typer.Option(..., 
 
 
 @app.command()
-def export(inp: Path = typer.Argument(...), out: Path = typer.Option(...), form: str = typer.Option("both", help="direct, choice or both")):
-    """Export samples to the LLaVA conversation JSON."""
-    from .export import export_llava
+def pool(out: Path = typer.Option(..., help="JSONL of ImageAnnotation records, for generate / ipo / pope-build."),
+         image_root: Path = typer.Option(...),
+         vg: Optional[Path] = typer.Option(None, help="Visual Genome folder (image_data.json, objects.json, ...)."),
+         coco_captions: Optional[Path] = typer.Option(None), coco_instances: Optional[Path] = typer.Option(None),
+         coco_image_dir: str = typer.Option("", help="COCO images' folder inside the image root, e.g. train2017."),
+         lvis: Optional[Path] = typer.Option(None), captions: Optional[Path] = typer.Option(None, help="A folder's JSONL of image + caption(s)."),
+         limit: Optional[int] = typer.Option(None, help="Visual Genome: stop after this many images (streamed).")):
+    """Turn Visual Genome, COCO (+LVIS) or a captioned folder of images into an annotation pool."""
+    from .pools import read_coco, read_folder, read_visual_genome
+    from .records import write_jsonl
+    try:
+        if sum(x is not None for x in (vg, coco_captions, captions)) != 1:
+            raise DataError("give one source: --vg, --coco-captions with --coco-instances, or --captions")
+        if vg:
+            anns = list(read_visual_genome(vg, image_root, limit=limit))
+        elif coco_captions:
+            if coco_instances is None:
+                raise DataError("--coco-instances is needed with --coco-captions")
+            anns = read_coco(coco_captions, coco_instances, image_root, coco_image_dir, lvis)
+        else:
+            anns = read_folder(image_root, captions)
+    except DataError as e:
+        _fail(e)
+    write_jsonl(out, anns)
+    console.print(f"wrote {len(anns)} annotated images to {out}")
+
+
+@app.command()
+def export(inp: Path = typer.Argument(...), out: Path = typer.Option(...),
+           to: str = typer.Option("llava", help="llava (conversation JSON) or hf (Parquet shards with the images)"),
+           form: str = typer.Option("both", help="llava: direct, choice or both"),
+           image_root: Optional[Path] = typer.Option(None, help="hf: where the images are read from")):
+    """Export samples to the LLaVA conversation JSON, or to a Hugging Face dataset with the images."""
+    from .export import export_hf, export_llava
     from .records import Sample, read_jsonl
     try:
-        export_llava(read_jsonl(inp, Sample), out, form)
+        samples = read_jsonl(inp, Sample)
+        if to == "llava":
+            export_llava(samples, out, form)
+        elif to == "hf":
+            if image_root is None:
+                raise DataError("--image-root is needed for --to hf")
+            export_hf(samples, image_root, out)
+        else:
+            raise DataError(f"unknown export target {to!r}; known: llava, hf")
     except (DataError, ValueError) as e:
         _fail(e)
     console.print(f"wrote {out}")
+
+
+@app.command("import")
+def import_cmd(inp: Path = typer.Argument(..., help="A LLaVA conversation JSON, or a folder written by `export --to hf`."),
+               out: Path = typer.Option(..., help="Sample JSONL."),
+               image_root: Optional[Path] = typer.Option(None, help="hf: where to write the images back")):
+    """Load exported data back into Sample records."""
+    from .export import from_llava, import_hf
+    from .records import write_jsonl
+    try:
+        if inp.is_dir():
+            if image_root is None:
+                raise DataError("--image-root is needed to write a dataset's images back")
+            samples = import_hf(inp, image_root)
+        else:
+            samples = from_llava(inp)
+    except DataError as e:
+        _fail(e)
+    write_jsonl(out, samples)
+    console.print(f"wrote {len(samples)} samples to {out}")
 
 
 @app.command("pope-build")

@@ -1,10 +1,20 @@
-"""Export generated data to the LLaVA conversation JSON, so it trains other stacks too."""
+"""Export generated data so other stacks train on it, and load it back:
+
+- LLaVA conversation JSON (LLaVA, LLaMA-Factory's sharegpt format), in the direct-answer form and the
+  multiple-choice form; each entry also keeps `qtype`, `short_answer` and its provenance, which those loaders ignore,
+  so the file loads back into the same samples;
+- a Hugging Face `datasets` dataset as Parquet shards with the images embedded.
+"""
 from __future__ import annotations
 
+import json
+import re
 from pathlib import Path
 
-from .records import LETTERS, Sample, write_json
+from .errors import DataError
 from .evaluate import LETTER_INSTRUCTION
+from .images import resolve
+from .records import LETTERS, Sample, write_json
 
 
 def to_llava(samples: list[Sample], form: str = "both") -> list[dict]:
@@ -13,16 +23,99 @@ def to_llava(samples: list[Sample], form: str = "both") -> list[dict]:
         raise ValueError(f"unknown form {form!r}: direct, choice or both")
     out = []
     for s in samples:
+        extra = {"qtype": s.qtype, "short_answer": s.short_answer, "source": s.source, "generator": s.generator}
         if form in ("direct", "both"):
             out.append({"id": f"{s.id}-direct", "image": s.image, "conversations": [
-                {"from": "human", "value": f"<image>\n{s.instruction}"}, {"from": "gpt", "value": s.answer}]})
+                {"from": "human", "value": f"<image>\n{s.instruction}"}, {"from": "gpt", "value": s.answer}], **extra})
         if form in ("choice", "both"):
             opts = "\n".join(f"{l}. {o}" for l, o in zip(LETTERS, s.options))
             out.append({"id": f"{s.id}-choice", "image": s.image, "conversations": [
                 {"from": "human", "value": f"<image>\n{s.instruction}\n{opts}\n{LETTER_INSTRUCTION}"},
-                {"from": "gpt", "value": s.choice_answer}]})
+                {"from": "gpt", "value": s.choice_answer}], **extra})
     return out
 
 
 def export_llava(samples: list[Sample], path: str | Path, form: str = "both") -> Path:
     return write_json(path, to_llava(samples, form))
+
+
+_OPTION = re.compile(r"^([A-D])\. (.*)$")
+
+
+def from_llava(path: str | Path) -> list[Sample]:
+    """Samples back from a LLaVA JSON written by `export_llava` (both forms, or the choice form alone)."""
+    path = Path(path)
+    try:
+        entries = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as e:
+        raise DataError(f"{path}: cannot read LLaVA JSON ({e.__class__.__name__})") from None
+    merged: dict[str, dict] = {}
+    for n, e in enumerate(entries):
+        try:
+            sid, kind = e["id"].rsplit("-", 1)
+            human, gpt = e["conversations"][0]["value"], e["conversations"][1]["value"]
+        except (KeyError, IndexError, ValueError, TypeError, AttributeError):
+            raise DataError(f"{path}: entry {n}: not an exported conversation (id '<sample>-direct|choice', two turns)") from None
+        m = merged.setdefault(sid, {"id": sid, "image": e.get("image", ""), "qtype": e.get("qtype", 0),
+                                    "short_answer": e.get("short_answer", ""), "answer": "",
+                                    "source": e.get("source", ""), "generator": e.get("generator", "")})
+        lines = human.removeprefix("<image>\n").split("\n")
+        if kind == "direct":
+            m["instruction"], m["answer"] = "\n".join(lines), gpt
+        elif kind == "choice":
+            opts = [(mm.group(1), mm.group(2)) for line in lines if (mm := _OPTION.match(line))]
+            if not opts:
+                raise DataError(f"{path}: entry {n}: no 'A. ...' options in the question")
+            m["instruction"] = "\n".join(line for line in lines if not _OPTION.match(line) and line != LETTER_INSTRUCTION)
+            m["options"], m["choice_answer"] = [o for _, o in opts], gpt.strip()
+    out = []
+    for sid, m in merged.items():
+        if "options" not in m:
+            raise DataError(f"{path}: sample {sid}: no multiple-choice entry, so its options are unknown")
+        m["short_answer"] = m["short_answer"] or m["options"][LETTERS.index(m["choice_answer"])]
+        out.append(Sample(answer=m["answer"] or m["short_answer"], **{k: v for k, v in m.items() if k != "answer"}))
+    return out
+
+
+# ---- Hugging Face datasets ----
+
+def export_hf(samples: list[Sample], image_root: str | Path, out_dir: str | Path, shard_size: int = 1000) -> Path:
+    """Parquet shards (`data-00000.parquet`, ...) with each image's bytes embedded; `datasets.load_dataset
+    ("parquet", data_dir=out_dir)` or `import_hf` loads them."""
+    import datasets
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    features = datasets.Features({
+        "id": datasets.Value("string"), "image": datasets.Image(), "image_path": datasets.Value("string"),
+        "instruction": datasets.Value("string"), "answer": datasets.Value("string"),
+        "short_answer": datasets.Value("string"), "options": datasets.Sequence(datasets.Value("string")),
+        "choice_answer": datasets.Value("string"), "qtype": datasets.Value("int32"),
+        "source": datasets.Value("string"), "generator": datasets.Value("string")})
+    for i in range(0, max(len(samples), 1), shard_size):
+        rows = []
+        for s in samples[i:i + shard_size]:
+            path = resolve(image_root, s.image, where=f"sample {s.id}")
+            if not path.exists():
+                raise DataError(f"{path}: sample {s.id}: image not found")
+            rows.append(s.model_dump() | {"image": {"path": s.image, "bytes": path.read_bytes()}, "image_path": s.image})
+        ds = datasets.Dataset.from_list(rows, features=features)
+        ds.to_parquet(str(out_dir / f"data-{i // shard_size:05d}.parquet"))
+    return out_dir
+
+
+def import_hf(data_dir: str | Path, image_root: str | Path) -> list[Sample]:
+    """Samples back from `export_hf` shards; each image is written to its path under `image_root`."""
+    import datasets
+    data_dir = Path(data_dir)
+    files = sorted(str(p) for p in data_dir.glob("*.parquet"))
+    if not files:
+        raise DataError(f"{data_dir}: no Parquet shards here")
+    ds = datasets.load_dataset("parquet", data_files=files, split="train").cast_column("image", datasets.Image(decode=False))
+    out = []
+    for row in ds:
+        path = resolve(image_root, row["image_path"], where=f"sample {row['id']}")
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(row["image"]["bytes"])
+        out.append(Sample(**{k: (row["image_path"] if k == "image" else row[k]) for k in Sample.model_fields}))
+    return out
