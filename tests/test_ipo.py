@@ -101,3 +101,15 @@ def test_llm_generator_counts_skips_malformed_and_failed_and_keeps_the_rest(sign
     for s in items:  # options were shuffled after generation; the letter follows the answer
         assert s.options[ord(s.choice_answer) - 65] == s.short_answer
     assert len({s.choice_answer for s in items}) > 1
+
+
+def test_vision_llms_are_sent_the_image(signs, world):
+    import base64
+    with FakeLLM(answer=writer) as srv:
+        client = LLMClient(LLMConfig(base_urls=[srv.url], send_image=True))
+        LLMGenerator(client, prompt_for(None), image_root=str(world.image_root)).generate_batch(9, signs[:1], [], None)
+    content = srv.bodies[0]["messages"][-1]["content"]
+    url = content[0]["image_url"]["url"]
+    assert url.startswith("data:image/png;base64,")
+    assert base64.b64decode(url.split(",", 1)[1]) == (world.image_root / signs[0].image).read_bytes()
+    assert "Write one Text Understanding question." in content[1]["text"]

@@ -47,3 +47,38 @@ def test_shared_prefix_scoring_matches_full_passes(tiny_vlm, world):
         for a, b in zip(full, shared):
             assert max(abs(x - y) for x, y in zip(a, b)) < 1e-4, (a, b)
     assert tiny_vlm.model.config.model_type == "llava"  # so the evaluator uses the shared path by default
+
+
+def test_a_second_family_llava_next_loads_scores_generates_and_trains(world, tmp_path):
+    import json as _json
+
+    import pytest
+    from dataengine.benchmark import read_seed
+    from dataengine.errors import DataError
+    from dataengine.evaluate import run_evaluate
+    from dataengine.images import load_image
+    from dataengine.loop import corpus
+    from dataengine.model import VLM, build_tiny
+    from dataengine.records import Sample, read_jsonl
+    from dataengine.train import TrainConfig, train
+    from tests.conftest import TINY
+
+    data = read_jsonl(world.original, Sample)
+    build_tiny(corpus(data), TINY.model_copy(update={"family": "llava_next"})).save(tmp_path / "next")
+    vlm = VLM.load(tmp_path / "next")
+    assert vlm.model.config.model_type == "llava_next"
+    qs = read_seed(world.benchmark)[:6]
+    items = [(load_image(world.image_root, q.image), q.question, q.options) for q in qs]
+    full = vlm.score_options(items, shared_prefix=False)
+    shared = vlm.score_options(items, shared_prefix=True)
+    assert all(abs(x - y) < 1e-4 for a, b in zip(full, shared) for x, y in zip(a, b))
+    assert len(vlm.generate([(items[0][0], items[0][1]), (items[1][0], items[1][1])], max_new_tokens=3)) == 2
+    log = train(vlm, data[:16], world.image_root, tmp_path / "next-ft", TrainConfig(epochs=1, batch_size=8))
+    assert log["steps"] == 2 and all(x == x for x in log["losses"])  # no NaN
+    res = run_evaluate(VLM.load(tmp_path / "next-ft"), qs, world.image_root, tmp_path / "ev")
+    assert res.total == 6
+    cfg = _json.loads((tmp_path / "next" / "config.json").read_text())
+    (tmp_path / "qwen").mkdir()
+    (tmp_path / "qwen" / "config.json").write_text(_json.dumps(cfg | {"model_type": "qwen2_vl"}))
+    with pytest.raises(DataError, match="model type 'qwen2_vl' is not supported yet"):
+        VLM.load(tmp_path / "qwen")

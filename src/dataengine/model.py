@@ -6,6 +6,8 @@ random-initialised LLaVA (tiny CLIP tower, projector, tiny Llama) and a tokenize
 """
 from __future__ import annotations
 
+import json
+
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,6 +43,7 @@ class TinyConfig(BaseModel):
     text_layers: int = 3
     heads: int = 4
     vocab_size: int = 800
+    family: str = "llava"  # or "llava_next" (any-resolution tiles), to exercise a second model family
     seed: int = 0
 
 
@@ -50,8 +53,12 @@ class Encoded:
     labels: list[int]
 
 
+# Model families this engine drives: each processor's image inputs come one row per item, and
+# the language model is causal with 1-D positions. Qwen2-VL (flattened patches, 3-D positions),
+# PaliGemma (prefix attention) and Idefics3 still need their own handling.
+SUPPORTED_MODELS = {"llava", "llava_next"}
 # Model types whose option scoring may reuse the prefix's KV cache (plain causal attention, 1-D positions).
-SHARED_PREFIX_MODELS = {"llava", "llava_next", "idefics3", "smolvlm"}
+SHARED_PREFIX_MODELS = {"llava", "llava_next"}
 
 
 class VLM:
@@ -74,6 +81,10 @@ class VLM:
         if not (path / "config.json").exists():
             from .errors import DataError
             raise DataError(f"{path}: no model here (config.json missing)")
+        kind = json.loads((path / "config.json").read_text()).get("model_type")
+        if kind not in SUPPORTED_MODELS:
+            from .errors import DataError
+            raise DataError(f"{path}: model type {kind!r} is not supported yet (supported: {', '.join(sorted(SUPPORTED_MODELS))})")
         processor = AutoProcessor.from_pretrained(path)
         if getattr(processor, "chat_template", None) is None:
             processor.chat_template = LLAVA_TEMPLATE
@@ -94,11 +105,15 @@ class VLM:
     def pixel_values(self, images: list[Image.Image]) -> torch.Tensor:
         return self.processor.image_processor(images=images, return_tensors="pt")["pixel_values"]
 
-    def encode_prompts(self, questions: list[str], images: list[Image.Image]) -> tuple[list[list[int]], torch.Tensor]:
-        """Prompt token ids (image placeholder expanded as the model expects) and pixel values, in one call."""
+    def encode_prompts(self, questions: list[str], images: list[Image.Image]) -> tuple[list[list[int]], dict[str, torch.Tensor]]:
+        """Prompt token ids (image placeholder expanded as the model expects) and the model's image
+        inputs (pixel_values, and e.g. image_sizes for LLaVA-NeXT, one row per item), in one call."""
         enc = self.processor(images=images, text=[self.prompt(q) for q in questions], return_tensors="pt", padding=True)
         ids = [row[mask.bool()].tolist() for row, mask in zip(enc["input_ids"], enc["attention_mask"])]
-        return ids, enc["pixel_values"]
+        return ids, {k: v for k, v in enc.items() if k not in ("input_ids", "attention_mask")}
+
+    def _on_device(self, inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        return {k: v.to(self.device, self.model.dtype) if v.is_floating_point() else v.to(self.device) for k, v in inputs.items()}
 
     def encode_answer(self, answer: str) -> list[int]:
         # Encoded apart from the prompt (as lm-eval does) so every option shares the same prefix.
@@ -107,14 +122,14 @@ class VLM:
 
     def encode_batch(self, questions: list[str], images: list[Image.Image], answers: list[str]) -> dict[str, torch.Tensor]:
         """A training batch: loss on the answer tokens only."""
-        prompts, pixels = self.encode_prompts(questions, images)
+        prompts, image_inputs = self.encode_prompts(questions, images)
         encoded = []
         for prompt, answer in zip(prompts, answers):
             ans = self.encode_answer(answer)
             encoded.append(Encoded(prompt + ans, [-100] * len(prompt) + ans))
-        return self.collate(encoded, pixels)
+        return self.collate(encoded, image_inputs)
 
-    def collate(self, encoded: list[Encoded], pixel_values: torch.Tensor) -> dict[str, torch.Tensor]:
+    def collate(self, encoded: list[Encoded], image_inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         width = max(len(e.input_ids) for e in encoded)
         pad = self.tokenizer.pad_token_id
         ids = torch.full((len(encoded), width), pad, dtype=torch.long)
@@ -125,7 +140,7 @@ class VLM:
             ids[i, :n] = torch.tensor(e.input_ids)
             labels[i, :n] = torch.tensor(e.labels)
             mask[i, :n] = 1
-        return {"input_ids": ids, "attention_mask": mask, "labels": labels, "pixel_values": pixel_values}
+        return {"input_ids": ids, "attention_mask": mask, "labels": labels, **image_inputs}
 
     # ---- the two requests the evaluator makes ----
     @torch.no_grad()
@@ -145,15 +160,16 @@ class VLM:
             shared_prefix = self.model.config.model_type in SHARED_PREFIX_MODELS
         if shared_prefix:
             return self._score_shared(items, reduce)
-        prompts, pixels = self.encode_prompts([q for _, q, _ in items], [img for img, _, _ in items])
+        prompts, image_inputs = self.encode_prompts([q for _, q, _ in items], [img for img, _, _ in items])
         encoded, sizes = [], []
         for prompt, (_, _, options) in zip(prompts, items):
             for opt in options:
                 ans = self.encode_answer(opt)
                 encoded.append(Encoded(prompt + ans, [-100] * len(prompt) + ans))
             sizes.append(len(options))
-        batch = self.collate(encoded, pixels.repeat_interleave(torch.tensor(sizes), dim=0))
-        batch = {k: v.to(self.device) for k, v in batch.items()}
+        repeats = torch.tensor(sizes)
+        batch = self.collate(encoded, {k: v.repeat_interleave(repeats, dim=0) for k, v in image_inputs.items()})
+        batch = self._on_device(batch)
         labels = batch.pop("labels")
         logits = self.model(**batch).logits.float()
         # Position t predicts token t+1.
@@ -172,7 +188,7 @@ class VLM:
         return out
 
     def _score_shared(self, items, reduce: str) -> list[list[float]]:
-        prompts, pixels = self.encode_prompts([q for _, q, _ in items], [img for img, _, _ in items])
+        prompts, image_inputs = self.encode_prompts([q for _, q, _ in items], [img for img, _, _ in items])
         pad = self.tokenizer.pad_token_id
         # 1. every prefix once, left-padded so each ends at the last column, with explicit positions
         width = max(len(p) for p in prompts)
@@ -184,7 +200,7 @@ class VLM:
         pos = (mask.cumsum(-1) - 1).clamp(min=0)
         dev = self.device
         out = self.model(input_ids=ids.to(dev), attention_mask=mask.to(dev), position_ids=pos.to(dev),
-                         pixel_values=pixels.to(dev, self.model.dtype), use_cache=True)
+                         **self._on_device(image_inputs), use_cache=True)
         first = torch.log_softmax(out.logits[:, -1].float(), dim=-1)  # predicts each option's first token
         # 2. the options, all at once, each row continuing its question's cache
         answers = [self.encode_answer(o) for _, _, opts in items for o in opts]
@@ -217,7 +233,7 @@ class VLM:
     def generate(self, items: Iterable[tuple[Image.Image, str]], max_new_tokens: int = 8) -> list[str]:
         self.model.eval()
         items = list(items)
-        prompts, pixels = self.encode_prompts([q for _, q in items], [img for img, _ in items])
+        prompts, image_inputs = self.encode_prompts([q for _, q in items], [img for img, _ in items])
         encoded = [Encoded(ids, ids) for ids in prompts]
         # Left padding, so that every row's next token comes right after its prompt.
         width = max(len(e.input_ids) for e in encoded)
@@ -228,7 +244,7 @@ class VLM:
             ids[i, width - len(e.input_ids):] = torch.tensor(e.input_ids)
             mask[i, width - len(e.input_ids):] = 1
         out = self.model.generate(input_ids=ids.to(self.device), attention_mask=mask.to(self.device),
-                                  pixel_values=pixels.to(self.device),
+                                  **self._on_device(image_inputs),
                                   max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=pad)
         return [self.tokenizer.decode(row[width:], skip_special_tokens=True).strip() for row in out]
 
@@ -249,26 +265,36 @@ def train_tokenizer(corpus: Iterable[str], vocab_size: int):
 
 
 def build_tiny(corpus: Iterable[str], cfg: TinyConfig | None = None) -> VLM:
-    from transformers import CLIPVisionConfig, LlamaConfig, LlavaConfig, LlavaForConditionalGeneration, LlavaProcessor
-    try:  # the PIL backend: no torchvision needed
-        from transformers import CLIPImageProcessorPil as CLIPImageProcessor
-    except ImportError:
-        from transformers import CLIPImageProcessor
+    """A random-initialised LLaVA (or LLaVA-NeXT) from a config, with a tokenizer trained on `corpus`."""
+    import transformers
+    from transformers import CLIPVisionConfig, LlamaConfig
 
     cfg = cfg or TinyConfig()
+    if cfg.family not in SUPPORTED_MODELS:
+        raise ValueError(f"unknown tiny model family {cfg.family!r}; known: {', '.join(sorted(SUPPORTED_MODELS))}")
     tokenizer = train_tokenizer(corpus, cfg.vocab_size)
     size = cfg.image_size
-    image_processor = CLIPImageProcessor(size={"shortest_edge": size}, crop_size={"height": size, "width": size})
-    processor = LlavaProcessor(image_processor=image_processor, tokenizer=tokenizer, patch_size=cfg.patch_size,
-                               vision_feature_select_strategy="default", num_additional_image_tokens=1,
-                               chat_template=LLAVA_TEMPLATE)
     vision = CLIPVisionConfig(hidden_size=cfg.hidden, intermediate_size=cfg.hidden * 4, num_hidden_layers=cfg.vision_layers,
                               num_attention_heads=cfg.heads, image_size=size, patch_size=cfg.patch_size)
     text = LlamaConfig(hidden_size=cfg.hidden, intermediate_size=cfg.hidden * 4, num_hidden_layers=cfg.text_layers,
                        num_attention_heads=cfg.heads, num_key_value_heads=cfg.heads, vocab_size=len(tokenizer),
-                       max_position_embeddings=512, pad_token_id=tokenizer.pad_token_id,
+                       max_position_embeddings=1024, pad_token_id=tokenizer.pad_token_id,
                        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id)
-    config = LlavaConfig(vision_config=vision, text_config=text, image_token_index=tokenizer.image_token_id,
-                         vision_feature_select_strategy="default", vision_feature_layer=-1)
+    common = dict(vision_config=vision, text_config=text, image_token_index=tokenizer.image_token_id,
+                  vision_feature_select_strategy="default", vision_feature_layer=-1)
+    proc_args = dict(tokenizer=tokenizer, patch_size=cfg.patch_size, vision_feature_select_strategy="default",
+                     num_additional_image_tokens=1, chat_template=LLAVA_TEMPLATE)
+    crop = {"height": size, "width": size}
+    if cfg.family == "llava":
+        # the PIL backends: no torchvision needed
+        ip = getattr(transformers, "CLIPImageProcessorPil", None) or transformers.CLIPImageProcessor
+        processor = transformers.LlavaProcessor(image_processor=ip(size={"shortest_edge": size}, crop_size=crop), **proc_args)
+        config, cls = transformers.LlavaConfig(**common), transformers.LlavaForConditionalGeneration
+    else:
+        grid = [[size, size], [size, 2 * size], [2 * size, size], [2 * size, 2 * size]]
+        ip = getattr(transformers, "LlavaNextImageProcessorPil", None) or transformers.LlavaNextImageProcessor
+        processor = transformers.LlavaNextProcessor(
+            image_processor=ip(size={"shortest_edge": size}, crop_size=crop, image_grid_pinpoints=grid), **proc_args)
+        config, cls = transformers.LlavaNextConfig(**common, image_grid_pinpoints=grid), transformers.LlavaNextForConditionalGeneration
     torch.manual_seed(cfg.seed)
-    return VLM(LlavaForConditionalGeneration(config), processor, device="cpu")
+    return VLM(cls(config), processor, device="cpu")
