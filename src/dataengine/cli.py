@@ -75,7 +75,8 @@ def evaluate(model: Path = typer.Option(...), benchmark: Path = typer.Option(...
              out: Path = typer.Option(...),
              method: str = typer.Option("likelihood", help="likelihood or letter"),
              batch_size: int = typer.Option(16),
-             circular: bool = typer.Option(False, help="CircularEval: ask once per rotation of the options (MMBench's way).")):
+             circular: bool = typer.Option(False, help="CircularEval: ask once per rotation of the options (MMBench's way)."),
+             dtype: str = typer.Option("float32", help="float32, bfloat16 or float16 (on a GPU)")):
     """Evaluate a model: predictions.jsonl, badcases.jsonl, results.json (and circular.json) in OUT."""
     from .benchmark import circular as rotate, circular_scores, read_benchmark
     from .evaluate import run_evaluate
@@ -87,7 +88,7 @@ def evaluate(model: Path = typer.Option(...), benchmark: Path = typer.Option(...
         questions = read_benchmark(benchmark, image_root)
         if circular:
             questions = rotate(questions)
-        vlm = VLM.load(model)
+        vlm = VLM.load(model, dtype=_dtype(dtype))
         with progress_bar(console) as p:
             res = run_evaluate(vlm, questions, image_root, out, method, batch_size, benchmark.name, progress=p)
     except DataError as e:
@@ -159,6 +160,14 @@ def _llm_client(stack, config: Optional[Path], urls: list[str], local: bool, cac
     client = LLMClient(cfg, cache_path=cache)
     stack.callback(client.close)
     return client
+
+
+def _dtype(name: str):
+    import torch
+    table = {"float32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16, "float16": torch.float16, "fp16": torch.float16}
+    if name not in table:
+        raise DataError(f"unknown dtype {name!r}; known: float32, bfloat16, float16")
+    return table[name]
 
 
 _LLM_URL = typer.Option([], "--llm-url", help="OpenAI-compatible base URL (repeat to spread the load).")
