@@ -113,3 +113,23 @@ def test_vision_llms_are_sent_the_image(signs, world):
     assert url.startswith("data:image/png;base64,")
     assert base64.b64decode(url.split(",", 1)[1]) == (world.image_root / signs[0].image).read_bytes()
     assert "Write one Text Understanding question." in content[1]["text"]
+
+
+def test_cli_ipo_with_a_person_reviewing_and_accepting(signs, world, tmp_path):
+    from typer.testing import CliRunner
+
+    from dataengine.cli import app
+    from dataengine.records import write_jsonl
+    write_jsonl(tmp_path / "pool.jsonl", signs)
+    with FakeLLM(answer=writer) as srv:
+        # v1's item: reject it as a wrong answer; accept the rewrite; v2's item: accept it
+        r = CliRunner().invoke(app, ["ipo", "--pool", str(tmp_path / "pool.jsonl"), "--out", str(tmp_path / "ipo"),
+                                     "--llm-url", srv.url, "--review", "human", "--types", "9", "--per-type", "1",
+                                     "--rounds", "2"], input="n\n0\nthe sign says another word\na\ny\n")
+    assert r.exit_code == 0, r.output
+    assert "image: pool/" in r.output and "+- One option is correct. MARKER" in r.output
+    versions = [json.loads(line) for line in (tmp_path / "ipo" / "prompts.jsonl").read_text().splitlines()]
+    assert [v["correctness"] for v in versions] == [0.0, 1.0]
+    failures = (tmp_path / "ipo" / "v1" / "failures.jsonl").read_text()
+    assert '"failure_type":"wrong answer"' in failures and "the sign says another word" in failures
+    assert "stopped: target met; best v2" in r.output
