@@ -25,7 +25,7 @@ from .filter import check_format, check_leak, verify
 from .generate import LLMGenerator
 from .llm import LLMClient, LLMError
 from .prompt import PromptStore, PromptVersion, describe, prompt_for
-from .records import QTYPES, ImageAnnotation, Sample, write_jsonl
+from .records import QTYPES, ImageAnnotation, Sample, read_jsonl, write_jsonl
 
 FAILURE_TYPES = ["wrong answer", "ambiguous question", "answer leaked", "bad options", "malformed output",
                  "mentions annotations", "not the requested type", "other"]
@@ -255,6 +255,5 @@ def optimize(client: LLMClient, pool: list[ImageAnnotation], out: str | Path, ro
 
 
 def _failures(out: Path, v: PromptVersion) -> list[Failure]:
-    from .records import read_jsonl
     p = out / f"v{v.version}" / "failures.jsonl"
     return read_jsonl(p, Failure) if p.exists() else []

@@ -69,6 +69,7 @@ def describe(ann: ImageAnnotation, qtype: int) -> str:
     labels = {o.id: object_label(o.name, o.attributes) for o in ann.objects}
     objects = [(labels[o.id], _box(o.bbox, w, h)) for o in ann.objects]
     regions = [r.phrase for r in ann.regions if r.phrase not in set(labels.values())]
+    # Directions are left out: the boxes already say them, and they would double the prompt.
     relations = [f"{labels[r.subject]} {r.predicate} {labels[r.object]}" for r in ann.relations
                  if r.subject in labels and r.object in labels and r.predicate not in ("left of", "right of", "above", "below")]
     texts = [t.text for t in ann.texts] if qtype == 9 else []
