@@ -49,10 +49,13 @@ def test_shared_prefix_scoring_matches_full_passes(tiny_vlm, world):
     assert tiny_vlm.model.config.model_type == "llava"  # so the evaluator uses the shared path by default
 
 
-def test_a_second_family_llava_next_loads_scores_generates_and_trains(world, tmp_path):
+import pytest  # noqa: E402
+
+
+@pytest.mark.parametrize("family", ["llava_next", "idefics3"])
+def test_other_families_load_score_generate_and_train(family, world, tmp_path):
     import json as _json
 
-    import pytest
     from dataengine.benchmark import read_seed
     from dataengine.errors import DataError
     from dataengine.evaluate import run_evaluate
@@ -64,9 +67,9 @@ def test_a_second_family_llava_next_loads_scores_generates_and_trains(world, tmp
     from tests.conftest import TINY
 
     data = read_jsonl(world.original, Sample)
-    build_tiny(corpus(data), TINY.model_copy(update={"family": "llava_next"})).save(tmp_path / "next")
+    build_tiny(corpus(data), TINY.model_copy(update={"family": family})).save(tmp_path / "next")
     vlm = VLM.load(tmp_path / "next")
-    assert vlm.model.config.model_type == "llava_next"
+    assert vlm.model.config.model_type == family
     qs = read_seed(world.benchmark)[:6]
     items = [(load_image(world.image_root, q.image), q.question, q.options) for q in qs]
     full = vlm.score_options(items, shared_prefix=False)

@@ -230,7 +230,7 @@ class Loop:
                 vlm = build_tiny(corpus(original), m.tiny)
                 base = self.cfg.train.model_copy(update={"epochs": m.base_epochs})
                 with progress_bar(self.console) as p:
-                    if m.vision_pretrain_steps:
+                    if m.vision_pretrain_steps and m.tiny.family == "llava":  # the dense-label pretraining knows CLIP towers
                         pool = read_jsonl(inputs.pool, ImageAnnotation)
                         held_out = pool[:100]  # the probe's images are kept out of pretraining
                         pre = pretrain_vision(vlm, pool[100:], inputs.image_root, m.vision_pretrain_steps,

@@ -54,11 +54,14 @@ class Encoded:
 
 
 # Model families this engine drives: each processor's image inputs come one row per item, and
-# the language model is causal with 1-D positions. Qwen2-VL (flattened patches, 3-D positions),
-# PaliGemma (prefix attention) and Idefics3 still need their own handling.
-SUPPORTED_MODELS = {"llava", "llava_next"}
+# the language model is causal with 1-D positions. Qwen2-VL (flattened patches, 3-D positions) and
+# PaliGemma (prefix attention) still need their own handling.
+SUPPORTED_MODELS = {"llava", "llava_next", "idefics3"}
 # Model types whose option scoring may reuse the prefix's KV cache (plain causal attention, 1-D positions).
-SHARED_PREFIX_MODELS = {"llava", "llava_next"}
+SHARED_PREFIX_MODELS = {"llava", "llava_next", "idefics3"}
+IDEFICS3_TEMPLATE = (
+    "{% for m in messages %}{{ m['role'] | capitalize }}:{% for c in m['content'] %}{% if c['type'] == 'image' %}<image>"
+    "{% else %} {{ c['text'] }}{% endif %}{% endfor %}<end_of_utterance>\n{% endfor %}{% if add_generation_prompt %}Assistant:{% endif %}")
 
 
 class VLM:
@@ -249,52 +252,66 @@ class VLM:
         return [self.tokenizer.decode(row[width:], skip_special_tokens=True).strip() for row in out]
 
 
-def train_tokenizer(corpus: Iterable[str], vocab_size: int):
-    """A byte-level BPE trained on our own text in under a second: no download."""
+def train_tokenizer(corpus: Iterable[str], vocab_size: int, special: dict[str, str] | None = None):
+    """A byte-level BPE trained on our own text in under a second: no download. `special` names
+    further special tokens a processor needs (attribute -> token)."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=["<pad>", "<s>", "</s>", "<unk>", "<image>"],
+    special = {"image_token": "<image>", **(special or {})}
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=["<pad>", "<s>", "</s>", "<unk>", *special.values()],
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
     tok.train_from_iterator(corpus, trainer)
     return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", pad_token="<pad>",
-                                   unk_token="<unk>", extra_special_tokens={"image_token": "<image>"})
+                                   unk_token="<unk>", extra_special_tokens=special)
 
 
 def build_tiny(corpus: Iterable[str], cfg: TinyConfig | None = None) -> VLM:
-    """A random-initialised LLaVA (or LLaVA-NeXT) from a config, with a tokenizer trained on `corpus`."""
+    """A random-initialised LLaVA (or LLaVA-NeXT, Idefics3) from a config, with a tokenizer trained on `corpus`."""
     import transformers
     from transformers import CLIPVisionConfig, LlamaConfig
 
     cfg = cfg or TinyConfig()
     if cfg.family not in SUPPORTED_MODELS:
         raise ValueError(f"unknown tiny model family {cfg.family!r}; known: {', '.join(sorted(SUPPORTED_MODELS))}")
-    tokenizer = train_tokenizer(corpus, cfg.vocab_size)
+    special = {"fake_image_token": "<fake_token_around_image>", "global_image_token": "<global-img>",
+               "end_of_utterance_token": "<end_of_utterance>"} if cfg.family == "idefics3" else {}
+    tokenizer = train_tokenizer(corpus, cfg.vocab_size, special)
     size = cfg.image_size
-    vision = CLIPVisionConfig(hidden_size=cfg.hidden, intermediate_size=cfg.hidden * 4, num_hidden_layers=cfg.vision_layers,
-                              num_attention_heads=cfg.heads, image_size=size, patch_size=cfg.patch_size)
     text = LlamaConfig(hidden_size=cfg.hidden, intermediate_size=cfg.hidden * 4, num_hidden_layers=cfg.text_layers,
                        num_attention_heads=cfg.heads, num_key_value_heads=cfg.heads, vocab_size=len(tokenizer),
                        max_position_embeddings=1024, pad_token_id=tokenizer.pad_token_id,
                        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id)
-    common = dict(vision_config=vision, text_config=text, image_token_index=tokenizer.image_token_id,
-                  vision_feature_select_strategy="default", vision_feature_layer=-1)
-    proc_args = dict(tokenizer=tokenizer, patch_size=cfg.patch_size, vision_feature_select_strategy="default",
-                     num_additional_image_tokens=1, chat_template=LLAVA_TEMPLATE)
+    vision_args = dict(hidden_size=cfg.hidden, intermediate_size=cfg.hidden * 4, num_hidden_layers=cfg.vision_layers,
+                       num_attention_heads=cfg.heads, image_size=size, patch_size=cfg.patch_size)
     crop = {"height": size, "width": size}
-    if cfg.family == "llava":
-        # the PIL backends: no torchvision needed
-        ip = getattr(transformers, "CLIPImageProcessorPil", None) or transformers.CLIPImageProcessor
-        processor = transformers.LlavaProcessor(image_processor=ip(size={"shortest_edge": size}, crop_size=crop), **proc_args)
-        config, cls = transformers.LlavaConfig(**common), transformers.LlavaForConditionalGeneration
+    # the PIL image processors: no torchvision needed
+    pil = lambda name: getattr(transformers, name + "Pil", None) or getattr(transformers, name)  # noqa: E731
+    if cfg.family == "idefics3":
+        scale = 2  # Idefics3 merges 2x2 patches into one image token
+        ip = pil("Idefics3ImageProcessor")(do_image_splitting=False, size={"longest_edge": size}, max_image_size={"longest_edge": size})
+        processor = transformers.Idefics3Processor(image_processor=ip, tokenizer=tokenizer, chat_template=IDEFICS3_TEMPLATE,
+                                                   image_seq_len=(size // cfg.patch_size) ** 2 // scale ** 2)
+        config = transformers.Idefics3Config(vision_config=vision_args, text_config=text, scale_factor=scale,
+                                             image_token_id=tokenizer.image_token_id)
+        cls = transformers.Idefics3ForConditionalGeneration
     else:
-        grid = [[size, size], [size, 2 * size], [2 * size, size], [2 * size, 2 * size]]
-        ip = getattr(transformers, "LlavaNextImageProcessorPil", None) or transformers.LlavaNextImageProcessor
-        processor = transformers.LlavaNextProcessor(
-            image_processor=ip(size={"shortest_edge": size}, crop_size=crop, image_grid_pinpoints=grid), **proc_args)
-        config, cls = transformers.LlavaNextConfig(**common, image_grid_pinpoints=grid), transformers.LlavaNextForConditionalGeneration
+        common = dict(vision_config=CLIPVisionConfig(**vision_args), text_config=text, image_token_index=tokenizer.image_token_id,
+                      vision_feature_select_strategy="default", vision_feature_layer=-1)
+        proc_args = dict(tokenizer=tokenizer, patch_size=cfg.patch_size, vision_feature_select_strategy="default",
+                         num_additional_image_tokens=1, chat_template=LLAVA_TEMPLATE)
+        if cfg.family == "llava":
+            processor = transformers.LlavaProcessor(image_processor=pil("CLIPImageProcessor")(size={"shortest_edge": size}, crop_size=crop),
+                                                    **proc_args)
+            config, cls = transformers.LlavaConfig(**common), transformers.LlavaForConditionalGeneration
+        else:
+            grid = [[size, size], [size, 2 * size], [2 * size, size], [2 * size, 2 * size]]
+            ip = pil("LlavaNextImageProcessor")(size={"shortest_edge": size}, crop_size=crop, image_grid_pinpoints=grid)
+            processor = transformers.LlavaNextProcessor(image_processor=ip, **proc_args)
+            config = transformers.LlavaNextConfig(**common, image_grid_pinpoints=grid)
+            cls = transformers.LlavaNextForConditionalGeneration
     torch.manual_seed(cfg.seed)
     return VLM(cls(config), processor, device="cpu")
