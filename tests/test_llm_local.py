@@ -99,3 +99,24 @@ def test_loop_with_llm_generation_and_automatic_ipo(tmp_path):
     items = read_jsonl(run / "round_1" / "generated.jsonl", Sample)
     assert all(s.generator == report["generator"] for s in items)
     assert (run / "round_1" / "eval" / "results.json").exists()
+
+
+def test_a_killed_tool_leaves_no_model_server_behind(tmp_path):
+    code = ("import sys, time\nfrom dataengine.llm_server import LocalLLM\n"
+            f"s = LocalLLM({str(tmp_path / 'server.log')!r})\ns.start()\nprint(s.proc.pid, flush=True)\ntime.sleep(600)\n")
+    tool = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    server = int(tool.stdout.readline())
+    os.kill(server, 0)  # serving
+    tool.send_signal(signal.SIGKILL)
+    tool.wait()
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            os.kill(server, 0)
+        except ProcessLookupError:
+            return
+        if open(f"/proc/{server}/stat").read().split()[2] == "Z":  # exited, not yet reaped
+            return
+        time.sleep(0.2)
+    os.kill(server, signal.SIGKILL)
+    pytest.fail("the model server outlived the tool that started it")

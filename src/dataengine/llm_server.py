@@ -38,6 +38,15 @@ def model_file() -> Path:
     return path
 
 
+def _die_with_parent() -> None:
+    """In the server process, before it starts: ask Linux to stop it when the tool dies, even by
+    SIGKILL, so a killed run never leaves a model server behind. A no-op elsewhere."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+        import signal
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -66,7 +75,7 @@ class LocalLLM:
             [sys.executable, "-m", "llama_cpp.server", "--model", str(model), "--model_alias", MODEL_ALIAS,
              "--host", "127.0.0.1", "--port", str(port), "--n_ctx", str(self.n_ctx),
              "--n_threads", str(self.threads), "--n_threads_batch", str(self.threads), "--verbose", "False"],
-            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+            stdout=log, stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=_die_with_parent)
         log.close()
         self.url = f"http://127.0.0.1:{port}/v1"
         deadline = time.monotonic() + self.startup_timeout
