@@ -21,7 +21,9 @@ def writer(body) -> str:
     msgs = body["messages"]
     if "improve instructions" in msgs[0]["content"]:
         return json.dumps(REWRITE)
-    words = re.findall(r'- "(\w+)"', msgs[-1]["content"])
+    last = msgs[-1]["content"]
+    text = last if isinstance(last, str) else next(c["text"] for c in last if c["type"] == "text")  # vision LLM form
+    words = re.findall(r'- "(\w+)"', text)
     if not words:
         return json.dumps({"skip": "this writer only asks about text"})
     word = words[-1]
@@ -107,7 +109,8 @@ def test_vision_llms_are_sent_the_image(signs, world):
     import base64
     with FakeLLM(answer=writer) as srv:
         client = LLMClient(LLMConfig(base_urls=[srv.url], send_image=True))
-        LLMGenerator(client, prompt_for(None), image_root=str(world.image_root)).generate_batch(9, signs[:1], [], None)
+        items = LLMGenerator(client, prompt_for(None), image_root=str(world.image_root)).generate_batch(9, signs[:1], [], None)
+    assert len(items) == 1 and len(srv.bodies) == 1
     content = srv.bodies[0]["messages"][-1]["content"]
     url = content[0]["image_url"]["url"]
     assert url.startswith("data:image/png;base64,")
