@@ -30,3 +30,24 @@ def test_bad_config_names_the_file(tmp_path, text, msg):
     with pytest.raises(DataError) as e:
         load_config(p)
     assert str(p) in str(e.value) and msg in str(e.value)
+
+
+def test_a_run_made_before_a_new_field_existed_still_resumes(tmp_path):
+    import yaml
+
+    from dataengine.config import dump_config
+    from dataengine.loop import Loop
+    from tests.conftest import small_config
+    cfg = small_config()
+    old = yaml.safe_load(dump_config(cfg))
+    del old["ipo"], old["model"]["tiny"]["family"]  # as written by a version without these fields
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.yaml").write_text(yaml.safe_dump(old))
+    Loop(cfg, run)._check_config()  # no refusal
+    (run / "config.yaml").write_text(yaml.safe_dump(old | {"seed": 9}))
+    import pytest
+
+    from dataengine.errors import DataError
+    with pytest.raises(DataError, match="made with another config"):
+        Loop(cfg, run)._check_config()

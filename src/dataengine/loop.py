@@ -23,7 +23,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from .benchmark import read_seed, write_seed
-from .config import RunConfig, dump_config
+from .config import RunConfig, dump_config, load_config
 from .errors import DataError
 from .evaluate import load_results, run_evaluate
 from .filter import BenchmarkGuard, filter_samples
@@ -162,7 +162,8 @@ class Loop:
         """Refuse to mix configs in one run directory; the config is written once the inputs have loaded."""
         path = self.run_dir / "config.yaml"
         text = dump_config(self.cfg)
-        if path.exists() and path.read_text() != text:
+        # Compared as configs, not text: a field added by a newer version (at its default) is no change.
+        if path.exists() and load_config(path) != self.cfg:
             raise DataError(f"{path}: this run directory was made with another config; use a new --run-dir "
                             f"or the same config to resume")
         if write and not path.exists():
