@@ -49,3 +49,15 @@ def test_duplicates_and_annotation_contradictions(world):
     assert [s.id for s in kept] == ["r"]
     assert dict((s.id, r.split(":")[0]) for s, r in dropped) == {"dup": "duplicate", "w": "contradicts annotation"}
     assert report.dropped_by_type[3] == {"duplicate": 1, "contradicts annotation": 1}
+
+
+def test_unverifiable_items_can_be_dropped(world):
+    anns = {a.image: a for a in read_jsonl(world.pool, ImageAnnotation)}
+    ann = next(a for a in anns.values() if a.objects)
+    people = good(image=ann.image, instruction="How many people are there in the image?", short_answer="two",
+                  options=["one", "two", "three", "four"], choice_answer="B", qtype=5)  # the world has no people
+    kept, _, _ = filter_samples([people], annotations=anns)
+    assert kept == [people]  # by default an item the annotation cannot decide is kept
+    kept, dropped, report = filter_samples([people], annotations=anns, drop_unverified=True)
+    assert not kept and dropped[0][1] == "cannot be verified against the annotation"
+    assert report.dropped == {"cannot be verified against the annotation": 1}

@@ -85,6 +85,9 @@ class FilterConfig(BaseModel):
     # "image": near-duplicates among items about the same image (templated synthetic questions
     # repeat across images by design); "global": across all items and against benchmark questions.
     scope: Literal["image", "global"] = "image"
+    # "drop": items the annotation can neither confirm nor contradict are dropped too (for LLM items
+    # on a pool whose annotation is complete, like the synthetic world's); "keep" for sparse real ones.
+    unverifiable: Literal["keep", "drop"] = "keep"
 
 
 class RoundTrainConfig(TrainConfig):

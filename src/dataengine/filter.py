@@ -185,11 +185,12 @@ class BenchmarkGuard:
 def filter_samples(samples: list[Sample], guard: BenchmarkGuard | None = None,
                    annotations: dict[str, ImageAnnotation] | None = None,
                    seen: list[Sample] | None = None, embedder=None, similarity: float = 0.9,
-                   scope: str = "image") -> tuple[list[Sample], list[tuple[Sample, str]], FilterReport]:
+                   scope: str = "image", drop_unverified: bool = False) -> tuple[list[Sample], list[tuple[Sample, str]], FilterReport]:
     """Split samples into kept and (dropped, reason). `seen` are items already in the training data.
     With an embedder, near-duplicates (question and answer, cosine >= similarity) are dropped too:
     among items of the same image (scope "image"), or among all items and against the benchmark's
-    questions (scope "global")."""
+    questions (scope "global"). `drop_unverified` also drops items the annotation can neither confirm
+    nor contradict: right for an LLM writing about a pool whose annotation is complete."""
     keys = {(s.image, norm(s.instruction)) for s in (seen or [])}
     kept, dropped = [], []
     for s in samples:
@@ -197,6 +198,8 @@ def filter_samples(samples: list[Sample], guard: BenchmarkGuard | None = None,
         if not reason and annotations and s.image in annotations:
             bad = verify(s, annotations[s.image])
             reason = f"contradicts annotation: {bad}" if bad else None
+            if bad is None and drop_unverified:
+                reason = "cannot be verified against the annotation"
         key = (s.image, norm(s.instruction))
         if not reason and key in keys:
             reason = "duplicate"

@@ -303,7 +303,8 @@ class Loop:
             from .embed import get_embedder
             f = cfg.filter
             kept, dropped, report = filter_samples(generated, guard, anns, seen=seen, embedder=get_embedder(cfg.embed.model),
-                                                   similarity=f.similarity, scope=f.scope)
+                                                   similarity=f.similarity, scope=f.scope,
+                                                   drop_unverified=f.unverifiable == "drop")
             write_jsonl(rd / "rejected.jsonl", [s.model_copy(update={"source": f"{s.source} | {r}"}) for s, r in dropped])
             write_json(rd / "filter_report.json", report)
             write_jsonl(filt_path, kept)
