@@ -102,14 +102,18 @@ def test_loop_with_llm_generation_and_automatic_ipo(tmp_path):
 
 
 def test_a_killed_tool_leaves_no_model_server_behind(tmp_path):
-    code = ("import sys, time\nfrom dataengine.llm_server import LocalLLM\n"
-            f"s = LocalLLM({str(tmp_path / 'server.log')!r})\ns.start()\nprint(s.proc.pid, flush=True)\ntime.sleep(600)\n")
+    # killed while the server is busy answering it: the hard case (a graceful shutdown would wait)
+    code = ("import threading, time, httpx\nfrom dataengine.llm_server import LocalLLM\n"
+            f"s = LocalLLM({str(tmp_path / 'server.log')!r})\nurl = s.start()\n"
+            "body = {'model': 'gemma-3-270m', 'max_tokens': 2000, 'logit_bias': {'1': -100, '106': -100}, 'messages': [{'role': 'user', 'content': 'Tell a long story.'}]}\n"
+            "threading.Thread(target=lambda: httpx.post(url + '/chat/completions', json=body, timeout=600), daemon=True).start()\n"
+            "time.sleep(1.0)\nprint(s.proc.pid, flush=True)\ntime.sleep(600)\n")
     tool = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
     server = int(tool.stdout.readline())
     os.kill(server, 0)  # serving
     tool.send_signal(signal.SIGKILL)
     tool.wait()
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + 3  # SIGTERM would wait for the request to finish (seconds more)
     while time.monotonic() < deadline:
         try:
             os.kill(server, 0)
