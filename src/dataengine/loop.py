@@ -28,6 +28,7 @@ from .errors import DataError
 from .evaluate import load_results, run_evaluate
 from .filter import BenchmarkGuard, filter_samples
 from .generate import GroundedGenerator, LLMGenerator, generate
+from .llm import Usage
 from .model import VLM, build_tiny
 from .records import ImageAnnotation, Prediction, Question, Sample, read_jsonl, write_json, write_jsonl
 from .report import accuracy_table, counts_table
@@ -283,8 +284,7 @@ class Loop:
                                  exclude_images=used, oversample=cfg.generate.oversample, progress=p, order=order,
                                  max_images=cfg.generate.max_images)
             if isinstance(generator, LLMGenerator):
-                usage = {f: v - before.get(f, 0) for f, v in self._client.usage.__dict__.items()}
-                usage["cost"] = round((usage["prompt_tokens"] * cfg.llm.price_input + usage["completion_tokens"] * cfg.llm.price_output) / 1e6, 6)
+                usage = Usage(**{f: v - before.get(f, 0) for f, v in self._client.usage.__dict__.items()}).as_dict(self._client.cfg)
                 write_json(rd / "generate_report.json", {
                     "generator": generator.name, "usage": usage,
                     "outcomes": {t: dict(c) for t, c in sorted(generator.outcomes.items())}, "problems": generator.problems})
