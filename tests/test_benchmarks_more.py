@@ -91,7 +91,7 @@ def make_mme(root):
     for i in range(2):
         Image.new("RGB", (32, 32), "red").save(root / "artwork" / "images" / f"a{i}.jpg")
         (root / "artwork" / "questions_answers_YN" / f"a{i}.txt").write_text(
-            f"Is this painting red? Please answer yes or no.\tYes\nIs this painting blue? Please answer yes or no.\tNo\n")
+            "Is this painting red? Please answer yes or no.\tYes\nIs this painting blue? Please answer yes or no.\tNo\n")
         Image.new("RGB", (32, 32), "blue").save(root / "count" / f"c{i}.png")
         (root / "count" / f"c{i}.txt").write_text("Is there one square?\tYes\nAre there two squares?\tNo\n")
     Image.new("RGB", (32, 32), "white").save(root / "code_reasoning.png")  # stray files are ignored

@@ -35,7 +35,6 @@ def test_lora_trains_and_merges(world, tmp_path):
 def test_presets_carry_the_papers_settings_and_explicit_fields_win():
     import pytest
     from pydantic import ValidationError
-    from dataengine.config import load_config
     from dataengine.train import TrainConfig
 
     c = TrainConfig(preset="llava-1.5-lora")
