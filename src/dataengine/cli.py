@@ -214,9 +214,7 @@ def generate(plan_file: Path = typer.Option(..., "--plan"), pool: Path = typer.O
                 write_json(out.with_suffix(".report.json"), {"generator": g.name, "usage": client.usage.as_dict(client.cfg),
                                                              "outcomes": {t: dict(c) for t, c in g.outcomes.items()},
                                                              "problems": g.problems})
-                u = client.usage
-                console.print(f"LLM: {u.requests} requests, {u.cached} from cache, {u.retries} retries, {u.failed} failed, "
-                              f"{u.prompt_tokens}+{u.completion_tokens} tokens")
+                console.print(f"LLM: {client.usage.summary(client.cfg)}")
     except DataError as e:
         _fail(e)
     write_jsonl(out, items)

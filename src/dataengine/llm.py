@@ -88,6 +88,11 @@ class Usage:
     def cost(self, cfg: LLMConfig) -> float:
         return (self.prompt_tokens * cfg.price_input + self.completion_tokens * cfg.price_output) / 1e6
 
+    def summary(self, cfg: LLMConfig) -> str:
+        cost = self.cost(cfg)
+        return (f"{self.requests} requests, {self.cached} from cache, {self.retries} retries, {self.failed} failed, "
+                f"{self.prompt_tokens}+{self.completion_tokens} tokens" + (f", cost {cost:.4f}" if cost else ""))
+
     def as_dict(self, cfg: LLMConfig | None = None) -> dict:
         d = dict(self.__dict__)
         if cfg is not None:

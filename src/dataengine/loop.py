@@ -27,6 +27,7 @@ from .config import RunConfig, dump_config, load_config
 from .errors import DataError
 from .evaluate import load_results, run_evaluate
 from .filter import BenchmarkGuard, filter_samples
+from .embed import get_embedder
 from .generate import GroundedGenerator, LLMGenerator, generate
 from .llm import Usage
 from .model import VLM, build_tiny
@@ -143,7 +144,7 @@ class Loop:
         g = self.cfg.generate
         if g.selection == "random":
             return None
-        from .embed import AnnotationText, get_embedder, similar_and_random
+        from .embed import AnnotationText, similar_and_random
         text = get_embedder(self.cfg.embed.model)
         if text is None:
             raise DataError("generate.selection 'similar' needs an embedding model: set embed.model: minilm")
@@ -205,10 +206,7 @@ class Loop:
                     results.append(self.round(k, inputs, questions, original, pool, guard))
                     self._log(accuracy_table(results))
                 if self._client:
-                    u = self._client.usage
-                    self._log(f"LLM this run: {u.requests} requests, {u.cached} answered from cache, {u.retries} retries, "
-                              f"{u.failed} failed, {u.prompt_tokens}+{u.completion_tokens} tokens"
-                              + (f", cost {u.cost(self._client.cfg):.4f}" if u.cost(self._client.cfg) else ""))
+                    self._log(f"LLM this run: {self._client.usage.summary(self._client.cfg)}")
             self._client = None
         self._log(counts_table(self.plans(rounds)))
         write_json(self.run_dir / "summary.json", {
@@ -263,7 +261,6 @@ class Loop:
             res = load_results(prev / "eval")
             bad = read_jsonl(prev / "eval" / "badcases.jsonl", Prediction)
             s = cfg.sample
-            from .embed import get_embedder
             the_plan = plan(res.accuracies(), bad, s.budget, s.strategy, s.examples_per_type, s.dedup_threshold,
                             seed=cfg.seed + k, embedder=get_embedder(cfg.embed.model),
                             names={t: r.name for t, r in res.per_type.items()})
@@ -284,13 +281,11 @@ class Loop:
                                  exclude_images=used, oversample=cfg.generate.oversample, progress=p, order=order,
                                  max_images=cfg.generate.max_images)
             if isinstance(generator, LLMGenerator):
-                usage = Usage(**{f: v - before.get(f, 0) for f, v in self._client.usage.__dict__.items()}).as_dict(self._client.cfg)
+                usage = Usage(**{f: v - before.get(f, 0) for f, v in self._client.usage.__dict__.items()})
                 write_json(rd / "generate_report.json", {
-                    "generator": generator.name, "usage": usage,
+                    "generator": generator.name, "usage": usage.as_dict(self._client.cfg),
                     "outcomes": {t: dict(c) for t, c in sorted(generator.outcomes.items())}, "problems": generator.problems})
-                self._log(f"round {k}: LLM {usage['requests']} requests ({usage['cached']} from cache, {usage['retries']} retries, "
-                          f"{usage['failed']} failed), {usage['prompt_tokens']}+{usage['completion_tokens']} tokens"
-                          + (f", cost {usage['cost']:.4f}" if usage["cost"] else ""))
+                self._log(f"round {k}: LLM {usage.summary(self._client.cfg)}")
             write_jsonl(gen_path, items)
         # 3. filter
         if not filt_path.exists():
@@ -300,7 +295,6 @@ class Loop:
                     raise DataError(f"{gen_path}: the generator wrote no items for round {k}")
                 self._log(f"[yellow]round {k}: the LLM wrote no usable item; see {rd / 'generate_report.json'}[/yellow]")
             anns = {a.image: a for a in pool}
-            from .embed import get_embedder
             f = cfg.filter
             kept, dropped, report = filter_samples(generated, guard, anns, seen=seen, embedder=get_embedder(cfg.embed.model),
                                                    similarity=f.similarity, scope=f.scope,
