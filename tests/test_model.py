@@ -1,3 +1,4 @@
+import torch
 from PIL import Image
 
 from dataengine.model import VLM
@@ -52,36 +53,48 @@ def test_shared_prefix_scoring_matches_full_passes(tiny_vlm, world):
 import pytest  # noqa: E402
 
 
-@pytest.mark.parametrize("family", ["llava_next", "idefics3"])
+@pytest.mark.parametrize("family", ["llava_next", "idefics3", "qwen2_vl", "qwen2_5_vl", "paligemma"])
 def test_other_families_load_score_generate_and_train(family, world, tmp_path):
-    import json as _json
-
     from dataengine.benchmark import read_seed
-    from dataengine.errors import DataError
     from dataengine.evaluate import run_evaluate
     from dataengine.images import load_image
     from dataengine.loop import corpus
-    from dataengine.model import VLM, build_tiny
+    from dataengine.model import SHARED_PREFIX_MODELS, VLM, build_tiny
     from dataengine.records import Sample, read_jsonl
-    from dataengine.train import TrainConfig, train
+    from dataengine.train import LoraConfig, TrainConfig, train
     from tests.conftest import TINY
 
     data = read_jsonl(world.original, Sample)
-    build_tiny(corpus(data), TINY.model_copy(update={"family": family})).save(tmp_path / "next")
-    vlm = VLM.load(tmp_path / "next")
+    build_tiny(corpus(data), TINY.model_copy(update={"family": family})).save(tmp_path / "m")
+    vlm = VLM.load(tmp_path / "m")
     assert vlm.model.config.model_type == family
     qs = read_seed(world.benchmark)[:6]
-    items = [(load_image(world.image_root, q.image), q.question, q.options) for q in qs]
+    items = [(load_image(world.image_root, q.image), q.question, q.options[: 2 + i % 3]) for i, q in enumerate(qs)]
     full = vlm.score_options(items, shared_prefix=False)
-    shared = vlm.score_options(items, shared_prefix=True)
-    assert all(abs(x - y) < 1e-4 for a, b in zip(full, shared) for x, y in zip(a, b))
+    # each item's image inputs go with its own options (Qwen2-VL's flattened patches included)
+    alone = [vlm.score_options([it], shared_prefix=False)[0] for it in items[:3]]
+    assert all(abs(x - y) < 1e-4 for a, b in zip(full, alone) for x, y in zip(a, b))
+    if family in SHARED_PREFIX_MODELS:
+        shared = vlm.score_options(items, shared_prefix=True)
+        assert all(abs(x - y) < 1e-4 for a, b in zip(full, shared) for x, y in zip(a, b))
+    # the answer is causal: what follows an answer token cannot change its score (PaliGemma's prefix
+    # is bidirectional, so its answer tokens must be marked as the suffix)
+    batch = vlm.encode_batch([qs[0].question] * 2, [items[0][0]] * 2, ["red square", "red circle"])
+    first = (batch["labels"][0] != -100).nonzero()[0].item()
+    logits = vlm.model(**vlm._on_device({k: v for k, v in batch.items() if k != "labels"})).logits
+    assert torch.allclose(logits[0, first - 1], logits[1, first - 1], atol=1e-5)
+    assert torch.allclose(logits[0, first], logits[1, first], atol=1e-5)  # "red" in both
     assert len(vlm.generate([(items[0][0], items[0][1]), (items[1][0], items[1][1])], max_new_tokens=3)) == 2
-    log = train(vlm, data[:16], world.image_root, tmp_path / "next-ft", TrainConfig(epochs=1, batch_size=8))
+    lora = LoraConfig(r=4, alpha=8) if family in ("idefics3", "qwen2_vl") else None
+    log = train(vlm, data[:16], world.image_root, tmp_path / "ft", TrainConfig(epochs=1, batch_size=8, lora=lora, freeze_vision=True))
     assert log["steps"] == 2 and all(x == x for x in log["losses"])  # no NaN
-    res = run_evaluate(VLM.load(tmp_path / "next-ft"), qs, world.image_root, tmp_path / "ev")
+    res = run_evaluate(VLM.load(tmp_path / "ft"), qs, world.image_root, tmp_path / "ev")
     assert res.total == 6
-    cfg = _json.loads((tmp_path / "next" / "config.json").read_text())
-    (tmp_path / "qwen").mkdir()
-    (tmp_path / "qwen" / "config.json").write_text(_json.dumps(cfg | {"model_type": "qwen2_vl"}))
-    with pytest.raises(DataError, match="model type 'qwen2_vl' is not supported yet"):
-        VLM.load(tmp_path / "qwen")
+
+
+def test_unsupported_model_type_is_refused(tmp_path):
+    from dataengine.errors import DataError
+    (tmp_path / "blip").mkdir()
+    (tmp_path / "blip" / "config.json").write_text('{"model_type": "blip-2"}')
+    with pytest.raises(DataError, match="model type 'blip-2' is not supported"):
+        VLM.load(tmp_path / "blip")

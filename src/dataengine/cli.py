@@ -131,15 +131,19 @@ def plan(eval_dir: Path = typer.Option(..., "--eval", help="An evaluate output f
          budget: int = typer.Option(900), strategy: str = typer.Option("sqrt-error"),
          examples: int = typer.Option(10, help="Bad cases per type kept as in-context examples."),
          out: Path = typer.Option(...), seed: int = typer.Option(0)):
-    """Adaptive Bad-case Sampling: items per type for the next round, and in-context bad cases."""
+    """Adaptive Bad-case Sampling: items per type for the next round, and in-context bad cases.
+    MMBench categories are handed to the generator types of benchmark.MMBENCH_TYPES."""
+    from .benchmark import generator_types
     from .evaluate import load_results
     from .records import Prediction, read_jsonl, write_json
     from .report import counts_table
-    from .sample import plan as make_plan
+    from .sample import plan as make_plan, to_generator_types
     try:
         res = load_results(eval_dir)
+        names = {t: r.name for t, r in res.per_type.items()}
         p = make_plan(res.accuracies(), read_jsonl(eval_dir / "badcases.jsonl", Prediction), budget, strategy, examples, seed=seed,
-                      names={t: r.name for t, r in res.per_type.items()})
+                      names=names)
+        p = to_generator_types(p, generator_types(names))
     except DataError as e:
         _fail(e)
     write_json(out, p)
@@ -284,10 +288,12 @@ def llm_serve(log: Path = typer.Option(Path("llm_server.log"))):
 
 @app.command("filter")
 def filter_cmd(inp: Path = typer.Argument(..., help="Generated JSONL."), out: Path = typer.Option(...),
-               benchmark: Path = typer.Option(..., help="SEED-Bench JSON whose images must stay out."),
-               image_root: Path = typer.Option(...), pool: Optional[Path] = typer.Option(None, help="Annotations to verify against.")):
+               benchmark: Path = typer.Option(..., help="SEED-Bench JSON or MMBench TSV whose images must stay out."),
+               image_root: Path = typer.Option(...), pool: Optional[Path] = typer.Option(None, help="Annotations to verify against."),
+               benchmark_image_root: Optional[Path] = typer.Option(None, help="The benchmark's images, if not under IMAGE_ROOT "
+                                                                   "(for MMBench: where its images are written).")):
     """Drop malformed, wrong, duplicate and benchmark-leaking items; rejected ones go beside OUT."""
-    from .benchmark import read_seed
+    from .benchmark import is_mmbench, read_benchmark
     from .filter import BenchmarkGuard, filter_samples
     from .records import ImageAnnotation, Sample, read_jsonl, write_json, write_jsonl
     try:
@@ -295,7 +301,12 @@ def filter_cmd(inp: Path = typer.Argument(..., help="Generated JSONL."), out: Pa
         if not samples:
             raise DataError(f"{inp}: no generated items to filter")
         anns = {a.image: a for a in read_jsonl(pool, ImageAnnotation)} if pool else None
-        kept, dropped, report = filter_samples(samples, BenchmarkGuard(read_seed(benchmark), image_root), anns)
+        if is_mmbench(benchmark) and benchmark_image_root is None:
+            # Not into IMAGE_ROOT: MMBench's image names (0.jpg, 1.jpg, ...) may be the pool's too.
+            raise DataError(f"{benchmark}: an MMBench file needs --benchmark-image-root, a folder for its images")
+        bench_images = benchmark_image_root or image_root
+        guard = BenchmarkGuard(read_benchmark(benchmark, bench_images), image_root, bench_images)
+        kept, dropped, report = filter_samples(samples, guard, anns)
     except DataError as e:
         _fail(e)
     write_jsonl(out, kept)
@@ -310,7 +321,11 @@ def train(model: Path = typer.Option(...), data: list[Path] = typer.Option(..., 
           lr: float = typer.Option(5e-4), batch_size: int = typer.Option(16), lora: bool = typer.Option(False),
           lora_r: int = typer.Option(16), seed: int = typer.Option(0),
           preset: Optional[str] = typer.Option(None, help="The papers' settings: llava-1.5-lora, llava-1.5-full, minigpt4-lora."),
-          sampling: str = typer.Option("random", help="random, or sequential (the seeded shuffle as the order)")):
+          sampling: str = typer.Option("random", help="random, or sequential (the seeded shuffle as the order)"),
+          grad_accum: int = typer.Option(1), bf16: bool = typer.Option(False, help="bf16 mixed precision (GPU)."),
+          gradient_checkpointing: bool = typer.Option(False),
+          deepspeed: Optional[Path] = typer.Option(None, help="A DeepSpeed JSON config, for models too large for one GPU."),
+          fsdp: str = typer.Option("", help='FSDP options for the Trainer, e.g. "full_shard auto_wrap".')):
     """Fine-tune MODEL on DATA (full, or LoRA merged back) and save it to OUT as safetensors."""
     from .loop import progress_bar
     from .model import VLM
@@ -319,11 +334,12 @@ def train(model: Path = typer.Option(...), data: list[Path] = typer.Option(..., 
     try:
         samples = [s for f in data for s in read_jsonl(f, Sample)]
         vlm = VLM.load(model)
+        common = dict(batch_size=batch_size, seed=seed, sampling=sampling, grad_accum=grad_accum, bf16=bf16, fsdp=fsdp,
+                      gradient_checkpointing=gradient_checkpointing, deepspeed=str(deepspeed) if deepspeed else None)
         if preset:
-            cfg = TrainConfig(preset=preset, batch_size=batch_size, seed=seed, sampling=sampling)
+            cfg = TrainConfig(preset=preset, **common)
         else:
-            cfg = TrainConfig(epochs=epochs, lr=lr, batch_size=batch_size, seed=seed, sampling=sampling,
-                              lora=LoraConfig(r=lora_r, alpha=2 * lora_r) if lora else None)
+            cfg = TrainConfig(epochs=epochs, lr=lr, lora=LoraConfig(r=lora_r, alpha=2 * lora_r) if lora else None, **common)
         with progress_bar(console) as p:
             log = do_train(vlm, samples, image_root, out, cfg, progress=p)
     except (DataError, ValueError) as e:

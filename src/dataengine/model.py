@@ -1,8 +1,9 @@
 """The model behind one small interface: score options, generate, and the pieces training needs.
 
-`VLM.load(path)` opens any LLaVA-style `transformers` checkpoint with its own processor (the tiny
-model this project builds, or llava-hf/llava-1.5-7b-hf). `build_tiny` makes the embedded default: a
-random-initialised LLaVA (tiny CLIP tower, projector, tiny Llama) and a tokenizer trained here.
+`VLM.load(path)` opens a `transformers` image-text-to-text checkpoint (LLaVA-1.5, LLaVA-NeXT,
+Idefics3 / SmolVLM, Qwen2-VL / Qwen2.5-VL, PaliGemma) with its own processor and prompt format.
+`build_tiny` makes the embedded default: a random-initialised LLaVA (tiny CLIP tower, projector,
+tiny Llama) and a tokenizer trained here; the other families build the same way for tests.
 """
 from __future__ import annotations
 
@@ -43,7 +44,7 @@ class TinyConfig(BaseModel):
     text_layers: int = 3
     heads: int = 4
     vocab_size: int = 800
-    family: str = "llava"  # or "llava_next" (any-resolution tiles), to exercise a second model family
+    family: str = "llava"  # or another of TINY_FAMILIES, to exercise that model family's inputs
     seed: int = 0
 
 
@@ -51,14 +52,30 @@ class TinyConfig(BaseModel):
 class Encoded:
     input_ids: list[int]
     labels: list[int]
+    types: dict[str, list[int]] | None = None  # per-token type ids some models need (token_type_ids, mm_token_type_ids)
 
 
-# Model families this engine drives: each processor's image inputs come one row per item, and
-# the language model is causal with 1-D positions. Qwen2-VL (flattened patches, 3-D positions) and
-# PaliGemma (prefix attention) still need their own handling.
-SUPPORTED_MODELS = {"llava", "llava_next", "idefics3"}
-# Model types whose option scoring may reuse the prefix's KV cache (plain causal attention, 1-D positions).
-SHARED_PREFIX_MODELS = {"llava", "llava_next", "idefics3"}
+@dataclass
+class Prompts:
+    """A batch of encoded prompts: token ids without padding, per-token type ids, and image inputs."""
+    ids: list[list[int]]
+    types: dict[str, list[list[int]]]
+    images: dict[str, torch.Tensor]
+
+
+TINY_FAMILIES = ("llava", "llava_next", "idefics3", "qwen2_vl", "qwen2_5_vl", "paligemma")
+SUPPORTED_MODELS = {"llava", "llava_next", "idefics3", "qwen2_vl", "qwen2_5_vl", "paligemma"}
+# Model types whose option scoring may reuse the prefix's KV cache: 1-D positions, and the options
+# attend causally (PaliGemma's prefix is bidirectional, its suffix causal, as after a cached prefix).
+# Qwen2-VL's 3-D positions are computed from the whole sequence, so it takes the full passes.
+SHARED_PREFIX_MODELS = {"llava", "llava_next", "idefics3", "paligemma"}
+# The value an answer token gets in each per-token type input: PaliGemma marks its suffix (the
+# answer) 1, which makes it causal; Qwen2-VL marks image tokens 1 and text 0.
+ANSWER_TYPE = {"token_type_ids": 1, "mm_token_type_ids": 0}
+QWEN2_TEMPLATE = (
+    "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{% for c in m['content'] %}{% if c['type'] == 'image' %}"
+    "<|vision_start|><|image_pad|><|vision_end|>{% else %}{{ c['text'] }}{% endif %}{% endfor %}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
 IDEFICS3_TEMPLATE = (
     "{% for m in messages %}{{ m['role'] | capitalize }}:{% for c in m['content'] %}{% if c['type'] == 'image' %}<image>"
     "{% else %} {{ c['text'] }}{% endif %}{% endfor %}<end_of_utterance>\n{% endfor %}{% if add_generation_prompt %}Assistant:{% endif %}")
@@ -88,8 +105,13 @@ class VLM:
         if kind not in SUPPORTED_MODELS:
             from .errors import DataError
             raise DataError(f"{path}: model type {kind!r} is not supported yet (supported: {', '.join(sorted(SUPPORTED_MODELS))})")
-        processor = AutoProcessor.from_pretrained(path)
-        if getattr(processor, "chat_template", None) is None:
+        try:
+            processor = AutoProcessor.from_pretrained(path)
+        except (AttributeError, ImportError, OSError, ValueError):
+            if kind not in ("qwen2_vl", "qwen2_5_vl"):
+                raise
+            processor = image_only_processor(kind).from_pretrained(path)  # no torchvision here
+        if getattr(processor, "chat_template", None) is None and kind != "paligemma":
             processor.chat_template = LLAVA_TEMPLATE
         model = AutoModelForImageTextToText.from_pretrained(path, dtype=dtype or torch.float32)
         return cls(model, processor, device)
@@ -101,22 +123,46 @@ class VLM:
         self.processor.save_pretrained(path)
 
     # ---- prompts and encodings ----
+    @property
+    def kind(self) -> str:
+        return self.model.config.model_type
+
     def prompt(self, question: str) -> str:
+        if self.kind == "paligemma":
+            return question  # PaliGemma has no chat format: its processor puts the image tokens and BOS first
         messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": question}]}]
         return self.processor.apply_chat_template(messages, add_generation_prompt=True)
 
     def pixel_values(self, images: list[Image.Image]) -> torch.Tensor:
         return self.processor.image_processor(images=images, return_tensors="pt")["pixel_values"]
 
-    def encode_prompts(self, questions: list[str], images: list[Image.Image]) -> tuple[list[list[int]], dict[str, torch.Tensor]]:
-        """Prompt token ids (image placeholder expanded as the model expects) and the model's image
-        inputs (pixel_values, and e.g. image_sizes for LLaVA-NeXT, one row per item), in one call."""
+    def encode_prompts(self, questions: list[str], images: list[Image.Image]) -> Prompts:
+        """Prompt token ids (image placeholder expanded as the model expects), their per-token type ids,
+        and the model's image inputs (pixel_values, image_sizes, image_grid_thw, ...), in one call."""
         enc = self.processor(images=images, text=[self.prompt(q) for q in questions], return_tensors="pt", padding=True)
-        ids = [row[mask.bool()].tolist() for row, mask in zip(enc["input_ids"], enc["attention_mask"])]
-        return ids, {k: v for k, v in enc.items() if k not in ("input_ids", "attention_mask")}
+        keep = enc["attention_mask"].bool()
+        rows = lambda t: [row[m].tolist() for row, m in zip(t, keep)]  # noqa: E731
+        types = {k: rows(enc[k]) for k in ANSWER_TYPE if k in enc}
+        images_in = {k: v for k, v in enc.items() if k not in ("input_ids", "attention_mask", "labels", *ANSWER_TYPE)}
+        return Prompts(rows(enc["input_ids"]), types, images_in)
+
+    @staticmethod
+    def select_images(inputs: dict[str, torch.Tensor], index: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The image inputs of items `index` (repeats allowed). Most processors give one row per item;
+        Qwen2-VL flattens every image's patches into one tensor, counted by image_grid_thw."""
+        if "image_grid_thw" in inputs:
+            grid = inputs["image_grid_thw"]
+            patches = inputs["pixel_values"].split(grid.prod(-1).tolist())
+            return {"pixel_values": torch.cat([patches[i] for i in index.tolist()]), "image_grid_thw": grid[index]}
+        return {k: v[index] for k, v in inputs.items()}
 
     def _on_device(self, inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         return {k: v.to(self.device, self.model.dtype) if v.is_floating_point() else v.to(self.device) for k, v in inputs.items()}
+
+    def _with_answer(self, prompts: Prompts, i: int, answer: list[int]) -> Encoded:
+        prompt = prompts.ids[i]
+        types = {k: v[i] + [ANSWER_TYPE[k]] * len(answer) for k, v in prompts.types.items()}
+        return Encoded(prompt + answer, [-100] * len(prompt) + answer, types)
 
     def encode_answer(self, answer: str) -> list[int]:
         # Encoded apart from the prompt (as lm-eval does) so every option shares the same prefix.
@@ -125,25 +171,27 @@ class VLM:
 
     def encode_batch(self, questions: list[str], images: list[Image.Image], answers: list[str]) -> dict[str, torch.Tensor]:
         """A training batch: loss on the answer tokens only."""
-        prompts, image_inputs = self.encode_prompts(questions, images)
-        encoded = []
-        for prompt, answer in zip(prompts, answers):
-            ans = self.encode_answer(answer)
-            encoded.append(Encoded(prompt + ans, [-100] * len(prompt) + ans))
-        return self.collate(encoded, image_inputs)
+        prompts = self.encode_prompts(questions, images)
+        encoded = [self._with_answer(prompts, i, self.encode_answer(a)) for i, a in enumerate(answers)]
+        return self.collate(encoded, prompts.images)
 
-    def collate(self, encoded: list[Encoded], image_inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    def collate(self, encoded: list[Encoded], image_inputs: dict[str, torch.Tensor], left: bool = False) -> dict[str, torch.Tensor]:
+        """Pad to one width: on the right for training and scoring, on the left (`left`) for generation."""
         width = max(len(e.input_ids) for e in encoded)
         pad = self.tokenizer.pad_token_id
         ids = torch.full((len(encoded), width), pad, dtype=torch.long)
         labels = torch.full((len(encoded), width), -100, dtype=torch.long)
         mask = torch.zeros((len(encoded), width), dtype=torch.long)
+        types = {k: torch.zeros((len(encoded), width), dtype=torch.long) for k in (encoded[0].types or {})}
         for i, e in enumerate(encoded):
             n = len(e.input_ids)
-            ids[i, :n] = torch.tensor(e.input_ids)
-            labels[i, :n] = torch.tensor(e.labels)
-            mask[i, :n] = 1
-        return {"input_ids": ids, "attention_mask": mask, "labels": labels, **image_inputs}
+            cols = slice(width - n, width) if left else slice(0, n)
+            ids[i, cols] = torch.tensor(e.input_ids)
+            labels[i, cols] = torch.tensor(e.labels)
+            mask[i, cols] = 1
+            for k, v in (e.types or {}).items():
+                types[k][i, cols] = torch.tensor(v)
+        return {"input_ids": ids, "attention_mask": mask, "labels": labels, **types, **image_inputs}
 
     # ---- the two requests the evaluator makes ----
     @torch.no_grad()
@@ -163,15 +211,11 @@ class VLM:
             shared_prefix = self.model.config.model_type in SHARED_PREFIX_MODELS
         if shared_prefix:
             return self._score_shared(items, reduce)
-        prompts, image_inputs = self.encode_prompts([q for _, q, _ in items], [img for img, _, _ in items])
-        encoded, sizes = [], []
-        for prompt, (_, _, options) in zip(prompts, items):
-            for opt in options:
-                ans = self.encode_answer(opt)
-                encoded.append(Encoded(prompt + ans, [-100] * len(prompt) + ans))
-            sizes.append(len(options))
-        repeats = torch.tensor(sizes)
-        batch = self.collate(encoded, {k: v.repeat_interleave(repeats, dim=0) for k, v in image_inputs.items()})
+        prompts = self.encode_prompts([q for _, q, _ in items], [img for img, _, _ in items])
+        encoded = [self._with_answer(prompts, i, self.encode_answer(o)) for i, (_, _, opts) in enumerate(items) for o in opts]
+        sizes = [len(opts) for _, _, opts in items]
+        owner = torch.repeat_interleave(torch.arange(len(items)), torch.tensor(sizes))
+        batch = self.collate(encoded, self.select_images(prompts.images, owner))
         batch = self._on_device(batch)
         labels = batch.pop("labels")
         logits = self.model(**batch).logits.float()
@@ -191,19 +235,18 @@ class VLM:
         return out
 
     def _score_shared(self, items, reduce: str) -> list[list[float]]:
-        prompts, image_inputs = self.encode_prompts([q for _, q, _ in items], [img for img, _, _ in items])
+        prompts = self.encode_prompts([q for _, q, _ in items], [img for img, _, _ in items])
         pad = self.tokenizer.pad_token_id
         # 1. every prefix once, left-padded so each ends at the last column, with explicit positions
-        width = max(len(p) for p in prompts)
-        ids = torch.full((len(prompts), width), pad, dtype=torch.long)
-        mask = torch.zeros_like(ids)
-        for i, p in enumerate(prompts):
-            ids[i, width - len(p):] = torch.tensor(p)
-            mask[i, width - len(p):] = 1
-        pos = (mask.cumsum(-1) - 1).clamp(min=0)
+        batch = self.collate([Encoded(p, p, {k: v[i] for k, v in prompts.types.items()}) for i, p in enumerate(prompts.ids)],
+                             prompts.images, left=True)
+        ids, mask = batch.pop("input_ids"), batch.pop("attention_mask")
+        batch.pop("labels")
+        first_pos = 1 if self.kind == "paligemma" else 0  # PaliGemma counts positions from 1
+        pos = (mask.cumsum(-1) - 1).clamp(min=0) + first_pos
         dev = self.device
         out = self.model(input_ids=ids.to(dev), attention_mask=mask.to(dev), position_ids=pos.to(dev),
-                         **self._on_device(image_inputs), use_cache=True)
+                         **self._on_device(batch), use_cache=True)
         first = torch.log_softmax(out.logits[:, -1].float(), dim=-1)  # predicts each option's first token
         # 2. the options, all at once, each row continuing its question's cache
         answers = [self.encode_answer(o) for _, _, opts in items for o in opts]
@@ -216,7 +259,7 @@ class VLM:
             opt_mask[r, :len(a)] = 1
         cache = out.past_key_values
         cache.batch_select_indices(owner.to(dev))
-        opt_pos = mask.sum(-1)[owner].unsqueeze(1) + torch.arange(longest)
+        opt_pos = mask.sum(-1)[owner].unsqueeze(1) + torch.arange(longest) + first_pos
         logits = self.model(input_ids=opt.to(dev), attention_mask=torch.cat([mask[owner], opt_mask], 1).to(dev),
                             position_ids=opt_pos.to(dev), past_key_values=cache, use_cache=False).logits.float()
         logp = torch.log_softmax(logits[:, :-1], dim=-1)
@@ -236,20 +279,32 @@ class VLM:
     def generate(self, items: Iterable[tuple[Image.Image, str]], max_new_tokens: int = 8) -> list[str]:
         self.model.eval()
         items = list(items)
-        prompts, image_inputs = self.encode_prompts([q for _, q in items], [img for img, _ in items])
-        encoded = [Encoded(ids, ids) for ids in prompts]
+        prompts = self.encode_prompts([q for _, q in items], [img for img, _ in items])
         # Left padding, so that every row's next token comes right after its prompt.
-        width = max(len(e.input_ids) for e in encoded)
-        pad = self.tokenizer.pad_token_id
-        ids = torch.full((len(encoded), width), pad, dtype=torch.long)
-        mask = torch.zeros((len(encoded), width), dtype=torch.long)
-        for i, e in enumerate(encoded):
-            ids[i, width - len(e.input_ids):] = torch.tensor(e.input_ids)
-            mask[i, width - len(e.input_ids):] = 1
-        out = self.model.generate(input_ids=ids.to(self.device), attention_mask=mask.to(self.device),
-                                  **self._on_device(image_inputs),
-                                  max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=pad)
+        batch = self.collate([Encoded(p, p, {k: v[i] for k, v in prompts.types.items()}) for i, p in enumerate(prompts.ids)],
+                             prompts.images, left=True)
+        batch.pop("labels")
+        width, pad = batch["input_ids"].shape[1], self.tokenizer.pad_token_id
+        out = self.model.generate(**self._on_device(batch), max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=pad)
         return [self.tokenizer.decode(row[width:], skip_special_tokens=True).strip() for row in out]
+
+
+def image_only_processor(kind: str):
+    """Qwen2-VL's processor class without its video half, whose processor needs torchvision (absent
+    from CPU-only installs; a CUDA torchvision does not load on a CPU torch). It saves under the
+    original class's name, so a checkpoint written here loads anywhere with `AutoProcessor`."""
+    from transformers.processing_utils import ProcessorMixin
+    base = transformers.Qwen2_5_VLProcessor if kind == "qwen2_5_vl" else transformers.Qwen2VLProcessor
+
+    class ImageOnly(base):
+        def __init__(self, image_processor=None, tokenizer=None, chat_template=None, **kwargs):
+            self.image_token = getattr(tokenizer, "image_token", None) or "<|image_pad|>"
+            self.image_token_id = tokenizer.convert_tokens_to_ids(self.image_token)
+            self.video_token, self.video_token_id = "<|video_pad|>", None
+            ProcessorMixin.__init__(self, image_processor, tokenizer, chat_template=chat_template)
+
+    ImageOnly.__name__ = ImageOnly.__qualname__ = base.__name__
+    return ImageOnly
 
 
 def train_tokenizer(corpus: Iterable[str], vocab_size: int, special: dict[str, str] | None = None):
@@ -270,27 +325,65 @@ def train_tokenizer(corpus: Iterable[str], vocab_size: int, special: dict[str, s
 
 
 def build_tiny(corpus: Iterable[str], cfg: TinyConfig | None = None) -> VLM:
-    """A random-initialised LLaVA (or LLaVA-NeXT, Idefics3) from a config, with a tokenizer trained on `corpus`."""
+    """A random-initialised model of `cfg.family` (LLaVA by default) from a config, with a tokenizer trained on `corpus`."""
     import transformers
     from transformers import CLIPVisionConfig, LlamaConfig
 
     cfg = cfg or TinyConfig()
-    if cfg.family not in SUPPORTED_MODELS:
-        raise ValueError(f"unknown tiny model family {cfg.family!r}; known: {', '.join(sorted(SUPPORTED_MODELS))}")
-    special = {"fake_image_token": "<fake_token_around_image>", "global_image_token": "<global-img>",
-               "end_of_utterance_token": "<end_of_utterance>"} if cfg.family == "idefics3" else {}
+    if cfg.family not in TINY_FAMILIES:
+        raise ValueError(f"unknown tiny model family {cfg.family!r}; known: {', '.join(TINY_FAMILIES)}")
+    special = {
+        "idefics3": {"fake_image_token": "<fake_token_around_image>", "global_image_token": "<global-img>",
+                     "end_of_utterance_token": "<end_of_utterance>"},
+        "qwen2_vl": (qwen := {"image_token": "<|image_pad|>", "vision_start_token": "<|vision_start|>",
+                     "vision_end_token": "<|vision_end|>"}),
+        "qwen2_5_vl": qwen,
+    }.get(cfg.family, {})
     tokenizer = train_tokenizer(corpus, cfg.vocab_size, special)
     size = cfg.image_size
-    text = LlamaConfig(hidden_size=cfg.hidden, intermediate_size=cfg.hidden * 4, num_hidden_layers=cfg.text_layers,
-                       num_attention_heads=cfg.heads, num_key_value_heads=cfg.heads, vocab_size=len(tokenizer),
-                       max_position_embeddings=1024, pad_token_id=tokenizer.pad_token_id,
-                       bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id)
     vision_args = dict(hidden_size=cfg.hidden, intermediate_size=cfg.hidden * 4, num_hidden_layers=cfg.vision_layers,
                        num_attention_heads=cfg.heads, image_size=size, patch_size=cfg.patch_size)
     crop = {"height": size, "width": size}
     # the PIL image processors: no torchvision needed
     pil = lambda name: getattr(transformers, name + "Pil", None) or getattr(transformers, name)  # noqa: E731
-    if cfg.family == "idefics3":
+    processor = None
+    if cfg.family == "paligemma":
+        # made first: PaliGemma's processor adds its location and segmentation tokens to the vocabulary
+        ip = pil("SiglipImageProcessor")(size=crop)
+        ip.image_seq_length = (size // cfg.patch_size) ** 2
+        processor = transformers.PaliGemmaProcessor(image_processor=ip, tokenizer=tokenizer)
+    elif cfg.family in ("qwen2_vl", "qwen2_5_vl"):
+        patch, merge = cfg.patch_size // 2, 2  # 2x2 patches merge into one token, as many tokens as LLaVA's
+        ip = pil("Qwen2VLImageProcessor")(min_pixels=size * size, max_pixels=size * size, patch_size=patch,
+                                          merge_size=merge, temporal_patch_size=2)
+        processor = image_only_processor(cfg.family)(image_processor=ip, tokenizer=tokenizer, chat_template=QWEN2_TEMPLATE)
+    text_args = dict(hidden_size=cfg.hidden, intermediate_size=cfg.hidden * 4, num_hidden_layers=cfg.text_layers,
+                     num_attention_heads=cfg.heads, num_key_value_heads=cfg.heads, vocab_size=len(tokenizer),
+                     max_position_embeddings=1024, pad_token_id=tokenizer.pad_token_id,
+                     bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id)
+    text = LlamaConfig(**text_args)
+    if cfg.family == "paligemma":
+        siglip = {k: v for k, v in vision_args.items()}
+        config = transformers.PaliGemmaConfig(vision_config=siglip, projection_dim=cfg.hidden, image_token_index=tokenizer.image_token_id,
+                                              text_config=dict(model_type="gemma", head_dim=cfg.hidden // cfg.heads, **text_args))
+        cls = transformers.PaliGemmaForConditionalGeneration
+    elif cfg.family in ("qwen2_vl", "qwen2_5_vl"):
+        half, hw = cfg.hidden // cfg.heads // 2, cfg.hidden // cfg.heads // 2 * 3 // 8
+        # the rotary frequencies shared out over (time, height, width) as Qwen2-VL's 16/24/24 of 64
+        vision = dict(depth=cfg.vision_layers, hidden_size=cfg.hidden, num_heads=cfg.heads, patch_size=patch,
+                      spatial_merge_size=merge, temporal_patch_size=2)
+        if cfg.family == "qwen2_vl":
+            vision |= {"embed_dim": cfg.hidden}
+            config_cls, cls = transformers.Qwen2VLConfig, transformers.Qwen2VLForConditionalGeneration
+        else:  # Qwen2.5-VL: windowed attention in the vision tower, full attention in its last block
+            vision |= {"intermediate_size": cfg.hidden * 2, "out_hidden_size": cfg.hidden, "window_size": patch * merge * 2,
+                       "fullatt_block_indexes": [cfg.vision_layers - 1]}
+            config_cls, cls = transformers.Qwen2_5_VLConfig, transformers.Qwen2_5_VLForConditionalGeneration
+        config = config_cls(
+            text_config=dict(rope_scaling={"type": "mrope", "mrope_section": [half - 2 * hw, hw, hw]}, **text_args),
+            vision_config=vision, image_token_id=tokenizer.image_token_id,
+            vision_start_token_id=tokenizer.convert_tokens_to_ids("<|vision_start|>"))
+    elif cfg.family == "idefics3":
         scale = 2  # Idefics3 merges 2x2 patches into one image token
         ip = pil("Idefics3ImageProcessor")(do_image_splitting=False, size={"longest_edge": size}, max_image_size={"longest_edge": size})
         processor = transformers.Idefics3Processor(image_processor=ip, tokenizer=tokenizer, chat_template=IDEFICS3_TEMPLATE,

@@ -1,7 +1,8 @@
 """Train: fine-tune the model (full or LoRA) on the original data plus the incremental data.
 
 Uses the `transformers` Trainer, so `accelerate launch` / `torchrun` runs it on several GPUs (or CPU
-processes over gloo) unchanged; DeepSpeed / FSDP configs pass through `accelerate launch --config_file`.
+processes over gloo) unchanged; a DeepSpeed or FSDP config (`deepspeed`, `fsdp`, `fsdp_config`) goes
+to the Trainer as it is.
 The loss is on answer tokens only. The result is saved as safetensors with its processor, so the next
 round (or any other tool) loads it as a plain checkpoint.
 """
@@ -10,6 +11,7 @@ from __future__ import annotations
 import math
 import os
 import random
+import re
 from pathlib import Path
 
 import torch
@@ -20,6 +22,21 @@ from torch.utils.data import Dataset
 
 from .images import load_image
 from .model import VLM
+
+# Where each family keeps its parts: the vision encoder (LLaVA, PaliGemma: vision_tower; Idefics3:
+# vision_model; Qwen2-VL: visual), the projector into the language model (Qwen2-VL's sits inside
+# `visual` as its merger) and the language model (Idefics3: text_model).
+VISION = re.compile(r"(^|\.)(vision_tower|vision_model|visual)\.")
+PROJECTOR = re.compile(r"(^|\.)(multi_modal_projector|connector|merger)\.")
+LANGUAGE = r"(language_model|text_model)"
+
+
+def is_vision(name: str) -> bool:
+    return bool(VISION.search(name)) and not PROJECTOR.search(name)
+
+
+def is_projector(name: str) -> bool:
+    return bool(PROJECTOR.search(name))
 from .records import Sample, write_json
 
 
@@ -61,6 +78,13 @@ class TrainConfig(BaseModel):
     lora: LoraConfig | None = None  # None: full fine-tuning
     target: str = "short_answer"  # what the model learns to say: "short_answer" or "answer"
     sampling: str = "random"  # "sequential" keeps our seeded shuffle as the order (same batches on 1 or N processes)
+    # For models too large for one GPU, passed to the Trainer as they are: a DeepSpeed JSON file, or
+    # FSDP options ("full_shard auto_wrap") and their config (a JSON file or a dict).
+    deepspeed: str | None = None
+    fsdp: str = ""
+    fsdp_config: str | dict | None = None
+    gradient_checkpointing: bool = False
+    bf16: bool = False
     seed: int = 0
 
     @model_validator(mode="before")
@@ -98,7 +122,7 @@ class Collator:
 def train(vlm: VLM, samples: list[Sample], image_root: str | Path, out_dir: str | Path,
           cfg: TrainConfig | None = None, progress: Progress | None = None) -> dict:
     """Fine-tune `vlm` in place on `samples`; save it to `out_dir`; return the loss log."""
-    from transformers import Trainer, TrainerCallback, TrainingArguments
+    from transformers import Trainer, TrainerCallback
     from transformers.trainer_callback import PrinterCallback
 
     cfg = cfg or TrainConfig()
@@ -108,15 +132,16 @@ def train(vlm: VLM, samples: list[Sample], image_root: str | Path, out_dir: str 
         raise DataError(f"{out_dir}: nothing to train on (the training set is empty)")
     model = vlm.model
     for name, p in model.named_parameters():
-        if "vision_tower" in name:
+        if is_vision(name):
             p.requires_grad_(not cfg.freeze_vision)
     if cfg.lora:
         from peft import LoraConfig as PeftLora, get_peft_model
         # A regex, so the vision tower's attention (also q_proj/k_proj/v_proj) gets no adapter, as in LLaVA.
-        target = rf".*language_model.*\.({'|'.join(cfg.lora.target_modules)})$"
+        target = rf".*{LANGUAGE}\..*\.({'|'.join(cfg.lora.target_modules)})$"
+        projector = sorted({m.group(2) for n, _ in model.named_parameters() if (m := PROJECTOR.search(n))})
         model = get_peft_model(model, PeftLora(r=cfg.lora.r, lora_alpha=cfg.lora.alpha, lora_dropout=cfg.lora.dropout,
                                                target_modules=target,
-                                               modules_to_save=["multi_modal_projector"] if cfg.lora.train_projector else None))
+                                               modules_to_save=projector if cfg.lora.train_projector else None))
     world = int(os.environ.get("WORLD_SIZE", "1"))  # processes under torchrun share each step's batch
     steps = math.ceil(len(samples) / (cfg.batch_size * cfg.grad_accum * world) * cfg.epochs)
     losses: list[float] = []
@@ -132,16 +157,7 @@ def train(vlm: VLM, samples: list[Sample], image_root: str | Path, out_dir: str 
             if logs and "loss" in logs:
                 losses.append(float(logs["loss"]))
 
-    args = TrainingArguments(
-        output_dir=str(out_dir / "trainer"), per_device_train_batch_size=cfg.batch_size,
-        gradient_accumulation_steps=cfg.grad_accum, num_train_epochs=cfg.epochs, learning_rate=cfg.lr,
-        lr_scheduler_type=cfg.scheduler, warmup_steps=max(1, int(cfg.warmup_ratio * steps)), weight_decay=cfg.weight_decay,
-        logging_steps=max(1, steps // 20), save_strategy="no", report_to=[], seed=cfg.seed, data_seed=cfg.seed,
-        remove_unused_columns=False, disable_tqdm=True, dataloader_num_workers=0,
-        use_cpu=vlm.device == "cpu", train_sampling_strategy=cfg.sampling,
-        # Under torchrun / accelerate launch on CPU, processes talk over gloo (nccl needs GPUs).
-        ddp_backend="gloo" if vlm.device == "cpu" and int(os.environ.get("WORLD_SIZE", "1")) > 1 else None,
-    )
+    args = training_args(cfg, out_dir, steps, vlm.device)
     random.Random(cfg.seed).shuffle(samples := list(samples))
     trainer = Trainer(model=model, args=args, train_dataset=SampleDataset(samples, Path(image_root)),
                       data_collator=Collator(vlm, cfg.target), callbacks=[Log()], optimizers=(_optimizer(model, cfg), None))
@@ -157,13 +173,31 @@ def train(vlm: VLM, samples: list[Sample], image_root: str | Path, out_dir: str 
     return {"steps": steps, "samples": len(samples), "losses": losses}
 
 
+def training_args(cfg: TrainConfig, out_dir: Path, steps: int, device: str):
+    from transformers import TrainingArguments
+
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    return TrainingArguments(
+        output_dir=str(out_dir / "trainer"), per_device_train_batch_size=cfg.batch_size,
+        gradient_accumulation_steps=cfg.grad_accum, num_train_epochs=cfg.epochs, learning_rate=cfg.lr,
+        lr_scheduler_type=cfg.scheduler, warmup_steps=max(1, int(cfg.warmup_ratio * steps)), weight_decay=cfg.weight_decay,
+        logging_steps=max(1, steps // 20), save_strategy="no", report_to=[], seed=cfg.seed, data_seed=cfg.seed,
+        remove_unused_columns=False, disable_tqdm=True, dataloader_num_workers=0,
+        use_cpu=device == "cpu", train_sampling_strategy=cfg.sampling,
+        # Under torchrun / accelerate launch on CPU, processes talk over gloo (nccl needs GPUs).
+        ddp_backend="gloo" if device == "cpu" and world > 1 else None,
+        deepspeed=cfg.deepspeed, fsdp=cfg.fsdp, fsdp_config=cfg.fsdp_config,
+        gradient_checkpointing=cfg.gradient_checkpointing, bf16=cfg.bf16,
+    )
+
+
 def _optimizer(model, cfg: TrainConfig) -> torch.optim.Optimizer:
     """AdamW, with the vision tower and projector in a group of their own (`vision_lr`), as LLaVA-style
     recipes give the projector its own learning rate."""
     vision, text = [], []
     for name, p in model.named_parameters():
         if p.requires_grad:
-            (vision if ("vision_tower" in name or "multi_modal_projector" in name) else text).append(p)
+            (vision if (is_vision(name) or is_projector(name)) else text).append(p)
     groups = [{"params": text, "lr": cfg.lr}]
     if vision:
         groups.append({"params": vision, "lr": cfg.vision_lr or cfg.lr})
