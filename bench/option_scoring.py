@@ -1,7 +1,7 @@
 """Option scoring: the image + question prefix once with the options continuing from its KV cache,
 against the naive way (one full pass per option), on the same model and the same questions.
 
-    python bench/option_scoring.py [--questions 270] [--hidden 192] [--layers 3]
+    python bench/option_scoring.py [--questions 270] [--hidden 192] [--layers 3] [--family llava]
 
 Prints both speeds, the speed-up, how many predictions agree and the largest score difference.
 """
@@ -30,6 +30,7 @@ def main() -> None:
     ap.add_argument("--hidden", type=int, default=192)
     ap.add_argument("--layers", type=int, default=3)
     ap.add_argument("--batch", type=int, default=16)
+    ap.add_argument("--family", default="llava", help="a model family with a shared-prefix path: llava, llava_next, idefics3, paligemma")
     args = ap.parse_args()
     torch.manual_seed(0)
     cfg = RunConfig()
@@ -37,7 +38,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         w = build_world(cfg, Path(tmp))
         qs = read_seed(w.benchmark)[: args.questions]
-        tiny = TinyConfig(hidden=args.hidden, text_layers=args.layers, vision_layers=args.layers)
+        tiny = TinyConfig(hidden=args.hidden, text_layers=args.layers, vision_layers=args.layers, family=args.family)
         vlm = build_tiny(corpus(read_jsonl(w.original, Sample)), tiny)
         items = [(load_image(w.image_root, q.image), q.question, q.options) for q in qs]
         batches = [items[i:i + args.batch] for i in range(0, len(items), args.batch)]
@@ -51,7 +52,7 @@ def main() -> None:
     agree = sum(min(range(len(a)), key=a.__getitem__) == min(range(len(b)), key=b.__getitem__) for a, b in zip(full, shared))
     diff = max(abs(x - y) for a, b in zip(full, shared) for x, y in zip(a, b))
     params = sum(p.numel() for p in vlm.model.parameters()) / 1e6
-    print(f"{len(items)} questions x 4 options, batch {args.batch}, tiny LLaVA {params:.1f}M parameters, "
+    print(f"{len(items)} questions x 4 options, batch {args.batch}, tiny {args.family} {params:.1f}M parameters, "
           f"{(tiny.image_size // tiny.patch_size) ** 2} image tokens, CPU {torch.get_num_threads()} threads")
     print(f"four full passes : {len(items) / t_full:8.1f} questions/s")
     print(f"shared prefix    : {len(items) / t_shared:8.1f} questions/s")

@@ -234,8 +234,12 @@ def write_coco(tmp_path: Path, file_name: str = "000000000009.jpg") -> tuple[Pat
     lvis = tmp_path / "lvis_v1_val.json"
     lvis.write_text(json.dumps({
         "images": images,
-        "categories": [{"id": 3, "name": "dining_table"}],
+        "categories": [{"id": 3, "name": "dining_table"}, {"id": 4, "name": "broccoli"}],
         "annotations": [{"id": 7, "image_id": 9, "bbox": [0, 30, 64, 18], "category_id": 3},
+                        # COCO's broccoli again (a slightly different box): not a second broccoli
+                        {"id": 9, "image_id": 9, "bbox": [1, 2, 10.5, 20], "category_id": 4},
+                        # a second broccoli elsewhere on the image is kept
+                        {"id": 10, "image_id": 9, "bbox": [40, 2, 10, 10], "category_id": 4},
                         {"id": 8, "image_id": 123456, "bbox": [0, 0, 1, 1], "category_id": 3}],  # not in this split
     }))
     return root, captions, instances, lvis
@@ -249,7 +253,7 @@ def test_coco_records(tmp_path):
     nine, giraffe = recs
     assert nine.captions == ["A plate of food.", "Broccoli on a plate."]
     assert [(o.id, o.name, o.bbox) for o in nine.objects] == [
-        (0, "broccoli", (1.5, 2, 11.5, 22.25)), (1, "dining table", (0, 30, 64, 48))]
+        (0, "broccoli", (1.5, 2, 11.5, 22.25)), (1, "dining table", (0, 30, 64, 48)), (2, "broccoli", (40, 2, 50, 12))]
     assert [(o.name, o.bbox) for o in giraffe.objects] == [("person", (3, 4, 8, 10))]
     assert [len(r.objects) for r in read_coco(captions, instances, root, image_dir="val2017")] == [1, 1]
 

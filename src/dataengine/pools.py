@@ -308,7 +308,16 @@ def read_visual_genome(vg_dir: str | Path, image_root: str | Path, limit: int | 
 
 # ---- COCO (and LVIS) ----
 
-def _add_coco_objects(records: dict[int, ImageAnnotation], path: Path, captions_json: Path) -> None:
+def _iou(a: Box, b: Box) -> float:
+    w, h = min(a[2], b[2]) - max(a[0], b[0]), min(a[3], b[3]) - max(a[1], b[1])
+    inter = max(w, 0.0) * max(h, 0.0)
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union if union > 0 else 0.0
+
+
+def _add_coco_objects(records: dict[int, ImageAnnotation], path: Path, captions_json: Path, dedupe: bool = False) -> None:
+    """`dedupe`: skip an object that one already on the image names alike with an overlapping box
+    (IoU 0.7): LVIS re-annotates COCO's objects, and counting them twice would spoil count questions."""
     data = _load_json(path)
     names = {}
     for n, cat in enumerate(_field(data, "categories", list, str(path))):
@@ -332,7 +341,10 @@ def _add_coco_objects(records: dict[int, ImageAnnotation], path: Path, captions_
         bbox = _field(ann, "bbox", list, where)
         if len(bbox) != 4 or not all(isinstance(v, _NUMBER) for v in bbox):
             raise DataError(f"{where}: field 'bbox' should be [x, y, width, height]")
-        rec.objects.append(ObjectAnn(id=len(rec.objects), name=names[category], bbox=_xywh(*bbox)))
+        box, name = _xywh(*bbox), names[category]
+        if dedupe and any(o.name == name and _iou(o.bbox, box) >= 0.7 for o in rec.objects):
+            continue
+        rec.objects.append(ObjectAnn(id=len(rec.objects), name=name, bbox=box))
     if annotations and not on_images:
         raise DataError(f"{path}: none of its {len(annotations)} annotations is on an image of {captions_json.name}")
 
@@ -361,9 +373,9 @@ def read_coco(captions_json: str | Path, instances_json: str | Path, image_root:
         caption = _field(ann, "caption", str, where).strip()
         if caption and caption not in records[iid].captions:
             records[iid].captions.append(caption)
-    for path in (instances_json, lvis_json):
-        if path is not None:
-            _add_coco_objects(records, Path(path), captions_json)
+    _add_coco_objects(records, Path(instances_json), captions_json)
+    if lvis_json is not None:
+        _add_coco_objects(records, Path(lvis_json), captions_json, dedupe=True)
     return list(records.values())
 
 
