@@ -50,3 +50,15 @@ def test_preset_from_the_run_config(tmp_path):
     (tmp_path / "c.yaml").write_text("train: {preset: llava-1.5-lora, epochs: 2}\n")
     t = load_config(tmp_path / "c.yaml").train
     assert t.lora.r == 128 and t.epochs == 2 and t.original_fraction == 0.25
+
+
+def test_large_model_options_reach_the_trainer(tmp_path):
+    from dataengine.train import TrainConfig, training_args
+    cfg = TrainConfig(fsdp=True, fsdp_config={"min_num_params": 1000, "cpu_offload": True}, gradient_checkpointing=True,
+                      grad_accum=4)
+    args = training_args(cfg, tmp_path, steps=10, device="cpu")
+    assert args.fsdp and args.fsdp_config["min_num_params"] == 1000 and args.fsdp_config["cpu_offload"]
+    assert getattr(args, "activation_checkpointing", None) or getattr(args, "gradient_checkpointing", None)
+    assert args.gradient_accumulation_steps == 4 and args.deepspeed is None
+    plain = training_args(TrainConfig(), tmp_path, steps=10, device="cpu")
+    assert not plain.fsdp and not plain.fsdp_config

@@ -325,7 +325,8 @@ def train(model: Path = typer.Option(...), data: list[Path] = typer.Option(..., 
           grad_accum: int = typer.Option(1), bf16: bool = typer.Option(False, help="bf16 mixed precision (GPU)."),
           gradient_checkpointing: bool = typer.Option(False),
           deepspeed: Optional[Path] = typer.Option(None, help="A DeepSpeed JSON config, for models too large for one GPU."),
-          fsdp: str = typer.Option("", help='FSDP options for the Trainer, e.g. "full_shard auto_wrap".')):
+          fsdp: bool = typer.Option(False, help="Fully Sharded Data Parallel, under torchrun / accelerate launch."),
+          fsdp_config: Optional[Path] = typer.Option(None, help="FSDP's JSON config (version, cpu_offload, min_num_params...).")):
     """Fine-tune MODEL on DATA (full, or LoRA merged back) and save it to OUT as safetensors."""
     from .loop import progress_bar
     from .model import VLM
@@ -335,7 +336,8 @@ def train(model: Path = typer.Option(...), data: list[Path] = typer.Option(..., 
         samples = [s for f in data for s in read_jsonl(f, Sample)]
         vlm = VLM.load(model)
         common = dict(batch_size=batch_size, seed=seed, sampling=sampling, grad_accum=grad_accum, bf16=bf16, fsdp=fsdp,
-                      gradient_checkpointing=gradient_checkpointing, deepspeed=str(deepspeed) if deepspeed else None)
+                      gradient_checkpointing=gradient_checkpointing, deepspeed=str(deepspeed) if deepspeed else None,
+                      fsdp_config=str(fsdp_config) if fsdp_config else None)
         if preset:
             cfg = TrainConfig(preset=preset, **common)
         else:

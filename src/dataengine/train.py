@@ -79,9 +79,9 @@ class TrainConfig(BaseModel):
     target: str = "short_answer"  # what the model learns to say: "short_answer" or "answer"
     sampling: str = "random"  # "sequential" keeps our seeded shuffle as the order (same batches on 1 or N processes)
     # For models too large for one GPU, passed to the Trainer as they are: a DeepSpeed JSON file, or
-    # FSDP options ("full_shard auto_wrap") and their config (a JSON file or a dict).
+    # FSDP on, with its config (a JSON file or a dict: version, cpu_offload, min_num_params, ...).
     deepspeed: str | None = None
-    fsdp: str = ""
+    fsdp: bool = False
     fsdp_config: str | dict | None = None
     gradient_checkpointing: bool = False
     bf16: bool = False
@@ -176,7 +176,11 @@ def train(vlm: VLM, samples: list[Sample], image_root: str | Path, out_dir: str 
 def training_args(cfg: TrainConfig, out_dir: Path, steps: int, device: str):
     from transformers import TrainingArguments
 
+    import dataclasses
     world = int(os.environ.get("WORLD_SIZE", "1"))
+    # recent transformers renamed gradient checkpointing
+    names = {f.name for f in dataclasses.fields(TrainingArguments)}
+    checkpointing = "activation_checkpointing" if "activation_checkpointing" in names else "gradient_checkpointing"
     return TrainingArguments(
         output_dir=str(out_dir / "trainer"), per_device_train_batch_size=cfg.batch_size,
         gradient_accumulation_steps=cfg.grad_accum, num_train_epochs=cfg.epochs, learning_rate=cfg.lr,
@@ -186,8 +190,8 @@ def training_args(cfg: TrainConfig, out_dir: Path, steps: int, device: str):
         use_cpu=device == "cpu", train_sampling_strategy=cfg.sampling,
         # Under torchrun / accelerate launch on CPU, processes talk over gloo (nccl needs GPUs).
         ddp_backend="gloo" if device == "cpu" and world > 1 else None,
-        deepspeed=cfg.deepspeed, fsdp=cfg.fsdp, fsdp_config=cfg.fsdp_config,
-        gradient_checkpointing=cfg.gradient_checkpointing, bf16=cfg.bf16,
+        deepspeed=cfg.deepspeed, fsdp=cfg.fsdp or None, fsdp_config=cfg.fsdp_config, bf16=cfg.bf16,
+        **{checkpointing: cfg.gradient_checkpointing},
     )
 
 
