@@ -57,3 +57,35 @@ def test_excluded_images_are_not_used(world):
     banned = {a.image for a in pool[:300]}
     items = generate({1: 30}, pool, GroundedGenerator(), exclude_images={1: banned})
     assert items and not {s.image for s in items} & banned
+
+
+def test_a_real_pool_gives_its_own_distractors(tmp_path):
+    from tests.test_pools import vg_files, write_vg
+
+    from dataengine.generate import WORLD, GroundedGenerator, Vocabulary, generate
+    from dataengine.pools import read_visual_genome
+    files = vg_files()
+    # a fourth image, so the pool has more names than one image shows
+    files["image_data.json"].append({"image_id": 4, "url": "https://cs.stanford.edu/people/rak248/VG_100K/4.jpg",
+                                     "width": 30, "height": 30, "coco_id": None, "flickr_id": None})
+    objs = [("dog", "brown"), ("cat", "gray"), ("car", "green"), ("bus", "orange")]
+    files["objects.json"].append({"image_id": 4, "objects": [{"object_id": 40 + i, "x": i, "y": i, "w": 3, "h": 3,
+                                                              "names": [n], "synsets": []} for i, (n, _) in enumerate(objs)]})
+    files["attributes.json"].append({"image_id": 4, "attributes": [
+        {"object_id": 40 + i, "x": i, "y": i, "w": 3, "h": 3, "names": [n], "synsets": [], "attributes": [c]}
+        for i, (n, c) in enumerate(objs)]})
+    for name in ("relationships.json", "region_descriptions.json"):
+        files[name].append({"image_id": 4, "id": 4, "relationships": [], "regions": []})
+    pool = list(read_visual_genome(*write_vg(tmp_path, files)))
+    vocab = Vocabulary.from_pool(pool)
+    assert set(vocab.names) == {"man", "horse", "hat", "saddle", "tree", "dog", "cat", "car", "bus"}
+    assert {"brown", "gray", "green", "red"} <= set(vocab.colors) and len(vocab.colors) >= 4
+    items = generate({2: 3, 3: 4}, pool, GroundedGenerator(vocab=vocab), seed=0)
+    assert items
+    for s in items:
+        others = set(s.options) - {s.short_answer}
+        assert others <= set(vocab.names) | set(vocab.colors), s.options  # nothing from the synthetic world
+        assert not others & set(WORLD.names)
+    # the synthetic world's pool keeps the world's own vocabulary (and so its items)
+    from dataengine.world import build_pool
+    assert Vocabulary.from_pool(build_pool(tmp_path / "w", "p", range(20), 96)) == WORLD

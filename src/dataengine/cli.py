@@ -191,7 +191,7 @@ def generate(plan_file: Path = typer.Option(..., "--plan"), pool: Path = typer.O
              max_images: Optional[float] = typer.Option(None, help="Images tried per wanted item (llm default: 3).")):
     """Generate items per the plan, with the grounded generator or an LLM."""
     import contextlib
-    from .generate import GroundedGenerator, LLMGenerator, generate as gen
+    from .generate import GroundedGenerator, LLMGenerator, Vocabulary, generate as gen
     from .loop import progress_bar
     from .prompt import PromptStore, prompt_for
     from .records import ImageAnnotation, read_jsonl, write_json, write_jsonl
@@ -208,7 +208,7 @@ def generate(plan_file: Path = typer.Option(..., "--plan"), pool: Path = typer.O
                 g = LLMGenerator(client, prompt_for(best), source="generated", image_root=str(image_root) if image_root else None)
                 oversample, max_images = oversample or 1, max_images or 3.0
             elif generator == "grounded":
-                g = GroundedGenerator(focus=focus)
+                g = GroundedGenerator(focus=focus, vocab=Vocabulary.from_pool(anns))
                 oversample = oversample or 3
             else:
                 raise DataError(f"unknown generator {generator!r}; known: grounded, llm")

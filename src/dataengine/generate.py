@@ -40,8 +40,34 @@ class Candidate:
     distractors: list[str]
 
 
+# The world paints with six colours; real pools (Visual Genome attributes) use these too.
+COLOR_WORDS = list(COLORS) + ["green", "orange", "pink", "brown", "gray", "grey", "silver", "gold", "tan", "beige"]
+
+
 def color_of(attrs: list[str]) -> str | None:
-    return next((a for a in attrs if a in COLORS), None)
+    return next((a for a in attrs if a in COLOR_WORDS), None)
+
+
+@dataclass(frozen=True)
+class Vocabulary:
+    """Where distractors come from: object names and colours. The synthetic world's own by default;
+    `from_pool` takes a real pool's, so an absent-object option is a thing that pool actually shows."""
+    names: tuple[str, ...] = tuple(CATEGORIES)
+    colors: tuple[str, ...] = tuple(COLORS)
+
+    @classmethod
+    def from_pool(cls, pool: list[ImageAnnotation], top: int = 300) -> "Vocabulary":
+        names = Counter(o.name for a in pool for o in a.objects)
+        if set(names) <= set(CATEGORIES):
+            return cls()  # the world's pool: keep the world's order, so its items stay as they were
+        colors = Counter(c for a in pool for o in a.objects if (c := color_of(o.attributes)))
+        ranked = [n for n, _ in sorted(names.items(), key=lambda kv: (-kv[1], kv[0]))][:top]
+        # a colour question needs three wrong colours even where the pool shows few
+        shown = [c for c, _ in colors.most_common()]
+        return cls(tuple(ranked), tuple(shown + [c for c in COLOR_WORDS if c not in shown and c != "grey"]))
+
+
+WORLD = Vocabulary()
 
 
 def size_of(attrs: list[str]) -> str | None:
@@ -65,7 +91,7 @@ def _others(vocab: list[str], answer: str) -> list[str]:
     return [v for v in vocab if v != answer]
 
 
-def candidates(qtype: int, ann: ImageAnnotation) -> list[Candidate]:
+def candidates(qtype: int, ann: ImageAnnotation, vocab: Vocabulary = WORLD) -> list[Candidate]:
     """Every question of this type that the annotation can answer exactly."""
     objs, refs, out = ann.objects, referring_expressions(ann), []
     names = [o.name for o in objs]
@@ -77,8 +103,8 @@ def candidates(qtype: int, ann: ImageAnnotation) -> list[Candidate]:
             c = color_of(o.attributes)
             if c and sum(1 for p in objs if color_of(p.attributes) == c) == 1:
                 out.append(Candidate(f"What is the {c} object in the image?", f"The {c} object is a {o.name}.",
-                                     o.name, _others(CATEGORIES, o.name)))
-        absent = [c for c in CATEGORIES if c not in names]
+                                     o.name, _others(list(vocab.names), o.name)))
+        absent = [c for c in vocab.names if c not in names]
         if len(absent) >= 3:
             for n in sorted(set(names)):
                 out.append(Candidate("Which of these objects can be seen in the image?", f"A {n} can be seen in the image.", n, absent))
@@ -89,9 +115,9 @@ def candidates(qtype: int, ann: ImageAnnotation) -> list[Candidate]:
             if not c:
                 continue
             if len(same_name) == 1:
-                out.append(Candidate(f"What color is the {o.name}?", f"The {o.name} is {c}.", c, _others(list(COLORS), c)))
+                out.append(Candidate(f"What color is the {o.name}?", f"The {o.name} is {c}.", c, _others(list(vocab.colors), c)))
             elif s and sum(1 for p in same_name if size_of(p.attributes) == s) == 1:
-                out.append(Candidate(f"What color is the {s} {o.name}?", f"The {s} {o.name} is {c}.", c, _others(list(COLORS), c)))
+                out.append(Candidate(f"What color is the {s} {o.name}?", f"The {s} {o.name} is {c}.", c, _others(list(vocab.colors), c)))
     elif qtype == 4:
         for o in objs:
             q = quadrant(o.bbox, ann.width, ann.height)
@@ -126,7 +152,7 @@ def candidates(qtype: int, ann: ImageAnnotation) -> list[Candidate]:
             n = large[0].name
             present = [p for p in dict.fromkeys(names) if p != n]
             out.append(Candidate(HEAVIEST_Q, f"The {n} is the largest, so it would be the heaviest.", n,
-                                 present + [c for c in CATEGORIES if c not in names]))
+                                 present + [c for c in vocab.names if c not in names]))
     elif qtype == 9:
         for t in ann.texts:
             if t.text in WORDS:
@@ -155,12 +181,13 @@ class GroundedGenerator:
 
     name = "grounded"
 
-    def __init__(self, focus: float = 0.5, source: str = "generated"):
+    def __init__(self, focus: float = 0.5, source: str = "generated", vocab: Vocabulary = WORLD):
         self.focus = focus
         self.source = source
+        self.vocab = vocab
 
     def generate(self, qtype, ann, examples, rng):
-        cands = candidates(qtype, ann)
+        cands = candidates(qtype, ann, self.vocab)
         if not cands:
             return []
         wanted = {_correct_text(e) for e in examples}
