@@ -49,22 +49,23 @@ def world(out: Path = typer.Argument(..., help="Folder for images/, pool.jsonl, 
 @app.command("init-model")
 def init_model(out: Path = typer.Argument(...), corpus_from: Path = typer.Option(..., help="JSONL of samples for the tokenizer."),
                pool: Optional[Path] = typer.Option(None, help="Annotations to pretrain the vision tower on."),
-               image_root: Optional[Path] = typer.Option(None), vision_steps: int = typer.Option(300)):
-    """Build the tiny random-initialised LLaVA with a tokenizer trained on your data; with --pool,
-    pretrain its vision tower on the pool's annotations."""
+               image_root: Optional[Path] = typer.Option(None), vision_steps: int = typer.Option(300),
+               family: str = typer.Option("llava", help="llava, llava_next, idefics3, qwen2_vl, qwen2_5_vl or paligemma")):
+    """Build a tiny random-initialised model (LLaVA by default) with a tokenizer trained on your data;
+    with --pool, pretrain its vision tower on the pool's annotations (LLaVA only)."""
     from .loop import corpus, progress_bar
-    from .model import build_tiny
+    from .model import TinyConfig, build_tiny
     from .records import ImageAnnotation, Sample, read_jsonl
     from .vision import pretrain_vision
     try:
-        vlm = build_tiny(corpus(read_jsonl(corpus_from, Sample)))
-        if pool:
+        vlm = build_tiny(corpus(read_jsonl(corpus_from, Sample)), TinyConfig(family=family))
+        if pool and family == "llava":
             if image_root is None:
                 raise DataError("--image-root is needed with --pool")
             with progress_bar(console) as p:
                 pretrain_vision(vlm, read_jsonl(pool, ImageAnnotation), image_root, vision_steps, progress=p)
         vlm.save(out)
-    except DataError as e:
+    except (DataError, ValueError) as e:
         _fail(e)
     console.print(f"wrote {out}")
 
