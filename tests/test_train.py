@@ -62,3 +62,48 @@ def test_large_model_options_reach_the_trainer(tmp_path):
     assert args.gradient_accumulation_steps == 4 and args.deepspeed is None
     plain = training_args(TrainConfig(), tmp_path, steps=10, device="cpu")
     assert not plain.fsdp and not plain.fsdp_config
+
+
+import pytest  # noqa: E402
+
+
+@pytest.mark.parametrize("lora", [False, True])
+def test_a_stopped_training_resumes_from_its_last_checkpoint(lora, world, tmp_path, monkeypatch):
+    """Killed after step 3 (checkpoints every 2 steps), re-run: it picks up at step 2 and ends
+    where an uninterrupted run ends."""
+    import torch
+    import transformers
+    from transformers import TrainerCallback
+
+    from dataengine.loop import corpus
+    from dataengine.model import build_tiny
+    from tests.conftest import TINY
+    data = read_jsonl(world.original, Sample)[:40]
+    cfg = TrainConfig(epochs=1, batch_size=8, save_steps=2, sampling="sequential",  # 5 steps
+                      lora=LoraConfig(r=4, alpha=8) if lora else None)
+    whole = train(build_tiny(corpus(data), TINY), data, world.image_root, tmp_path / "whole", cfg)
+
+    class Kill(TrainerCallback):
+        def on_step_end(self, args, state, control, **kw):
+            if state.global_step == 3:
+                raise KeyboardInterrupt
+
+    original_init = transformers.Trainer.__init__
+
+    def init_with_kill(self, *a, **kw):
+        original_init(self, *a, **kw)
+        self.add_callback(Kill())
+
+    with monkeypatch.context() as m:
+        m.setattr(transformers.Trainer, "__init__", init_with_kill)
+        with pytest.raises(KeyboardInterrupt):
+            train(build_tiny(corpus(data), TINY), data, world.image_root, tmp_path / "cut", cfg)
+    assert sorted(p.name for p in (tmp_path / "cut" / "trainer").iterdir()) == ["checkpoint-2"]
+    assert not (tmp_path / "cut" / "model.safetensors").exists()
+    resumed = train(build_tiny(corpus(data), TINY), data, world.image_root, tmp_path / "cut", cfg)
+    assert len(resumed["losses"]) == 3  # steps 3, 4 and 5 only
+    assert resumed["losses"] == pytest.approx(whole["losses"][2:], rel=1e-4)
+    assert not (tmp_path / "cut" / "trainer").exists()  # checkpoints go once the model is saved
+    a = VLM.load(tmp_path / "whole").model.state_dict()
+    b = VLM.load(tmp_path / "cut").model.state_dict()
+    assert all(torch.allclose(a[k], b[k], atol=1e-5) for k in a)

@@ -323,7 +323,9 @@ def train(model: Path = typer.Option(...), data: list[Path] = typer.Option(..., 
           lora_r: int = typer.Option(16), seed: int = typer.Option(0),
           preset: Optional[str] = typer.Option(None, help="The papers' settings: llava-1.5-lora, llava-1.5-full, minigpt4-lora."),
           sampling: str = typer.Option("random", help="random, or sequential (the seeded shuffle as the order)"),
-          grad_accum: int = typer.Option(1), bf16: bool = typer.Option(False, help="bf16 mixed precision (GPU)."),
+          grad_accum: int = typer.Option(1),
+          save_steps: int = typer.Option(0, help="A checkpoint every N steps; a re-run resumes from the last one."),
+          bf16: bool = typer.Option(False, help="bf16 mixed precision (GPU)."),
           gradient_checkpointing: bool = typer.Option(False),
           deepspeed: Optional[Path] = typer.Option(None, help="A DeepSpeed JSON config, for models too large for one GPU."),
           fsdp: bool = typer.Option(False, help="Fully Sharded Data Parallel, under torchrun / accelerate launch."),
@@ -337,6 +339,7 @@ def train(model: Path = typer.Option(...), data: list[Path] = typer.Option(..., 
         samples = [s for f in data for s in read_jsonl(f, Sample)]
         vlm = VLM.load(model)
         common = dict(batch_size=batch_size, seed=seed, sampling=sampling, grad_accum=grad_accum, bf16=bf16, fsdp=fsdp,
+                      save_steps=save_steps,
                       gradient_checkpointing=gradient_checkpointing, deepspeed=str(deepspeed) if deepspeed else None,
                       fsdp_config=str(fsdp_config) if fsdp_config else None)
         if preset:

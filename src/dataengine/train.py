@@ -12,6 +12,7 @@ import math
 import os
 import random
 import re
+import shutil
 from pathlib import Path
 
 import torch
@@ -85,6 +86,9 @@ class TrainConfig(BaseModel):
     fsdp_config: str | dict | None = None
     gradient_checkpointing: bool = False
     bf16: bool = False
+    # Every this many steps a checkpoint (model, optimizer, scheduler, data position) goes to
+    # out/trainer/; a run stopped midway resumes from the last one. 0: none (short rounds).
+    save_steps: int = 0
     seed: int = 0
 
     @model_validator(mode="before")
@@ -163,14 +167,30 @@ def train(vlm: VLM, samples: list[Sample], image_root: str | Path, out_dir: str 
                       data_collator=Collator(vlm, cfg.target), callbacks=[Log()], optimizers=(_optimizer(model, cfg), None))
     trainer.remove_callback(PrinterCallback)  # our progress bar and train_log.json replace its prints
     torch.manual_seed(cfg.seed)
-    trainer.train()
+    resume = _last_checkpoint(out_dir / "trainer") if cfg.save_steps else None
+    if resume and not cfg.lora:
+        _restore_weights(model, resume)
+    trainer.train(resume_from_checkpoint=resume)
     if cfg.lora:
         vlm.model = model.merge_and_unload()
     if trainer.is_world_process_zero():
         vlm.save(out_dir)
         log = {"steps": steps, "samples": len(samples), "losses": losses}
         write_json(out_dir / "train_log.json", log)
+        shutil.rmtree(out_dir / "trainer", ignore_errors=True)  # the checkpoints served their purpose; they are large
     return {"steps": steps, "samples": len(samples), "losses": losses}
+
+
+def _last_checkpoint(folder: Path) -> str | None:
+    from transformers.trainer_utils import get_last_checkpoint
+    return get_last_checkpoint(str(folder)) if folder.is_dir() else None
+
+
+def _restore_weights(model, checkpoint: str) -> None:
+    """The Trainer reloads a checkpoint with `load_state_dict`, which misses the key renaming that
+    `from_pretrained` applies to saved VLMs, and so would resume from the untrained weights."""
+    saved = type(model).from_pretrained(checkpoint, dtype=model.dtype)
+    model.load_state_dict(saved.state_dict())
 
 
 def training_args(cfg: TrainConfig, out_dir: Path, steps: int, device: str):
@@ -185,7 +205,8 @@ def training_args(cfg: TrainConfig, out_dir: Path, steps: int, device: str):
         output_dir=str(out_dir / "trainer"), per_device_train_batch_size=cfg.batch_size,
         gradient_accumulation_steps=cfg.grad_accum, num_train_epochs=cfg.epochs, learning_rate=cfg.lr,
         lr_scheduler_type=cfg.scheduler, warmup_steps=max(1, int(cfg.warmup_ratio * steps)), weight_decay=cfg.weight_decay,
-        logging_steps=max(1, steps // 20), save_strategy="no", report_to=[], seed=cfg.seed, data_seed=cfg.seed,
+        logging_steps=1 if cfg.save_steps else max(1, steps // 20), report_to=[], seed=cfg.seed, data_seed=cfg.seed,
+        save_strategy="steps" if cfg.save_steps else "no", save_steps=cfg.save_steps or 500, save_total_limit=2,
         remove_unused_columns=False, disable_tqdm=True, dataloader_num_workers=0,
         use_cpu=device == "cpu", train_sampling_strategy=cfg.sampling,
         # Under torchrun / accelerate launch on CPU, processes talk over gloo (nccl needs GPUs).
