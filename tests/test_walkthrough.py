@@ -119,3 +119,29 @@ def test_the_readme_walkthrough_on_official_formats(world, tmp_path):
     # each item twice: the direct answer and the multiple-choice form
     assert len(llava) == 2 * len(kept) and all(c["conversations"][0]["value"].startswith("<image>") for c in llava)
     assert sum("Answer with the option's letter" in c["conversations"][0]["value"] for c in llava) == len(kept)
+
+    # 9. the same, as one loop over the real files: the model you bring is used where it is
+    import yaml
+    with FakeLLM(answer=writer) as srv:
+        config = {"rounds": 1, "seed": 1,
+                  "data": {"benchmark": str(seed), "benchmark_image_root": str(seed_images), "image_root": str(vg_images),
+                           "pool": str(tmp_path / "vg.jsonl"), "original": str(original)},
+                  "model": {"path": str(tmp_path / "m0")},
+                  "sample": {"budget": 12},
+                  "generate": {"generator": "llm", "oversample": 1},
+                  "llm": {"base_urls": [srv.url], "model": "my-model"},
+                  "ipo": {"rounds": 0, "per_type": 1},
+                  "train": {"preset": "llava-1.5-lora", "batch_size": 8}}
+        (tmp_path / "run.yaml").write_text(yaml.safe_dump(config))
+        cmd = ["loop", "--config", str(tmp_path / "run.yaml"), "--run-dir", str(tmp_path / "run")]
+        ok(r.invoke(app, cmd))
+        requests = len(srv.bodies)
+        summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+        assert [x["round"] for x in summary["rounds"]] == [0, 1]
+        assert not (tmp_path / "run" / "round_0" / "model").exists()  # not copied
+        assert (tmp_path / "run" / "round_1" / "model" / "model.safetensors").exists()
+        items = read_jsonl(tmp_path / "run" / "round_1" / "generated.jsonl", Sample)
+        assert items and all(s.image.startswith("VG_100K/") and s.generator.startswith("llm:my-model:") for s in items)
+        ok(r.invoke(app, cmd))  # resumes: nothing left to do, no LLM call
+        assert len(srv.bodies) == requests
+        assert json.loads((tmp_path / "run" / "summary.json").read_text()) == summary

@@ -3,12 +3,13 @@ MMBench TSV with CircularEval, and MME yes/no pairs."""
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 from pydantic import BaseModel
 
 from .errors import DataError
-from .records import LETTERS, QTYPES, Question, write_json
+from .records import LETTERS, QTYPES, Question, is_seed_type, write_json
 
 SEED_FIELDS = ("question_id", "question", "choice_a", "choice_b", "choice_c", "choice_d", "answer",
                "question_type_id", "data_id")
@@ -76,6 +77,38 @@ def write_seed(path: str | Path, questions: list[Question]) -> Path:
 
 MMBENCH_FIELDS = ("index", "question", "A", "B", "answer", "category", "image")
 
+# Which of the generators' SEED-Bench types (1-9) writes training items for each MMBench category.
+# The categories left out (image_emotion, image_quality, image_style, future_prediction,
+# social_relation, nature_relation, structuralized_imagetext_understanding) have no such type.
+MMBENCH_TYPES: dict[str, int] = {
+    "image_scene": 1, "image_topic": 1,
+    "celebrity_recognition": 2, "identity_reasoning": 2,
+    "attribute_recognition": 3, "attribute_comparison": 3,
+    "object_localization": 4,
+    "spatial_relationship": 6,
+    "physical_relation": 7, "action_recognition": 7,
+    "function_reasoning": 8, "physical_property_reasoning": 8,
+    "ocr": 9,
+}
+
+
+def is_mmbench(path: str | Path) -> bool:
+    return Path(path).suffix.lower() == ".tsv"
+
+
+def generator_types(names: dict[int, str], type_map: dict[str, int] | None = None) -> dict[int, int | None]:
+    """For each benchmark type (number -> name), the generator type that writes its items: a category
+    named in `type_map` (the user's, first) or in MMBENCH_TYPES, else a SEED-Bench type itself; None
+    when no generator can write it."""
+    table = MMBENCH_TYPES | (type_map or {})
+    for name, t in (type_map or {}).items():
+        if t not in QTYPES:
+            raise DataError(f"generate.type_map: category {name!r} maps to {t!r}; the generators write SEED-Bench types 1-9")
+    out: dict[int, int | None] = {}
+    for t, name in names.items():
+        out[t] = table[name] if name in table else t if is_seed_type(t, name) else None
+    return out
+
 
 def _image_ext(data: bytes) -> str:
     return ".png" if data.startswith(b"\x89PNG") else ".jpg" if data.startswith(b"\xff\xd8") else ".img"
@@ -102,6 +135,10 @@ def read_mmbench(path: str | Path, image_dir: str | Path) -> list[Question]:
     if missing:
         hint = " (the test split has no answers; score it on the MMBench server)" if missing == ["answer"] else ""
         raise DataError(f"{path}: missing column {missing[0]!r}{hint}")
+    for n, r in enumerate(rows):
+        short = [c for c in MMBENCH_FIELDS if r.get(c) is None]  # csv gives None for a row cut short
+        if short:
+            raise DataError(f"{path}: question {r.get('index') or f'#{n}'}: missing field {short[0]!r}")
     cats = {c: i + 1 for i, c in enumerate(sorted({r["category"] for r in rows}))}
     image_dir.mkdir(parents=True, exist_ok=True)
     by_index: dict[str, str] = {}
@@ -120,7 +157,10 @@ def read_mmbench(path: str | Path, image_dir: str | Path) -> list[Question]:
                 raise DataError(f"{where}: image is not base64") from None
             rel = f"{idx}{_image_ext(data)}"
             if not (image_dir / rel).exists():
-                (image_dir / rel).write_bytes(data)
+                # Atomic, so an image cut short by a killed run is never taken as extracted.
+                tmp = image_dir / f"{rel}.tmp"
+                tmp.write_bytes(data)
+                os.replace(tmp, image_dir / rel)
         by_index[idx] = rel
         options = [r[k].strip() for k in "ABCD" if r.get(k) is not None and r[k].strip() not in ("", "nan")]
         answer = r["answer"].strip().upper()
@@ -227,7 +267,7 @@ def mme_scores(items: list[MMEItem], answers: list[str]) -> dict:
 def read_benchmark(path: str | Path, image_dir: str | Path | None = None) -> list[Question]:
     """SEED-Bench JSON or MMBench TSV, by extension; MMBench images go to `image_dir`."""
     path = Path(path)
-    if path.suffix.lower() == ".tsv":
+    if is_mmbench(path):
         if image_dir is None:
             raise DataError(f"{path}: an MMBench file needs a folder for its images")
         return read_mmbench(path, image_dir)

@@ -5,7 +5,7 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, Field, ValidationError, model_validator
+from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 
 from .errors import DataError
 from .llm import LLMConfig
@@ -24,15 +24,18 @@ class WorldConfig(BaseModel):
 
 class DataConfig(BaseModel):
     """Real files. Relative paths are taken from the directory you run in."""
-    benchmark: str | None = None  # SEED-Bench JSON
-    image_root: str | None = None
+    benchmark: str | None = None  # SEED-Bench JSON, or an MMBench TSV (by the .tsv extension)
+    image_root: str | None = None  # the pool's and the original data's images
     pool: str | None = None  # image annotations, JSON lines of ImageAnnotation
     original: str | None = None  # the original training data, JSON lines of Sample
+    # The benchmark's images, when they are not under image_root; for an MMBench TSV, where its
+    # images are written (default: benchmark_images/ in the run directory).
+    benchmark_image_root: str | None = None
 
     @model_validator(mode="after")
     def all_or_none(self):
-        given = [k for k in ("benchmark", "image_root", "pool", "original") if getattr(self, k)]
-        if given and len(given) < 4:
+        given = [k for k in ("benchmark", "image_root", "pool", "original", "benchmark_image_root") if getattr(self, k)]
+        if given and not all(getattr(self, k) for k in ("benchmark", "image_root", "pool", "original")):
             missing = next(k for k in ("benchmark", "image_root", "pool", "original") if not getattr(self, k))
             raise ValueError(f"{missing} is needed when {given[0]} is given")
         return self
@@ -43,11 +46,13 @@ class ModelConfig(BaseModel):
     tiny: TinyConfig = TinyConfig()
     base_epochs: float = 4.0  # round 0 training of the tiny model on the original data
     vision_pretrain_steps: int = 300  # the tiny model's vision tower, on the pool's annotations; 0 skips
+    dtype: Literal["float32", "bfloat16", "float16"] = "float32"  # for evaluation; bfloat16 for 7B models on a GPU
 
 
 class EvalConfig(BaseModel):
     method: str = "likelihood"
     batch_size: int = 16
+    circular: bool = False  # CircularEval (MMBench's way): each question once per rotation; circular.json
 
 
 class SampleConfig(BaseModel):
@@ -65,6 +70,17 @@ class GenerateConfig(BaseModel):
     selection: Literal["random", "similar"] = "random"  # "similar": half like the bad cases (needs embed.model)
     template: str = "generate-v1"  # the prompt template file (prompts/<name>.yaml)
     prompts: str | None = None  # a prompt store from `dataengine ipo`; None: the run's own, else the template
+    # Benchmark category -> the SEED-Bench type (1-9) whose generator writes its items; adds to and
+    # overrides benchmark.MMBENCH_TYPES. Categories with no type get no items.
+    type_map: dict[str, int] = {}
+
+    @field_validator("type_map")
+    @classmethod
+    def seed_types_only(cls, v: dict[str, int]) -> dict[str, int]:
+        bad = next(((k, t) for k, t in v.items() if not 1 <= t <= 9), None)
+        if bad:
+            raise ValueError(f"category {bad[0]!r} maps to {bad[1]}; the generators write SEED-Bench types 1-9")
+        return v
 
 
 class IPOConfig(BaseModel):
@@ -124,7 +140,8 @@ def load_config(path: str | Path | None) -> RunConfig:
         raise DataError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
     except ValidationError as e:
         err = e.errors()[0]
-        raise DataError(f"{path}: {'.'.join(str(x) for x in err['loc'])}: {err['msg']}") from None
+        msg = err["msg"].removeprefix("Value error, ")
+        raise DataError(f"{path}: {'.'.join(str(x) for x in err['loc'])}: {msg}") from None
 
 
 def dump_config(cfg: RunConfig) -> str:

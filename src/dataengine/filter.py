@@ -157,28 +157,32 @@ class FilterReport(BaseModel):
     dropped_by_type: dict[int, dict[str, int]]
 
 
-def image_hash(image_root: str | Path, rel: str) -> str | None:
-    path = resolve(image_root, rel)
+def file_hash(path: Path) -> str | None:
     return hashlib.sha1(path.read_bytes()).hexdigest() if path.exists() else None
 
 
 class BenchmarkGuard:
-    """Knows the benchmark's images (by path and by content) and questions, to keep them out of training."""
+    """Knows the benchmark's images (by file and by content) and questions, to keep them out of training.
 
-    def __init__(self, questions: list[Question], image_root: str | Path):
+    Benchmark images live under `benchmark_image_root` (default: `image_root`), training images under
+    `image_root`. Files are compared as resolved paths, not as names: the same name under two roots
+    may be two pictures. A copy under any name is caught by its content."""
+
+    def __init__(self, questions: list[Question], image_root: str | Path, benchmark_image_root: str | Path | None = None):
         self.image_root = image_root
-        self.paths = {q.image for q in questions}
-        self.hashes = {h for h in (image_hash(image_root, p) for p in self.paths) if h}
-        self.pairs = {(q.image, norm(q.question)) for q in questions}
+        bench_root = image_root if benchmark_image_root is None else benchmark_image_root
+        self.paths = {resolve(bench_root, q.image, where=f"benchmark question {q.question_id}") for q in questions}
+        self.hashes = {h for h in map(file_hash, self.paths) if h}
         self.texts = [item_text(q.question, q.options, q.options[LETTERS.index(q.answer)]) for q in questions
                       if q.answer in LETTERS[:len(q.options)]]
         self._cache: dict[str, str | None] = {}
 
     def leaks(self, s: Sample) -> str | None:
-        if s.image in self.paths or (s.image, norm(s.instruction)) in self.pairs:
+        path = resolve(self.image_root, s.image, where=f"sample {s.id}")
+        if path in self.paths:
             return "benchmark item"
         if s.image not in self._cache:
-            self._cache[s.image] = image_hash(self.image_root, s.image)
+            self._cache[s.image] = file_hash(path)
         return "benchmark image" if self._cache[s.image] in self.hashes else None
 
 

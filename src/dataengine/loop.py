@@ -8,32 +8,35 @@ an interrupted run resumes with `dataengine loop` again and loses no finished st
       world/            the synthetic world (images/, pool.jsonl, benchmark.json, starter.jsonl)
       round_0/model/    the base model;  round_0/eval/  its evaluation
       round_k/plan.json generated.jsonl filtered.jsonl rejected.jsonl filter_report.json model/ eval/
+      benchmark_images/ an MMBench TSV's images, written once
       ipo/prompts.jsonl, ipo/v<n>/  prompt versions (LLM generator only), llm_cache.sqlite, llm_server.log
       summary.json
 """
 from __future__ import annotations
 
 import contextlib
+import json
 import math
 import random
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from .benchmark import read_seed, write_seed
+from .benchmark import circular, circular_scores, generator_types, is_mmbench, read_benchmark, write_seed
 from .config import RunConfig, dump_config, load_config
 from .errors import DataError
 from .evaluate import load_results, run_evaluate
 from .filter import BenchmarkGuard, filter_samples
 from .embed import get_embedder
-from .generate import GroundedGenerator, LLMGenerator, generate
+from .generate import GroundedGenerator, LLMGenerator, Vocabulary, generate
 from .llm import Usage
 from .model import VLM, build_tiny
 from .records import ImageAnnotation, Prediction, Question, Sample, read_jsonl, write_json, write_jsonl
 from .report import accuracy_table, counts_table
-from .sample import Plan, plan
+from .sample import Plan, plan, to_generator_types
 from .train import train
 from .vision import pretrain_vision, probe
 from .world import build_pool
@@ -42,9 +45,10 @@ from .world import build_pool
 @dataclass
 class Inputs:
     benchmark: Path
-    image_root: Path
+    image_root: Path  # the pool's and the original data's images
     pool: Path
     original: Path
+    benchmark_image_root: Path
 
 
 def progress_bar(console: Console | None = None) -> Progress:
@@ -55,7 +59,7 @@ def progress_bar(console: Console | None = None) -> Progress:
 def build_world(cfg: RunConfig, out: Path) -> Inputs:
     """Render the synthetic world: a generation pool, a held-out SEED-format benchmark, a starter set."""
     w, out = cfg.world, Path(out)
-    inputs = Inputs(out / "benchmark.json", out / "images", out / "pool.jsonl", out / "starter.jsonl")
+    inputs = Inputs(out / "benchmark.json", out / "images", out / "pool.jsonl", out / "starter.jsonl", out / "images")
     if all(p.exists() for p in (inputs.benchmark, inputs.pool, inputs.original)):
         return inputs
     size = w.image_size
@@ -79,7 +83,13 @@ def resolve_inputs(cfg: RunConfig, run_dir: Path) -> Inputs:
     d = cfg.data
     if not any([d.benchmark, d.pool, d.original, d.image_root]):
         return build_world(cfg, run_dir / "world")
-    return Inputs(Path(d.benchmark), Path(d.image_root), Path(d.pool), Path(d.original))
+    if d.benchmark_image_root:
+        bench_images = Path(d.benchmark_image_root)
+    elif is_mmbench(d.benchmark):
+        bench_images = run_dir / "benchmark_images"  # its own folder: MMBench's image names (0.jpg, ...) would clash
+    else:
+        bench_images = Path(d.image_root)
+    return Inputs(Path(d.benchmark), Path(d.image_root), Path(d.pool), Path(d.original), bench_images)
 
 
 def corpus(samples: list[Sample]) -> list[str]:
@@ -131,10 +141,10 @@ class Loop:
         optimize(self.llm(), pool, self.run_dir / "ipo", rounds=i.rounds, target=i.target, per_type=i.per_type,
                  qtypes=i.types, clarify=i.clarify, log=self._log, seed=self.cfg.seed, image_root=str(inputs.image_root))
 
-    def generator(self, k: int, inputs: Inputs):
+    def generator(self, k: int, inputs: Inputs, pool: list[ImageAnnotation]):
         g = self.cfg.generate
         if g.generator == "grounded":
-            return GroundedGenerator(focus=g.focus, source=f"round-{k}")
+            return GroundedGenerator(focus=g.focus, source=f"round-{k}", vocab=Vocabulary.from_pool(pool))
         from .prompt import prompt_for
         best = self.prompt_store().best()
         return LLMGenerator(self.llm(), prompt_for(best, g.template), source=f"round-{k}", image_root=str(inputs.image_root))
@@ -152,9 +162,10 @@ class Loop:
         if self._pool_emb is None:
             self._pool_emb = images.embed_images(pool)
         bad = read_jsonl(self.run_dir / f"round_{k - 1}" / "eval" / "badcases.jsonl", Prediction)
+        to_generator = the_plan.generator_types()
         order = {}
         for t, n in the_plan.counts().items():
-            queries = images.embed_queries([p for p in bad if p.qtype == t])
+            queries = images.embed_queries([p for p in bad if to_generator.get(p.qtype) == t])
             n_similar = math.ceil(n * g.oversample * (g.max_images or 1) / 2)
             order[t] = similar_and_random(self._pool_emb, queries, n_similar, seed=self.cfg.seed * 100 + k + t)
         return order
@@ -175,13 +186,24 @@ class Loop:
     def _log(self, msg: str) -> None:
         self.console.print(msg)
 
+    def _check_type_map(self, benchmark: list[Question]) -> None:
+        """A name in generate.type_map that no benchmark item carries is most likely a typo."""
+        categories = {q.category for q in benchmark if q.category}
+        unknown = sorted(set(self.cfg.generate.type_map) - categories)
+        if unknown:
+            self._log(f"[yellow]generate.type_map: no benchmark item has the category {', '.join(map(repr, unknown))}[/yellow]")
+
     def _evaluate(self, model_dir: Path, eval_dir: Path, questions: list[Question], inputs: Inputs, vlm: VLM | None = None):
         if (eval_dir / "results.json").exists():
-            return load_results(eval_dir)
-        vlm = vlm or VLM.load(model_dir)
-        with progress_bar(self.console) as p:
-            return run_evaluate(vlm, questions, inputs.image_root, eval_dir, self.cfg.evaluate.method,
-                                self.cfg.evaluate.batch_size, benchmark=inputs.benchmark.name, progress=p)
+            res = load_results(eval_dir)
+        else:
+            vlm = vlm or self.load(model_dir)
+            with progress_bar(self.console) as p:
+                res = run_evaluate(vlm, questions, inputs.benchmark_image_root, eval_dir, self.cfg.evaluate.method,
+                                   self.cfg.evaluate.batch_size, benchmark=inputs.benchmark.name, progress=p)
+        if self.cfg.evaluate.circular and not (eval_dir / "circular.json").exists():
+            write_json(eval_dir / "circular.json", circular_scores(read_jsonl(eval_dir / "predictions.jsonl", Prediction)))
+        return res
 
     # ---- the run ----
     def run(self, rounds: int | None = None) -> list:
@@ -189,7 +211,11 @@ class Loop:
         rounds = cfg.rounds if rounds is None else rounds
         self._check_config()
         inputs = resolve_inputs(cfg, self.run_dir)
-        questions = read_seed(inputs.benchmark)
+        benchmark = read_benchmark(inputs.benchmark, inputs.benchmark_image_root)
+        self._check_type_map(benchmark)
+        # CircularEval asks each question once per rotation of its options; the rotations share the
+        # question's type, so ABS plans from their accuracy as from single answers.
+        questions = circular(benchmark) if cfg.evaluate.circular else benchmark
         original = read_jsonl(inputs.original, Sample)
         if not original and cfg.model.path is None:
             raise DataError(f"{inputs.original}: the original training set is empty")
@@ -198,7 +224,7 @@ class Loop:
         self._log(accuracy_table(results))
         if rounds > 0:
             pool = read_jsonl(inputs.pool, ImageAnnotation)
-            guard = BenchmarkGuard(questions, inputs.image_root)
+            guard = BenchmarkGuard(benchmark, inputs.image_root, inputs.benchmark_image_root)
             with self._stack:
                 if cfg.generate.generator == "llm" and not (self.run_dir / f"round_{rounds}" / "generated.jsonl").exists():
                     self.optimize_prompt(pool, inputs)
@@ -209,20 +235,37 @@ class Loop:
                     self._log(f"LLM this run: {self._client.usage.summary(self._client.cfg)}")
             self._client = None
         self._log(counts_table(self.plans(rounds)))
-        write_json(self.run_dir / "summary.json", {
-            "rounds": [{"round": k, "accuracy": r.accuracy, "per_type": {t: x.accuracy for t, x in r.per_type.items()}}
-                       for k, r in enumerate(results)],
-        })
+        write_json(self.run_dir / "summary.json", self.summary(results))
         return results
+
+    def summary(self, results: list) -> dict:
+        rounds = []
+        for k, r in enumerate(results):
+            row = {"round": k, "accuracy": r.accuracy, "per_type": {t: x.accuracy for t, x in r.per_type.items()}}
+            circ = self.run_dir / f"round_{k}" / "eval" / "circular.json"
+            if self.cfg.evaluate.circular and circ.exists():
+                row["circular"] = json.loads(circ.read_text())["overall"]["circular"]
+            rounds.append(row)
+        # The types' names, so a benchmark's categories (MMBench's) read as themselves.
+        return {"type_names": {t: x.name for r in results for t, x in r.per_type.items()}, "rounds": rounds}
+
+    def model_dir(self, k: int) -> Path:
+        """Round k's model. A checkpoint you bring is round 0's as it is, not copied (7B is 14 GB)."""
+        if k == 0 and self.cfg.model.path:
+            return Path(self.cfg.model.path)
+        return self.run_dir / f"round_{k}" / "model"
+
+    def load(self, model_dir: Path) -> VLM:
+        dtype = getattr(torch, self.cfg.model.dtype)
+        return VLM.load(model_dir, dtype=dtype)
 
     def round_zero(self, inputs: Inputs, questions: list[Question], original: list[Sample]):
         rd = self.run_dir / "round_0"
-        model_dir = rd / "model"
+        model_dir = self.model_dir(0)
         vlm = None
         if not (model_dir / "config.json").exists():
             if self.cfg.model.path:
-                vlm = VLM.load(self.cfg.model.path)
-                vlm.save(model_dir)
+                raise DataError(f"{model_dir}: no model here (config.json missing)")
             else:
                 m = self.cfg.model
                 self._log(f"round 0: building the tiny model, pretraining its vision tower ({m.vision_pretrain_steps} steps) "
@@ -261,10 +304,16 @@ class Loop:
             res = load_results(prev / "eval")
             bad = read_jsonl(prev / "eval" / "badcases.jsonl", Prediction)
             s = cfg.sample
-            the_plan = plan(res.accuracies(), bad, s.budget, s.strategy, s.examples_per_type, s.dedup_threshold,
-                            seed=cfg.seed + k, embedder=get_embedder(cfg.embed.model),
-                            names={t: r.name for t, r in res.per_type.items()})
+            names = {t: r.name for t, r in res.per_type.items()}
+            # ABS weighs the benchmark's own types; the generators write SEED-Bench's nine.
+            the_plan = to_generator_types(
+                plan(res.accuracies(), bad, s.budget, s.strategy, s.examples_per_type, s.dedup_threshold,
+                     seed=cfg.seed + k, embedder=get_embedder(cfg.embed.model), names=names),
+                generator_types(names, cfg.generate.type_map))
             write_json(plan_path, the_plan)
+        if the_plan.unmapped:
+            self._log(f"[yellow]round {k}: no items for {', '.join(the_plan.unmapped)}, which no generator type writes "
+                      f"(generate.type_map maps a category to a SEED-Bench type 1-9)[/yellow]")
         gen_path, filt_path = rd / "generated.jsonl", rd / "filtered.jsonl"
         # The training data so far, read once, and only if generate or filter still has to run.
         seen = original + self.incremental(k - 1, all_rounds=True) if not filt_path.exists() else []
@@ -273,7 +322,7 @@ class Loop:
             used: dict[int, set[str]] = {}
             for s in seen:
                 used.setdefault(s.qtype, set()).add(s.image)
-            generator = self.generator(k, inputs)
+            generator = self.generator(k, inputs, pool)
             order = self.image_order(k, the_plan, pool)
             before = dict(self._client.usage.__dict__) if self._client else {}
             with progress_bar(self.console) as p:
@@ -308,7 +357,8 @@ class Loop:
         vlm = None
         if not (model_dir / "config.json").exists():
             data = self.training_mix(k, original)
-            vlm = VLM.load(prev / "model")
+            # trained in float32 (bf16 mixed precision with train.bf16), whatever model.dtype evaluates in
+            vlm = VLM.load(self.model_dir(k - 1))
             with progress_bar(self.console) as p:
                 train(vlm, data, inputs.image_root, model_dir, cfg.train.model_copy(update={"seed": cfg.seed + k}), progress=p)
         # 5. evaluate again

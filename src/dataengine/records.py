@@ -34,6 +34,11 @@ def qtype_name(qtype: int) -> str:
     return QTYPES[qtype][0] if qtype in QTYPES else f"type {qtype}"
 
 
+def is_seed_type(qtype: int, name: str) -> bool:
+    """A SEED-Bench type under its own name, not a benchmark's category (MMBench's are numbered 1, 2, ... too)."""
+    return qtype in QTYPES and QTYPES[qtype][0] == name
+
+
 # ---- image annotations (the shape real pools such as Visual Genome and COCO map into) ----
 
 class ObjectAnn(BaseModel):

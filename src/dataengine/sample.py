@@ -87,24 +87,39 @@ def near_duplicates_removed(cases: list[Prediction], threshold: float = 0.9, emb
 
 
 class TypePlan(BaseModel):
-    qtype: int
+    qtype: int  # the benchmark's type (for MMBench, the number of a category)
     name: str
     accuracy: float
     ratio: float
     count: int
     examples: list[Prediction]
+    generator_type: int | None = None  # the SEED-Bench type 1-9 that writes its items; None: the type itself
 
 
 class Plan(BaseModel):
     strategy: str
     budget: int
     types: dict[int, TypePlan]
+    unmapped: list[str] = []  # benchmark types no generator writes: they were given no items
+
+    def generator_types(self) -> dict[int, int]:
+        """Benchmark type -> the generator type that writes its items (unmapped types left out)."""
+        return {t: p.qtype if p.generator_type is None else p.generator_type
+                for t, p in self.types.items() if p.name not in self.unmapped}
 
     def counts(self) -> dict[int, int]:
-        return {t: p.count for t, p in self.types.items()}
+        """Items to generate per generator type: the counts of the benchmark types it writes, summed."""
+        out: dict[int, int] = {}
+        for t, g in self.generator_types().items():
+            out[g] = out.get(g, 0) + self.types[t].count
+        return out
 
     def examples(self) -> dict[int, list[Prediction]]:
-        return {t: p.examples for t, p in self.types.items()}
+        """In-context bad cases per generator type: those of every benchmark type it writes."""
+        out: dict[int, list[Prediction]] = {}
+        for t, g in self.generator_types().items():
+            out.setdefault(g, []).extend(self.types[t].examples)
+        return out
 
 
 def plan(accuracies: dict[int, float], badcases: list[Prediction], budget: int, strategy: str = "sqrt-error",
@@ -127,3 +142,23 @@ def plan(accuracies: dict[int, float], badcases: list[Prediction], budget: int, 
         types[t] = TypePlan(qtype=t, name=(names or {}).get(t) or qtype_name(t), accuracy=accuracies[t], ratio=shares[t], count=counts[t],
                             examples=chosen)
     return Plan(strategy=strategy, budget=budget, types=types)
+
+
+def to_generator_types(p: Plan, types: dict[int, int | None]) -> Plan:
+    """Hand a plan over benchmark types (e.g. MMBench categories) to generators that write SEED-Bench's
+    nine types: `types` names each benchmark type's generator type, or None (absent) where there is
+    none. Those get no items and are listed in `unmapped`; the others' shares are renormalised, so the
+    whole budget is still spent, and several types mapped to one generator type add up there."""
+    mapped = {t: tp.ratio for t, tp in p.types.items() if types.get(t) is not None}
+    if not mapped and p.budget > 0:
+        raise DataError(f"no benchmark type has a generator type ({', '.join(tp.name for tp in p.types.values())}); "
+                        f"map them to SEED-Bench types 1-9 with generate.type_map")
+    total = sum(mapped.values())
+    # If every mapped type is perfect, ABS gives them nothing; share the budget evenly instead.
+    shares = {t: r / total if total > 0 else 1 / len(mapped) for t, r in mapped.items()}
+    counts = allocate(shares, p.budget) if mapped else {}
+    return p.model_copy(update={
+        "types": {t: tp.model_copy(update={"ratio": shares.get(t, 0.0), "count": counts.get(t, 0), "generator_type": types.get(t)})
+                  for t, tp in p.types.items()},
+        "unmapped": [tp.name for t, tp in p.types.items() if t not in mapped],
+    })
