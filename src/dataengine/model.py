@@ -363,8 +363,7 @@ def build_tiny(corpus: Iterable[str], cfg: TinyConfig | None = None) -> VLM:
                      bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id)
     text = LlamaConfig(**text_args)
     if cfg.family == "paligemma":
-        siglip = {k: v for k, v in vision_args.items()}
-        config = transformers.PaliGemmaConfig(vision_config=siglip, projection_dim=cfg.hidden, image_token_index=tokenizer.image_token_id,
+        config = transformers.PaliGemmaConfig(vision_config=vision_args, projection_dim=cfg.hidden, image_token_index=tokenizer.image_token_id,
                                               text_config=dict(model_type="gemma", head_dim=cfg.hidden // cfg.heads, **text_args))
         cls = transformers.PaliGemmaForConditionalGeneration
     elif cfg.family in ("qwen2_vl", "qwen2_5_vl"):
