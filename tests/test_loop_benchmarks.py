@@ -210,3 +210,26 @@ def test_benchmark_images_default_to_the_pool_root_or_the_run_for_mmbench(tmp_pa
     assert resolve_inputs(apart, tmp_path).benchmark_image_root == Path("SEED-Bench-image")
     mmb = small_config(data=DataConfig(benchmark="MMBench_DEV_EN.tsv", **files))
     assert resolve_inputs(mmb, tmp_path).benchmark_image_root == tmp_path / "benchmark_images"
+
+
+def test_a_just_trained_model_is_evaluated_in_the_dtype_a_reloaded_one_gets(world, tmp_path):
+    """model.dtype applies to every evaluation, so a resumed run (which reloads) scores as a fresh one."""
+    import torch
+
+    from dataengine.loop import Inputs, Loop, corpus
+    from dataengine.model import build_tiny
+    from dataengine.records import Sample, read_jsonl
+    from tests.conftest import TINY, small_config
+    cfg = small_config()
+    cfg.model.dtype = "bfloat16"
+    vlm = build_tiny(corpus(read_jsonl(world.original, Sample)), TINY)
+    vlm.save(tmp_path / "m")
+    inputs = Inputs(world.benchmark, world.image_root, world.pool, world.original, world.image_root)
+    questions = read_seed(world.benchmark)[:6]
+    loop = Loop(cfg, tmp_path / "run")
+    fresh = loop._evaluate(tmp_path / "m", tmp_path / "ev-fresh", questions, inputs, vlm)
+    assert vlm.model.dtype == torch.bfloat16
+    reloaded = loop._evaluate(tmp_path / "m", tmp_path / "ev-reloaded", questions, inputs)
+    assert [p.prediction for p in read_jsonl(tmp_path / "ev-fresh" / "predictions.jsonl", Prediction)] == \
+           [p.prediction for p in read_jsonl(tmp_path / "ev-reloaded" / "predictions.jsonl", Prediction)]
+    assert fresh.accuracy == reloaded.accuracy

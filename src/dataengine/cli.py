@@ -59,7 +59,9 @@ def init_model(out: Path = typer.Argument(...), corpus_from: Path = typer.Option
     from .vision import pretrain_vision
     try:
         vlm = build_tiny(corpus(read_jsonl(corpus_from, Sample)), TinyConfig(family=family))
-        if pool and family == "llava":
+        if pool and family != "llava":
+            console.print(f"[yellow]--pool ignored: vision pretraining knows LLaVA's CLIP tower, not {family}'s[/yellow]")
+        elif pool:
             if image_root is None:
                 raise DataError("--image-root is needed with --pool")
             with progress_bar(console) as p:

@@ -197,7 +197,11 @@ class Loop:
         if (eval_dir / "results.json").exists():
             res = load_results(eval_dir)
         else:
-            vlm = vlm or self.load(model_dir)
+            dtype = getattr(torch, self.cfg.model.dtype)
+            if vlm is None:
+                vlm = VLM.load(model_dir, dtype=dtype)
+            else:  # the model just trained, evaluated as it would be once reloaded, so a resumed run agrees
+                vlm.model.to(dtype)
             with progress_bar(self.console) as p:
                 res = run_evaluate(vlm, questions, inputs.benchmark_image_root, eval_dir, self.cfg.evaluate.method,
                                    self.cfg.evaluate.batch_size, benchmark=inputs.benchmark.name, progress=p)
@@ -254,10 +258,6 @@ class Loop:
         if k == 0 and self.cfg.model.path:
             return Path(self.cfg.model.path)
         return self.run_dir / f"round_{k}" / "model"
-
-    def load(self, model_dir: Path) -> VLM:
-        dtype = getattr(torch, self.cfg.model.dtype)
-        return VLM.load(model_dir, dtype=dtype)
 
     def round_zero(self, inputs: Inputs, questions: list[Question], original: list[Sample]):
         rd = self.run_dir / "round_0"
