@@ -8,6 +8,7 @@ round (or any other tool) loads it as a plain checkpoint.
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import random
@@ -196,7 +197,6 @@ def _restore_weights(model, checkpoint: str) -> None:
 def training_args(cfg: TrainConfig, out_dir: Path, steps: int, device: str):
     from transformers import TrainingArguments
 
-    import dataclasses
     world = int(os.environ.get("WORLD_SIZE", "1"))
     # recent transformers renamed gradient checkpointing
     names = {f.name for f in dataclasses.fields(TrainingArguments)}
