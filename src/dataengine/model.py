@@ -63,8 +63,9 @@ class Prompts:
     images: dict[str, torch.Tensor]
 
 
+# Model types this engine drives; `build_tiny` makes a tiny random model of each, for tests.
 TINY_FAMILIES = ("llava", "llava_next", "idefics3", "qwen2_vl", "qwen2_5_vl", "paligemma")
-SUPPORTED_MODELS = {"llava", "llava_next", "idefics3", "qwen2_vl", "qwen2_5_vl", "paligemma"}
+SUPPORTED_MODELS = set(TINY_FAMILIES)
 # Model types whose option scoring may reuse the prefix's KV cache: 1-D positions, and the options
 # attend causally (PaliGemma's prefix is bidirectional, its suffix causal, as after a cached prefix).
 # Qwen2-VL's 3-D positions are computed from the whole sequence, so it takes the full passes.
