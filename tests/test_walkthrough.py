@@ -83,7 +83,6 @@ def test_the_readme_walkthrough_on_official_formats(world, tmp_path):
     assert len(anns) == 60 and anns[0].image == "VG_100K/1.jpg"
     assert [o.name for o in anns[0].objects] == [o.name for o in pool[0].objects]
     # 2. a model (here a tiny Qwen2-VL) and the original training data on the pool's images
-    ok(r.invoke(app, ["plan", "--help"]))
     original = tmp_path / "original.jsonl"
     from dataengine.generate import GroundedGenerator, Vocabulary, generate
     from dataengine.records import write_jsonl
