@@ -19,7 +19,7 @@ from rich.table import Table
 
 from dataengine.config import load_config
 from dataengine.loop import Loop
-from dataengine.report import accuracy_table
+from dataengine.report.terminal import accuracy_table
 
 
 def main() -> None:

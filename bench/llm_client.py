@@ -22,7 +22,7 @@ from pathlib import Path
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
-from dataengine.llm import LLMClient, LLMConfig  # noqa: E402
+from dataengine.llm.client import LLMClient, LLMConfig  # noqa: E402
 
 ANSWER = json.dumps({"id": "x", "object": "chat.completion", "model": "instant",
                      "choices": [{"index": 0, "message": {"role": "assistant", "content": '{"question": "q"}'}, "finish_reason": "stop"}],

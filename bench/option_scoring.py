@@ -16,11 +16,11 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
-from dataengine.benchmark import read_seed  # noqa: E402
+from dataengine.benchmarks.seed import read_seed  # noqa: E402
 from dataengine.config import RunConfig  # noqa: E402
 from dataengine.images import load_image  # noqa: E402
-from dataengine.loop import build_world, corpus  # noqa: E402
-from dataengine.model import TinyConfig, build_tiny  # noqa: E402
+from dataengine.world.build import build_world, corpus  # noqa: E402
+from dataengine.models.tiny import TinyConfig, build_tiny  # noqa: E402
 from dataengine.records import Sample, read_jsonl  # noqa: E402
 
 

@@ -23,6 +23,15 @@ def test_partial_overrides(tmp_path):
     ("sample: {budget: lots}\n", "sample.budget"),
     ("data: {benchmark: b.json}\n", "image_root is needed when benchmark is given"),
     ("rounds: [\n", "not valid YAML"),
+    ("roundz: 5\n", "roundz: unknown key (did you mean 'rounds'?)"),
+    ("sample: {budjet: 5}\n", "sample.budjet: unknown key (did you mean 'budget'?)"),
+    ("train: {lora: {rank: 8}}\n", "train.lora.rank: unknown key"),
+    ("llm: {base_url: [x]}\n", "llm.base_url: unknown key (did you mean 'base_urls'?)"),
+    ("model: {tiny: {family: lava}}\n", "model.tiny.family: unknown tiny model family 'lava' (did you mean 'llava'?)"),
+    ("generate: {generator: LLM}\n", "generate.generator: unknown generator 'LLM'"),
+    ("embed: {model: minlm}\n", "did you mean 'minilm'?"),
+    ("evaluate: {batch_size: 0}\n", "evaluate.batch_size: Input should be greater than or equal to 1"),
+    ("train: {preset: llava-1.5}\n", "unknown preset 'llava-1.5' (did you mean"),
 ])
 def test_bad_config_names_the_file(tmp_path, text, msg):
     p = tmp_path / "bad.yaml"
@@ -37,17 +46,17 @@ def test_a_run_made_before_a_new_field_existed_still_resumes(tmp_path):
 
     from dataengine.config import dump_config
     from dataengine.loop import Loop
-    from tests.conftest import small_config
+    from tests.support.configs import small_config
     cfg = small_config()
     old = yaml.safe_load(dump_config(cfg))
     del old["ipo"], old["model"]["tiny"]["family"]  # as written by a version without these fields
     run = tmp_path / "run"
     run.mkdir()
     (run / "config.yaml").write_text(yaml.safe_dump(old))
-    Loop(cfg, run)._check_config()  # no refusal
+    Loop(cfg, run).check_config()  # no refusal
     (run / "config.yaml").write_text(yaml.safe_dump(old | {"seed": 9}))
     import pytest
 
     from dataengine.errors import DataError
     with pytest.raises(DataError, match="made with another config"):
-        Loop(cfg, run)._check_config()
+        Loop(cfg, run).check_config()

@@ -1,8 +1,13 @@
 import numpy as np
 import pytest
 
-from dataengine.benchmark import read_seed
-from dataengine.embed import AnnotationText, get_embedder, near_duplicates, similar_and_random
+from dataengine.benchmarks.seed import read_seed
+from dataengine.embed import (
+    AnnotationText,
+    get_embedder,
+    near_duplicates,
+    similar_and_random,
+)
 from dataengine.filter import BenchmarkGuard, filter_samples
 from dataengine.records import ImageAnnotation, Prediction, Sample, read_jsonl
 from dataengine.sample import plan
@@ -38,9 +43,12 @@ def test_filter_drops_near_duplicates_of_each_other_and_of_the_benchmark(world, 
     assert [s.id for s in kept] == ["f"]
     assert {s.id: r for s, r in dropped} == {"c": "near duplicate of a benchmark question", "t": "near duplicate"}
     assert report.dropped == {"near duplicate": 1, "near duplicate of a benchmark question": 1}
-    # per image (the default), items about different images are never near duplicates
+    # per image (the default): the paraphrase about the same image is dropped, about another image kept
     kept, _, _ = filter_samples([fresh, twin], guard, embedder=minilm)
-    assert len(kept) == 1 + (fresh.image != twin.image)
+    assert [s.id for s in kept] == ["f"]
+    elsewhere = twin.model_copy(update={"image": "pool/pool_000005.png"})
+    kept, _, _ = filter_samples([fresh, elsewhere], guard, embedder=minilm)
+    assert [s.id for s in kept] == ["f", "t"]
 
 
 def test_bad_cases_are_deduplicated_by_embedding(minilm):

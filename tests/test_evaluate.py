@@ -1,7 +1,8 @@
 import pytest
 
+from dataengine.benchmarks.answers import extract_letter
 from dataengine.errors import DataError
-from dataengine.evaluate import evaluate, extract_letter, run_evaluate, summarize
+from dataengine.evaluate import evaluate, run_evaluate, summarize
 from dataengine.records import Prediction, Question, read_jsonl
 
 
@@ -30,7 +31,7 @@ def test_extract_letter():
 
 
 def test_likelihood_picks_the_lowest_loss(tiny_vlm, world):
-    from dataengine.benchmark import read_seed
+    from dataengine.benchmarks.seed import read_seed
     qs = read_seed(world.benchmark)[:6]
     preds = evaluate(tiny_vlm, qs, world.image_root, batch_size=4)
     for q, pr in zip(qs, preds):
@@ -39,7 +40,7 @@ def test_likelihood_picks_the_lowest_loss(tiny_vlm, world):
 
 
 def test_letter_method_runs(tiny_vlm, world):
-    from dataengine.benchmark import read_seed
+    from dataengine.benchmarks.seed import read_seed
     qs = read_seed(world.benchmark)[:3]
     preds = evaluate(tiny_vlm, qs, world.image_root, method="letter", batch_size=3)
     assert len(preds) == 3 and all(pr.prediction in ("", "A", "B", "C", "D") for pr in preds)
@@ -62,7 +63,7 @@ def test_missing_and_corrupt_images_fail_before_writing(tiny_vlm, world, tmp_pat
 
 
 def test_resume_skips_finished_predictions(tiny_vlm, world, tmp_path):
-    from dataengine.benchmark import read_seed
+    from dataengine.benchmarks.seed import read_seed
     qs = read_seed(world.benchmark)[:8]
     out = tmp_path / "ev"
     first = run_evaluate(tiny_vlm, qs[:5], world.image_root, out)

@@ -8,11 +8,12 @@ from dataengine.errors import DataError
 from dataengine.export import export_hf, export_llava, from_llava, import_hf, to_llava
 from dataengine.generate import GroundedGenerator, generate
 from dataengine.records import ImageAnnotation, Sample, read_jsonl
+from dataengine.world.render import VOCABULARY
 
 
 @pytest.fixture
 def samples(world):
-    return generate({3: 3, 9: 2}, read_jsonl(world.pool, ImageAnnotation), GroundedGenerator())
+    return generate({3: 3, 9: 2}, read_jsonl(world.pool, ImageAnnotation), GroundedGenerator(VOCABULARY))
 
 
 def test_llava_json_has_both_forms_and_loads_back(samples, tmp_path):

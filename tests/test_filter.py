@@ -1,6 +1,6 @@
 import shutil
 
-from dataengine.benchmark import read_seed
+from dataengine.benchmarks.seed import read_seed
 from dataengine.filter import BenchmarkGuard, filter_samples
 from dataengine.records import ImageAnnotation, Sample, read_jsonl
 

@@ -9,7 +9,7 @@ from dataengine.config import dump_config
 from dataengine.errors import DataError
 from dataengine.loop import Loop
 from dataengine.records import Sample, read_jsonl
-from tests.conftest import small_config
+from tests.support.configs import small_config
 
 pytestmark = pytest.mark.slow
 
@@ -137,8 +137,8 @@ def test_a_real_kill_mid_run_loses_no_finished_stage(tmp_path):
 
 def test_loop_with_an_llm_server_counts_usage_and_never_writes_the_key(tmp_path, monkeypatch):
     from dataengine.config import IPOConfig
-    from tests.fake_llm import FakeLLM
-    from tests.test_ipo import writer
+    from tests.support.fake_llm import FakeLLM
+    from tests.support.writers import writer
 
     secret = "sk-loop-secret-93b1"
     monkeypatch.setenv("DE_LOOP_KEY", secret)
@@ -154,7 +154,7 @@ def test_loop_with_an_llm_server_counts_usage_and_never_writes_the_key(tmp_path,
         calls = len(srv.bodies)
         Loop(cfg, run).run()  # everything done: no call at all
         assert len(srv.bodies) == calls
-    versions = read_jsonl(run / "ipo" / "prompts.jsonl", __import__("dataengine.prompt", fromlist=["PromptVersion"]).PromptVersion)
+    versions = read_jsonl(run / "ipo" / "prompts.jsonl", __import__("dataengine.llm.prompt", fromlist=["PromptVersion"]).PromptVersion)
     assert [v.correctness for v in versions] == [0.0, 1.0]  # the scripted LLM is right only after the rewrite
     report = json.loads((run / "round_1" / "generate_report.json").read_text())
     assert report["generator"] == "llm:gemma-3-270m:prompt-v2" and report["usage"]["cost"] > 0

@@ -11,15 +11,16 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
-from dataengine.benchmark import generator_types, read_seed
+from dataengine.benchmarks.mmbench import generator_types
+from dataengine.benchmarks.seed import read_seed
 from dataengine.cli import app
 from dataengine.config import DataConfig, dump_config, load_config
 from dataengine.errors import DataError
 from dataengine.filter import BenchmarkGuard, filter_samples
 from dataengine.records import ImageAnnotation, Prediction, Question, Sample, read_jsonl
 from dataengine.sample import plan, to_generator_types
-from tests.conftest import small_config
-from tests.test_benchmarks_more import write_tsv
+from tests.support.configs import small_config
+from tests.support.files import write_tsv
 
 
 def bad_case(i: int, qtype: int) -> Prediction:
@@ -202,7 +203,7 @@ def test_cli_filter_catches_an_mmbench_picture_in_the_pool_under_another_name(tm
 
 
 def test_benchmark_images_default_to_the_pool_root_or_the_run_for_mmbench(tmp_path):
-    from dataengine.loop import resolve_inputs
+    from dataengine.stages import resolve_inputs
     files = dict(image_root="vg", pool="vg.jsonl", original="train.jsonl")
     seed = small_config(data=DataConfig(benchmark="SEED-Bench.json", **files))
     assert resolve_inputs(seed, tmp_path).benchmark_image_root == Path("vg")
@@ -216,20 +217,20 @@ def test_a_just_trained_model_is_evaluated_in_the_dtype_a_reloaded_one_gets(worl
     """model.dtype applies to every evaluation, so a resumed run (which reloads) scores as a fresh one."""
     import torch
 
-    from dataengine.loop import Inputs, Loop, corpus
-    from dataengine.model import build_tiny
-    from dataengine.records import Sample, read_jsonl
-    from tests.conftest import TINY, small_config
+    from dataengine.models.tiny import build_tiny
+    from dataengine.records import Inputs, Sample, read_jsonl
+    from dataengine.stages import evaluate_model
+    from dataengine.world.build import corpus
+    from tests.support.configs import TINY, small_config
     cfg = small_config()
     cfg.model.dtype = "bfloat16"
     vlm = build_tiny(corpus(read_jsonl(world.original, Sample)), TINY)
     vlm.save(tmp_path / "m")
     inputs = Inputs(world.benchmark, world.image_root, world.pool, world.original, world.image_root)
     questions = read_seed(world.benchmark)[:6]
-    loop = Loop(cfg, tmp_path / "run")
-    fresh = loop._evaluate(tmp_path / "m", tmp_path / "ev-fresh", questions, inputs, vlm)
+    fresh = evaluate_model(vlm, questions, inputs.benchmark_image_root, tmp_path / "ev-fresh", cfg)
     assert vlm.model.dtype == torch.bfloat16
-    reloaded = loop._evaluate(tmp_path / "m", tmp_path / "ev-reloaded", questions, inputs)
+    reloaded = evaluate_model(tmp_path / "m", questions, inputs.benchmark_image_root, tmp_path / "ev-reloaded", cfg)
     assert [p.prediction for p in read_jsonl(tmp_path / "ev-fresh" / "predictions.jsonl", Prediction)] == \
            [p.prediction for p in read_jsonl(tmp_path / "ev-reloaded" / "predictions.jsonl", Prediction)]
     assert fresh.accuracy == reloaded.accuracy

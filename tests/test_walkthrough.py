@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 
 from dataengine.cli import app
 from dataengine.records import ImageAnnotation, Sample, read_jsonl
-from tests.fake_llm import FakeLLM
+from tests.support.fake_llm import FakeLLM
 
 
 def as_visual_genome(pool: list[ImageAnnotation], image_root: Path, out: Path) -> tuple[Path, Path]:
@@ -84,9 +84,10 @@ def test_the_readme_walkthrough_on_official_formats(world, tmp_path):
     assert [o.name for o in anns[0].objects] == [o.name for o in pool[0].objects]
     # 2. a model (here a tiny Qwen2-VL) and the original training data on the pool's images
     original = tmp_path / "original.jsonl"
-    from dataengine.generate import GroundedGenerator, Vocabulary, generate
+    from dataengine.generate import GroundedGenerator, generate
+    from dataengine.qtypes import Vocabulary
     from dataengine.records import write_jsonl
-    write_jsonl(original, generate({t: 3 for t in range(1, 10)}, anns, GroundedGenerator(vocab=Vocabulary.from_pool(anns)), seed=3))
+    write_jsonl(original, generate({t: 3 for t in range(1, 10)}, anns, GroundedGenerator(Vocabulary.from_pool(anns)), seed=3))
     ok(r.invoke(app, ["init-model", str(tmp_path / "m0"), "--corpus-from", str(original), "--family", "qwen2_vl"]))
     # 3. evaluate on SEED-Bench, its images in their own folder
     ok(r.invoke(app, ["evaluate", "--model", str(tmp_path / "m0"), "--benchmark", str(seed),

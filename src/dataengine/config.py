@@ -1,19 +1,40 @@
-"""One config for a whole run, in YAML. Every field has a default: `dataengine loop` needs none."""
+"""One config for a whole run, in YAML. Every field has a default: `dataengine loop` needs none.
+
+Unknown keys are refused with the closest valid name, and every name that chooses something (a
+strategy, a generator, a model family...) is checked against its registry, before any work starts.
+Loading a config imports no torch.
+"""
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
+from .embed import EMBEDDERS
 from .errors import DataError
-from .llm import LLMConfig
-from .model import TinyConfig
-from .train import TrainConfig
+from .evaluate import METHODS
+from .generate import GENERATORS
+from .llm.client import LLMConfig
+from .models.tiny import TinyConfig
+from .registry import closest
+from .sample import STRATEGIES
+from .train.config import TrainConfig
 
 
-class WorldConfig(BaseModel):
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class WorldConfig(Section):
     """The embedded synthetic world: used when `data` names no real files."""
     pool_size: int = 5000
     benchmark_per_type: int = 60
@@ -22,7 +43,7 @@ class WorldConfig(BaseModel):
     starter: dict[int, int] = {1: 400, 2: 400, 3: 400, 4: 30, 5: 400, 6: 30, 7: 30, 8: 400, 9: 30}
 
 
-class DataConfig(BaseModel):
+class DataConfig(Section):
     """Real files. Relative paths are taken from the directory you run in."""
     benchmark: str | None = None  # SEED-Bench JSON, or an MMBench TSV (by the .tsv extension)
     image_root: str | None = None  # the pool's and the original data's images
@@ -41,7 +62,7 @@ class DataConfig(BaseModel):
         return self
 
 
-class ModelConfig(BaseModel):
+class ModelConfig(Section):
     path: str | None = None  # a checkpoint; None builds the tiny default model
     tiny: TinyConfig = TinyConfig()
     base_epochs: float = 4.0  # round 0 training of the tiny model on the original data
@@ -49,21 +70,31 @@ class ModelConfig(BaseModel):
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"  # for evaluation; bfloat16 for 7B models on a GPU
 
 
-class EvalConfig(BaseModel):
-    method: str = "likelihood"
-    batch_size: int = 16
+class EvalConfig(Section):
+    method: str = "likelihood"  # or "letter" (evaluate.METHODS)
+    batch_size: int = Field(16, ge=1)
     circular: bool = False  # CircularEval (MMBench's way): each question once per rotation; circular.json
 
+    @field_validator("method")
+    @classmethod
+    def known_method(cls, v: str) -> str:
+        return METHODS.check(v)
 
-class SampleConfig(BaseModel):
-    strategy: str = "sqrt-error"
-    budget: int = 1200  # incremental items per round
-    examples_per_type: int = 10
+
+class SampleConfig(Section):
+    strategy: str = "sqrt-error"  # sample.STRATEGIES
+    budget: int = Field(1200, ge=0)  # incremental items per round
+    examples_per_type: int = Field(10, ge=0)
     dedup_threshold: float = 0.9
 
+    @field_validator("strategy")
+    @classmethod
+    def known_strategy(cls, v: str) -> str:
+        return STRATEGIES.check(v)
 
-class GenerateConfig(BaseModel):
-    generator: Literal["grounded", "llm"] = "grounded"
+
+class GenerateConfig(Section):
+    generator: str = "grounded"  # or "llm" (generate.GENERATORS)
     focus: float = 0.5  # grounded: share of items aimed at the bad cases' answers
     oversample: int = 3  # candidates drawn per wanted item, then balanced by answer (use 1 for an LLM)
     max_images: float | None = None  # images tried per wanted item (None: all); bounds the LLM calls
@@ -71,8 +102,13 @@ class GenerateConfig(BaseModel):
     template: str = "generate-v1"  # the prompt template file (prompts/<name>.yaml)
     prompts: str | None = None  # a prompt store from `dataengine ipo`; None: the run's own, else the template
     # Benchmark category -> the SEED-Bench type (1-9) whose generator writes its items; adds to and
-    # overrides benchmark.MMBENCH_TYPES. Categories with no type get no items.
+    # overrides benchmarks.mmbench.MMBENCH_TYPES. Categories with no type get no items.
     type_map: dict[str, int] = {}
+
+    @field_validator("generator")
+    @classmethod
+    def known_generator(cls, v: str) -> str:
+        return GENERATORS.check(v)
 
     @field_validator("type_map")
     @classmethod
@@ -83,7 +119,7 @@ class GenerateConfig(BaseModel):
         return v
 
 
-class IPOConfig(BaseModel):
+class IPOConfig(Section):
     """Interactive Prompt Optimization, run automatically before round 1 when the generator is an LLM."""
     rounds: int = 2  # rewrites; 0 measures the template's prompt only
     per_type: int = 2  # images per type on which each version is judged
@@ -92,11 +128,16 @@ class IPOConfig(BaseModel):
     types: list[int] | None = None  # question types judged (None: all)
 
 
-class EmbedConfig(BaseModel):
-    model: Literal["none", "minilm"] = "none"  # "minilm": sentence embeddings (llm extra); "none": text overlap
+class EmbedConfig(Section):
+    model: str = "none"  # "minilm": sentence embeddings (llm extra); "none": text overlap (embed.EMBEDDERS)
+
+    @field_validator("model")
+    @classmethod
+    def known_model(cls, v: str) -> str:
+        return EMBEDDERS.check(v)
 
 
-class FilterConfig(BaseModel):
+class FilterConfig(Section):
     similarity: float = 0.9  # near-duplicate threshold (cosine), with embed.model set
     # "image": near-duplicates among items about the same image (templated synthetic questions
     # repeat across images by design); "global": across all items and against benchmark questions.
@@ -107,11 +148,12 @@ class FilterConfig(BaseModel):
 
 
 class RoundTrainConfig(TrainConfig):
-    original_fraction: float = 0.25  # share of the original data replayed in each round
+    model_config = ConfigDict(extra="forbid")
+    original_fraction: float = Field(0.25, ge=0, le=1)  # share of the original data replayed in each round
     incremental: str = "all"  # "all": every round's data so far; "latest": this round's only
 
 
-class RunConfig(BaseModel):
+class RunConfig(Section):
     seed: int = 0
     rounds: int = 3
     world: WorldConfig = WorldConfig()
@@ -139,9 +181,30 @@ def load_config(path: str | Path | None) -> RunConfig:
     except yaml.YAMLError as e:
         raise DataError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
     except ValidationError as e:
-        err = e.errors()[0]
-        msg = err["msg"].removeprefix("Value error, ")
-        raise DataError(f"{path}: {'.'.join(str(x) for x in err['loc'])}: {msg}") from None
+        raise DataError(f"{path}: {problem(e)}") from None
+
+
+def problem(e: ValidationError) -> str:
+    """A config's first problem in one line: where, and what (an unknown key with the closest valid one)."""
+    err = e.errors()[0]
+    msg = err["msg"].removeprefix("Value error, ")
+    if err["type"] == "extra_forbidden":
+        msg = "unknown key" + closest(str(err["loc"][-1]), _keys(err["loc"][:-1]))
+    where = ".".join(str(x) for x in err["loc"])
+    return f"{where}: {msg}" if where else msg
+
+
+def _keys(loc: tuple) -> list[str]:
+    """The valid keys of the config section at `loc`."""
+    model: type[BaseModel] = RunConfig
+    for part in loc:
+        field = model.model_fields.get(str(part))
+        sub = field.annotation if field else None
+        sub = next((a for a in getattr(sub, "__args__", ()) if isinstance(a, type) and issubclass(a, BaseModel)), sub)
+        if not (isinstance(sub, type) and issubclass(sub, BaseModel)):
+            return []
+        model = sub
+    return list(model.model_fields)
 
 
 def dump_config(cfg: RunConfig) -> str:

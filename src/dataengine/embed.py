@@ -14,6 +14,7 @@ import numpy as np
 
 from .errors import DataError
 from .records import LETTERS, ImageAnnotation, Prediction
+from .registry import Registry
 
 
 class TextEmbedder(Protocol):
@@ -36,18 +37,18 @@ class MiniLM:
         return np.asarray(self.model.encode(texts, batch_size=64, normalize_embeddings=True, show_progress_bar=False))
 
 
-_MODELS: dict[str, TextEmbedder] = {}
+# name -> a function that loads the model ("none": no model; callers then match plain text)
+EMBEDDERS: Registry = Registry("embedding model")
+EMBEDDERS.register("none", lambda: None)
+EMBEDDERS.register("minilm", MiniLM)
+_LOADED: dict[str, TextEmbedder | None] = {}
 
 
 def get_embedder(name: str) -> TextEmbedder | None:
-    """"none" gives None (callers then fall back to plain text matching)."""
-    if name == "none":
-        return None
-    if name != "minilm":
-        raise DataError(f"unknown embedding model {name!r}; known: none, minilm")
-    if name not in _MODELS:
-        _MODELS[name] = MiniLM()
-    return _MODELS[name]
+    """The text embedder called `name`, loaded once per process; None for "none"."""
+    if name not in _LOADED:
+        _LOADED[name] = EMBEDDERS.get(name)()
+    return _LOADED[name]
 
 
 def near_duplicates(texts: list[str], embedder: TextEmbedder, threshold: float = 0.9,

@@ -6,33 +6,31 @@ Predictions are appended as batches finish, so a killed evaluation resumes where
 """
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 from rich.progress import Progress
 
+from .benchmarks.answers import extract_letter, letter_prompt
 from .errors import DataError
 from .images import load_image, resolve
-from .model import VLM
-from .records import LETTERS, EvalResult, Prediction, Question, TypeResult, qtype_name, read_jsonl, write_json, write_jsonl
+from .models.base import Model
+from .records import (
+    LETTERS,
+    EvalResult,
+    Prediction,
+    Question,
+    TypeResult,
+    qtype_name,
+    read_jsonl,
+    write_json,
+    write_jsonl,
+)
+from .registry import Registry
 
-LETTER_INSTRUCTION = "Answer with the option's letter from the given choices directly."
-
-
-def letter_prompt(q: Question) -> str:
-    opts = "\n".join(f"{l}. {o}" for l, o in zip(LETTERS, q.options))
-    return f"{q.question}\n{opts}\n{LETTER_INSTRUCTION}"
-
-
-def extract_letter(text: str, options: list[str]) -> tuple[str | None, str]:
-    """Map free text to a letter, and say how: "letter", "option" (its text named one option) or "none"."""
-    # "B", "B.", "(B) ...", "B: ..." are letters; "A cat" is an article.
-    m = re.match(r"^\s*\(?([A-D])(?:[\).:]|\s*$)", text)
-    if m:
-        return m.group(1), "letter"
-    low = text.strip().lower()
-    hits = [l for l, o in zip(LETTERS, options) if o.lower() and o.lower() in low]
-    return (hits[0], "option") if len(hits) == 1 else (None, "none")
+# How a question is answered: by the likelihood of each option's text, or by asking for the letter.
+METHODS: Registry[str] = Registry("evaluation method")
+METHODS.register("likelihood", "the option with the lowest loss given image and question (SEED-Bench's way for generative models)")
+METHODS.register("letter", "the options listed, the letter asked for and read from the reply")
 
 
 def check_images(questions: list[Question], image_root: str | Path, source: str) -> None:
@@ -43,11 +41,10 @@ def check_images(questions: list[Question], image_root: str | Path, source: str)
             raise DataError(f"{path}: {source}: question {q.question_id}: image not found")
 
 
-def evaluate(vlm: VLM, questions: list[Question], image_root: str | Path, method: str = "likelihood",
+def evaluate(vlm: Model, questions: list[Question], image_root: str | Path, method: str = "likelihood",
              batch_size: int = 16, source: str = "benchmark", done: list[Prediction] | None = None,
              on_batch=None, progress: Progress | None = None) -> list[Prediction]:
-    if method not in ("likelihood", "letter"):
-        raise DataError(f"unknown evaluation method {method!r} (likelihood or letter)")
+    METHODS.get(method)
     check_images(questions, image_root, source)
     finished = {p.question_id: p for p in (done or [])}
     todo = [q for q in questions if q.question_id not in finished]
@@ -108,7 +105,7 @@ def _dist():
     return dist.get_rank(), dist.get_world_size()
 
 
-def run_evaluate(vlm: VLM, questions: list[Question], image_root: str | Path, out_dir: str | Path,
+def run_evaluate(vlm: Model, questions: list[Question], image_root: str | Path, out_dir: str | Path,
                  method: str = "likelihood", batch_size: int = 16, benchmark: str = "",
                  progress: Progress | None = None) -> EvalResult:
     """Evaluate into `out_dir`: predictions.jsonl, badcases.jsonl, results.json. Resumes a killed run.

@@ -11,16 +11,21 @@ import json
 import re
 from pathlib import Path
 
+from .benchmarks.answers import LETTER_INSTRUCTION
 from .errors import DataError
-from .evaluate import LETTER_INSTRUCTION
 from .images import resolve
 from .records import LETTERS, Sample, write_json
+from .registry import Registry
+
+# The LLaVA JSON's forms: question -> sentence, question + options -> letter, or one of each.
+FORMS: Registry[str] = Registry("LLaVA export form")
+for _form in ("direct", "choice", "both"):
+    FORMS.register(_form, _form)
 
 
 def to_llava(samples: list[Sample], form: str = "both") -> list[dict]:
     """`direct`: question -> answer sentence; `choice`: question + options -> letter; `both`: one of each."""
-    if form not in ("direct", "choice", "both"):
-        raise ValueError(f"unknown form {form!r}: direct, choice or both")
+    FORMS.get(form)
     out = []
     for s in samples:
         extra = {"qtype": s.qtype, "short_answer": s.short_answer, "source": s.source, "generator": s.generator}
@@ -119,3 +124,9 @@ def import_hf(data_dir: str | Path, image_root: str | Path) -> list[Sample]:
             path.write_bytes(row["image"]["bytes"])
         out.append(Sample(**{k: (row["image_path"] if k == "image" else row[k]) for k in Sample.model_fields}))
     return out
+
+
+# Where `dataengine export --to` writes: f(samples, out, form, image_root)
+TARGETS: Registry = Registry("export target")
+TARGETS.register("llava", lambda samples, out, form, image_root: export_llava(samples, out, form))
+TARGETS.register("hf", lambda samples, out, form, image_root: export_hf(samples, image_root, out))

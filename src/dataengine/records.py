@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, TypeVar
 
@@ -37,6 +38,16 @@ def qtype_name(qtype: int) -> str:
 def is_seed_type(qtype: int, name: str) -> bool:
     """A SEED-Bench type under its own name, not a benchmark's category (MMBench's are numbered 1, 2, ... too)."""
     return qtype in QTYPES and QTYPES[qtype][0] == name
+
+
+@dataclass
+class Inputs:
+    """The files a run reads: a benchmark, the pool and the original training data with their images."""
+    benchmark: Path  # SEED-Bench JSON or MMBench TSV
+    image_root: Path  # the pool's and the original data's images
+    pool: Path  # JSON lines of ImageAnnotation
+    original: Path  # JSON lines of Sample
+    benchmark_image_root: Path  # the benchmark's images (for MMBench: where they are written)
 
 
 # ---- image annotations (the shape real pools such as Visual Genome and COCO map into) ----

@@ -17,15 +17,11 @@ from pydantic import BaseModel
 
 from .errors import DataError
 from .records import Prediction, qtype_name
+from .registry import Registry
 
-STRATEGIES: dict[str, Callable[[float], float]] = {}
-
-
-def register(name: str):
-    def deco(fn):
-        STRATEGIES[name] = fn
-        return fn
-    return deco
+# name -> f(accuracy) -> the type's unnormalised weight
+STRATEGIES: Registry[Callable[[float], float]] = Registry("sampling strategy")
+register = STRATEGIES.register
 
 
 @register("sqrt-error")
@@ -43,17 +39,9 @@ def _uniform(acc: float) -> float:
     return 1.0
 
 
-def get_strategy(name: str) -> Callable[[float], float]:
-    if name not in STRATEGIES:
-        close = difflib.get_close_matches(name, STRATEGIES, n=1)
-        hint = f" (did you mean {close[0]!r}?)" if close else ""
-        raise DataError(f"unknown sampling strategy {name!r}{hint}; known: {', '.join(STRATEGIES)}")
-    return STRATEGIES[name]
-
-
 def ratios(accuracies: dict[int, float], strategy: str = "sqrt-error") -> dict[int, float]:
     """Each type's share of the next incremental set. Falls back to uniform if every type is perfect."""
-    fn = get_strategy(strategy)
+    fn = STRATEGIES.get(strategy)
     raw = {t: fn(a) for t, a in sorted(accuracies.items())}
     total = sum(raw.values())
     if total <= 0:
@@ -101,11 +89,13 @@ class Plan(BaseModel):
     budget: int
     types: dict[int, TypePlan]
     unmapped: list[str] = []  # benchmark types no generator writes: they were given no items
+    # benchmark type -> why the pool cannot supply its generator type (e.g. no OCR text): no items either
+    unavailable: dict[str, str] = {}
 
     def generator_types(self) -> dict[int, int]:
-        """Benchmark type -> the generator type that writes its items (unmapped types left out)."""
+        """Benchmark type -> the generator type that writes its items (types given no items left out)."""
         return {t: p.qtype if p.generator_type is None else p.generator_type
-                for t, p in self.types.items() if p.name not in self.unmapped}
+                for t, p in self.types.items() if p.name not in self.unmapped and p.name not in self.unavailable}
 
     def counts(self) -> dict[int, int]:
         """Items to generate per generator type: the counts of the benchmark types it writes, summed."""
@@ -144,13 +134,19 @@ def plan(accuracies: dict[int, float], badcases: list[Prediction], budget: int, 
     return Plan(strategy=strategy, budget=budget, types=types)
 
 
-def to_generator_types(p: Plan, types: dict[int, int | None]) -> Plan:
+def to_generator_types(p: Plan, types: dict[int, int | None], unavailable: dict[int, str] | None = None) -> Plan:
     """Hand a plan over benchmark types (e.g. MMBench categories) to generators that write SEED-Bench's
     nine types: `types` names each benchmark type's generator type, or None (absent) where there is
-    none. Those get no items and are listed in `unmapped`; the others' shares are renormalised, so the
-    whole budget is still spent, and several types mapped to one generator type add up there."""
-    mapped = {t: tp.ratio for t, tp in p.types.items() if types.get(t) is not None}
+    none. Those get no items and are listed in `unmapped`; so are the types whose generator type the
+    pool cannot supply (`unavailable`: generator type -> why), listed with the reason. The others'
+    shares are renormalised, so the whole budget is still spent, and several types mapped to one
+    generator type add up there."""
+    unavailable = unavailable or {}
+    mapped = {t: tp.ratio for t, tp in p.types.items() if types.get(t) is not None and types[t] not in unavailable}
     if not mapped and p.budget > 0:
+        if any(types.get(t) in unavailable for t in p.types):
+            raise DataError("the pool can supply none of the benchmark's types: "
+                            + "; ".join(f"{tp.name}: {unavailable[types[t]]}" for t, tp in p.types.items() if types.get(t) in unavailable))
         raise DataError(f"no benchmark type has a generator type ({', '.join(tp.name for tp in p.types.values())}); "
                         f"map them to SEED-Bench types 1-9 with generate.type_map")
     total = sum(mapped.values())
@@ -160,5 +156,6 @@ def to_generator_types(p: Plan, types: dict[int, int | None]) -> Plan:
     return p.model_copy(update={
         "types": {t: tp.model_copy(update={"ratio": shares.get(t, 0.0), "count": counts.get(t, 0), "generator_type": types.get(t)})
                   for t, tp in p.types.items()},
-        "unmapped": [tp.name for t, tp in p.types.items() if t not in mapped],
+        "unmapped": [tp.name for t, tp in p.types.items() if types.get(t) is None],
+        "unavailable": {tp.name: unavailable[types[t]] for t, tp in p.types.items() if types.get(t) in unavailable},
     })

@@ -1,0 +1,107 @@
+"""POPE: yes/no object-existence questions, a hallucination benchmark (Li et al., 2023).
+
+The builder makes the three splits from any annotated pool (the synthetic world, COCO, Visual Genome):
+per image, 3 objects that are there and 3 that are not, the absent ones drawn at random (`random`),
+among the pool's most frequent objects (`popular`), or among those that most often appear together
+with the image's own objects (`adversarial`). Files use POPE's own JSON-lines format:
+{"question_id", "image", "text", "label"}.
+"""
+from __future__ import annotations
+
+import random
+from collections import Counter
+from itertools import combinations
+from pathlib import Path
+
+from pydantic import BaseModel
+
+from ..errors import DataError
+from ..images import load_image
+from ..records import ImageAnnotation, read_jsonl, write_jsonl
+from ..registry import Registry
+
+# How each split draws the absent objects of an image: f(absent, present, freq, cooc, rng, k) -> k names.
+SPLITS = Registry("POPE split")
+
+
+@SPLITS.register("random")
+def _random(absent, present, freq, cooc, rng, k):
+    return rng.sample(absent, k)
+
+
+@SPLITS.register("popular")
+def _popular(absent, present, freq, cooc, rng, k):
+    return sorted(absent, key=lambda n: (-freq[n], n))[:k]
+
+
+@SPLITS.register("adversarial")
+def _adversarial(absent, present, freq, cooc, rng, k):
+    return sorted(absent, key=lambda n: (-sum(cooc[p, n] for p in present), n))[:k]
+
+
+class PopeItem(BaseModel):
+    question_id: int
+    image: str
+    text: str
+    label: str  # "yes" or "no"
+
+
+def build_pope(anns: list[ImageAnnotation], split: str, per_image: int = 3, seed: int = 0) -> list[PopeItem]:
+    draw = SPLITS.get(split)
+    freq = Counter(n for a in anns for n in {o.name for o in a.objects})
+    cooc: Counter = Counter()
+    for a in anns:
+        for x, y in combinations(sorted({o.name for o in a.objects}), 2):
+            cooc[x, y] += 1
+            cooc[y, x] += 1
+    vocab = sorted(freq)
+    rng = random.Random(f"{seed}-{split}")
+    items: list[PopeItem] = []
+    for a in anns:
+        present = sorted({o.name for o in a.objects})
+        absent = [n for n in vocab if n not in present]
+        if len(present) < per_image or len(absent) < per_image:
+            continue  # as POPE does, only images with enough objects of each kind
+        negatives = draw(absent, present, freq, cooc, rng, per_image)
+        for name, label in [(n, "yes") for n in rng.sample(present, per_image)] + [(n, "no") for n in negatives]:
+            items.append(PopeItem(question_id=len(items) + 1, image=a.image, text=f"Is there a {name} in the image?", label=label))
+    return items
+
+
+def write_pope(path: str | Path, items: list[PopeItem]) -> Path:
+    return write_jsonl(path, items)
+
+
+def read_pope(path: str | Path) -> list[PopeItem]:
+    items = read_jsonl(path, PopeItem)
+    for item in items:
+        if item.label not in ("yes", "no"):
+            raise DataError(f"{path}: question {item.question_id}: label {item.label!r} is not yes or no")
+    return items
+
+
+def pope_metrics(labels: list[str], answers: list[str]) -> dict[str, float]:
+    """Accuracy, precision, recall, F1 and yes-ratio, with "yes" the positive class (as POPE reports)."""
+    tp = sum(l == "yes" and a == "yes" for l, a in zip(labels, answers))
+    fp = sum(l == "no" and a == "yes" for l, a in zip(labels, answers))
+    fn = sum(l == "yes" and a != "yes" for l, a in zip(labels, answers))
+    n = len(labels)
+    precision = tp / (tp + fp) if tp + fp else 0.0
+    recall = tp / (tp + fn) if tp + fn else 0.0
+    return {
+        "accuracy": sum(l == a for l, a in zip(labels, answers)) / n if n else 0.0,
+        "precision": precision, "recall": recall,
+        "f1": 2 * precision * recall / (precision + recall) if precision + recall else 0.0,
+        "yes_ratio": sum(a == "yes" for a in answers) / n if n else 0.0,
+    }
+
+
+def evaluate_pope(vlm, items: list[PopeItem], image_root: str | Path, batch_size: int = 16) -> list[str]:
+    """Answer each question by the likelihood of "yes" against "no" (`vlm`: any model with `score_options`)."""
+    answers = []
+    for start in range(0, len(items), batch_size):
+        chunk = items[start:start + batch_size]
+        images = [load_image(image_root, i.image, where=f"POPE question {i.question_id}") for i in chunk]
+        scores = vlm.score_options([(img, i.text, ["yes", "no"]) for img, i in zip(images, chunk)])
+        answers += ["yes" if s[0] <= s[1] else "no" for s in scores]
+    return answers

@@ -1,0 +1,65 @@
+"""What the pool readers share: checked accessors, so every error names its file and item, and
+file opening with one-line errors. Boxes become (x1, y1, x2, y2) in pixels."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, TextIO
+
+from ..errors import DataError
+
+Box = tuple[float, float, float, float]
+
+NUMBER = (int, float)
+KINDS = {int: "an integer", str: "a string", list: "a list", dict: "an object", NUMBER: "a number"}
+
+
+# ---- small checked accessors, so every error names its file and item ----
+
+def field(item: Any, key: str, kind: type | tuple[type, ...], where: str) -> Any:
+    if not isinstance(item, dict):
+        raise DataError(f"{where}: expected an object, got {type(item).__name__}")
+    if key not in item:
+        raise DataError(f"{where}: missing field {key!r}")
+    value = item[key]
+    # bool is an int to Python, but true/false is never a valid id or coordinate
+    if not isinstance(value, kind) or isinstance(value, bool):
+        raise DataError(f"{where}: field {key!r} should be {KINDS[kind]}, got {json.dumps(value)[:40]}")
+    return value
+
+
+def label(item: Any, key: str, n: int) -> str:
+    """How an error names a list item: by its own id where it has one, else by its position."""
+    return str(item[key]) if isinstance(item, dict) and key in item else f"#{n}"
+
+
+def xywh(x: float, y: float, w: float, h: float) -> Box:
+    return (float(x), float(y), float(x + w), float(y + h))
+
+
+def box(item: dict, keys: tuple[str, str, str, str], where: str) -> Box:
+    return xywh(*(field(item, k, NUMBER, where) for k in keys))
+
+
+def clean(text: str) -> str:
+    """Names, attributes and predicates compare case- and space-insensitively ("ON " is "on")."""
+    return " ".join(text.lower().split())
+
+
+def open_text(path: Path) -> TextIO:
+    try:
+        return path.open(encoding="utf-8")
+    except FileNotFoundError:
+        raise DataError(f"{path}: file not found") from None
+    except OSError as e:
+        raise DataError(f"{path}: cannot open ({e.strerror})") from None
+
+
+def load_json(path: Path) -> Any:
+    with open_text(path) as f:
+        try:
+            return json.load(f)
+        except json.JSONDecodeError as e:
+            raise DataError(f"{path}: not valid JSON (line {e.lineno}: {e.msg})") from None
+        except UnicodeDecodeError:
+            raise DataError(f"{path}: not UTF-8 text") from None

@@ -1,0 +1,1 @@
+"""Reporting a run: terminal tables and progress (`terminal`)."""

@@ -1,0 +1,333 @@
+"""The library API: one function per stage of the loop, over files and configs.
+
+The `dataengine` commands and the loop's rounds both call these, so a stage run alone and the same
+stage inside the loop do the same thing with the same settings. Each function reads its inputs,
+writes its outputs (atomically) and returns what it made; none prints.
+
+    inputs = resolve_inputs(cfg, run_dir)                          # the files a run reads
+    vlm = base_model(cfg, inputs, original, model_dir)             # round 0 of the embedded default
+    result = evaluate_model(model_dir, questions, inputs, eval_dir, cfg)
+    plan = plan_round(eval_dir, plan_json, cfg, seed, pool)        # ABS
+    made = generate_items(plan, pool, generator, generated_jsonl, cfg.generate, seed, seen)
+    kept = filter_items(made.items, filtered_jsonl, guard, pool, cfg, seen)
+    data = training_mix(original, incremental, cfg.train.original_fraction, seed)
+    train_model(model_dir, data, inputs.image_root, next_model_dir, cfg.train)
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import random
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterator
+
+from rich.progress import Progress
+
+from .benchmarks import is_mmbench, read_benchmark
+from .benchmarks.mmbench import circular, circular_scores, generator_types
+from .config import GenerateConfig, IPOConfig, RunConfig
+from .embed import get_embedder
+from .errors import DataError
+from .evaluate import load_results, run_evaluate
+from .filter import BenchmarkGuard, FilterReport, filter_samples
+from .generate import GENERATORS, Generator, GroundedGenerator, LLMGenerator, generate
+from .llm.client import LLMClient, LLMConfig, Usage
+from .qtypes import Vocabulary, unavailable
+from .records import (
+    EvalResult,
+    ImageAnnotation,
+    Inputs,
+    Prediction,
+    Question,
+    Sample,
+    read_jsonl,
+    write_json,
+    write_jsonl,
+)
+from .sample import Plan, plan, to_generator_types
+from .train.config import TrainConfig
+from .world import render as world
+
+Log = Callable[[str], None]
+
+
+def _quiet(msg: str) -> None:
+    pass
+
+
+# ---- inputs ----
+
+def resolve_inputs(cfg: RunConfig, run_dir: str | Path) -> Inputs:
+    """The files a run reads: those `cfg.data` names, or the synthetic world built under run_dir/world."""
+    from .world.build import build_world
+    d, run_dir = cfg.data, Path(run_dir)
+    if not any([d.benchmark, d.pool, d.original, d.image_root]):
+        return build_world(cfg, run_dir / "world")
+    if d.benchmark_image_root:
+        bench_images = Path(d.benchmark_image_root)
+    elif is_mmbench(d.benchmark):
+        bench_images = run_dir / "benchmark_images"  # its own folder: MMBench's image names (0.jpg, ...) would clash
+    else:
+        bench_images = Path(d.image_root)
+    return Inputs(Path(d.benchmark), Path(d.image_root), Path(d.pool), Path(d.original), bench_images)
+
+
+def read_questions(inputs: Inputs, circular_eval: bool = False) -> tuple[list[Question], list[Question]]:
+    """The benchmark's questions, and those asked: each once, or (CircularEval) once per rotation of
+    its options; the rotations share the question's type, so ABS plans from them as from single answers."""
+    benchmark = read_benchmark(inputs.benchmark, inputs.benchmark_image_root)
+    return benchmark, circular(benchmark) if circular_eval else benchmark
+
+
+def vocabulary(pool: list[ImageAnnotation]) -> Vocabulary:
+    """The words wrong options are drawn from: the pool's own; the synthetic world's for its pool."""
+    return Vocabulary.from_pool(pool, base=world.VOCABULARY)
+
+
+# ---- the LLM ----
+
+@contextlib.contextmanager
+def open_llm(cfg: LLMConfig, log_dir: str | Path, cache: str | Path | None, log: Log = _quiet) -> Iterator[LLMClient]:
+    """An LLM client for the block: the servers `cfg.base_urls` names, or (with `cfg.local`) the
+    packaged Gemma-3-270M served on loopback until the block ends. Answers are cached in `cache`."""
+    from .llm.server import LocalLLM, local_config
+    with contextlib.ExitStack() as stack:
+        if cfg.local:
+            url = stack.enter_context(LocalLLM(Path(log_dir) / "llm_server.log"))
+            cfg = local_config(cfg).model_copy(update={"base_urls": [url]})
+            log(f"local LLM ({cfg.model}) serving at {url}")
+        client = LLMClient(cfg, cache_path=cache)
+        stack.callback(client.close)
+        yield client
+
+
+def optimize_prompt(client: LLMClient, pool: list[ImageAnnotation], out: str | Path, cfg: IPOConfig, seed: int = 0,
+                    image_root: str | Path | None = None, judge=None, accept=None, log: Log = _quiet):
+    """Interactive Prompt Optimization into `out` (prompts.jsonl and each version's items and
+    failures); resumes from the stored versions. Returns the IPO result (versions, best, why it stopped)."""
+    from .llm.ipo import auto_judge, optimize
+    return optimize(client, pool, out, rounds=cfg.rounds, target=cfg.target, per_type=cfg.per_type, qtypes=cfg.types,
+                    clarify=cfg.clarify, judge=judge or auto_judge, accept=accept, log=log, seed=seed,
+                    image_root=str(image_root) if image_root else None)
+
+
+# ---- plan (ABS) ----
+
+def plan_round(eval_dir: str | Path, out: str | Path, cfg: RunConfig, seed: int,
+               pool: list[ImageAnnotation] | None = None) -> Plan:
+    """Adaptive Bad-case Sampling from an evaluation folder (results.json, badcases.jsonl) into `out`:
+    items per type and in-context bad cases, over the benchmark's own types, then handed to the
+    generator types that write them (`generate.type_map`). With `pool`, the types the pool cannot
+    supply get no items and say why (`plan.unavailable`), and their share goes to the others."""
+    eval_dir = Path(eval_dir)
+    res = load_results(eval_dir)
+    bad = read_jsonl(eval_dir / "badcases.jsonl", Prediction)
+    s = cfg.sample
+    names = {t: r.name for t, r in res.per_type.items()}
+    the_plan = plan(res.accuracies(), bad, s.budget, s.strategy, s.examples_per_type, s.dedup_threshold,
+                    seed=seed, embedder=get_embedder(cfg.embed.model), names=names)
+    types = generator_types(names, cfg.generate.type_map)
+    missing = unavailable(pool, vocabulary(pool), {g for g in types.values() if g}) if pool else {}
+    the_plan = to_generator_types(the_plan, types, missing)
+    write_json(out, the_plan)
+    return the_plan
+
+
+def read_plan(path: str | Path) -> Plan:
+    path = Path(path)
+    if not path.exists():
+        raise DataError(f"{path}: plan file not found")
+    return Plan.model_validate_json(path.read_text())
+
+
+# ---- generate ----
+
+def make_generator(cfg: GenerateConfig, pool: list[ImageAnnotation], source: str, llm: Callable[[], LLMClient] | None = None,
+                   prompt=None, image_root: str | Path | None = None) -> Generator:
+    """The generator `cfg.generator` names: grounded (wrong options from the pool's words), or the LLM
+    (`llm()` opens the client, `prompt` is a prompt version, None for the template's)."""
+    kind = GENERATORS.get(cfg.generator)
+    if kind is GroundedGenerator:
+        return GroundedGenerator(vocabulary(pool), focus=cfg.focus, source=source)
+    from .llm.prompt import prompt_for
+    if llm is None:
+        raise DataError("the llm generator needs an LLM: set llm.base_urls or llm.local in the config, or --llm-url / --llm-local")
+    return LLMGenerator(llm(), prompt_for(prompt, cfg.template), source=source, image_root=str(image_root) if image_root else None)
+
+
+def select_images(the_plan: Plan, pool: list[ImageAnnotation], badcases: list[Prediction], cfg: RunConfig, seed: int,
+                  pool_embeddings=None) -> dict[int, list[int]] | None:
+    """Per generator type, the order to try pool images in: half most like the type's bad cases, half
+    at random (`generate.selection: similar`, paper v1); None for random order. `pool_embeddings`
+    may be given to avoid embedding the pool again."""
+    g = cfg.generate
+    if g.selection == "random":
+        return None
+    from .embed import AnnotationText, similar_and_random
+    text = get_embedder(cfg.embed.model)
+    if text is None:
+        raise DataError("generate.selection 'similar' needs an embedding model: set embed.model: minilm")
+    images = AnnotationText(text)
+    pool_emb = pool_embeddings if pool_embeddings is not None else images.embed_images(pool)
+    to_generator = the_plan.generator_types()
+    order = {}
+    for t, n in the_plan.counts().items():
+        queries = images.embed_queries([p for p in badcases if to_generator.get(p.qtype) == t])
+        n_similar = math.ceil(n * g.oversample * (g.max_images or 1) / 2)
+        order[t] = similar_and_random(pool_emb, queries, n_similar, seed=seed + t)
+    return order
+
+
+@dataclass
+class Generated:
+    items: list[Sample]
+    usage: Usage | None = None  # what the LLM spent on them (None for a generator without one)
+
+
+def generate_items(the_plan: Plan, pool: list[ImageAnnotation], generator: Generator, out: str | Path, cfg: GenerateConfig,
+                   seed: int, seen: list[Sample] = (), order: dict[int, list[int]] | None = None,
+                   report: str | Path | None = None, progress: Progress | None = None) -> Generated:
+    """Items per the plan into `out` (JSON lines), never on an image `seen` items already use for the
+    same type. An LLM generator's requests, cache hits, retries, tokens, cost and its items, skips and
+    malformed answers per type go to `report`."""
+    used: dict[int, set[str]] = {}
+    for s in seen:
+        used.setdefault(s.qtype, set()).add(s.image)
+    client = getattr(generator, "client", None)
+    before = dict(client.usage.__dict__) if client else {}
+    items = generate(the_plan.counts(), pool, generator, the_plan.examples(), seed=seed, exclude_images=used,
+                     oversample=cfg.oversample, progress=progress, order=order, max_images=cfg.max_images)
+    usage = None
+    if isinstance(generator, LLMGenerator):
+        usage = Usage(**{f: v - before.get(f, 0) for f, v in client.usage.__dict__.items()})
+        if report:
+            write_json(report, {"generator": generator.name, "usage": usage.as_dict(client.cfg),
+                                "outcomes": {t: dict(c) for t, c in sorted(generator.outcomes.items())},
+                                "problems": generator.problems})
+    write_jsonl(out, items)
+    return Generated(items, usage)
+
+
+# ---- filter ----
+
+def benchmark_guard(benchmark: list[Question], inputs: Inputs) -> BenchmarkGuard:
+    return BenchmarkGuard(benchmark, inputs.image_root, inputs.benchmark_image_root)
+
+
+@dataclass
+class Filtered:
+    kept: list[Sample]
+    report: FilterReport
+
+
+def filter_items(generated: list[Sample], out: str | Path, guard: BenchmarkGuard | None, pool: list[ImageAnnotation] | None,
+                 cfg: RunConfig, seen: list[Sample] = (), rejected: str | Path | None = None,
+                 report: str | Path | None = None) -> Filtered:
+    """Keep the well-formed, correct (by the pool's annotation), new items that are not about a
+    benchmark image, into `out`; the dropped ones, each with its reason, into `rejected`; counts per
+    reason and type into `report`. `seen`: items already in the training data (their questions are duplicates)."""
+    out = Path(out)
+    f = cfg.filter
+    anns = {a.image: a for a in pool} if pool else None
+    kept, dropped, rep = filter_samples(generated, guard, anns, seen=list(seen), embedder=get_embedder(cfg.embed.model),
+                                        similarity=f.similarity, scope=f.scope, drop_unverified=f.unverifiable == "drop",
+                                        vocab=vocabulary(pool) if pool else None)
+    write_jsonl(rejected or out.with_name(out.stem + ".rejected.jsonl"),
+                [s.model_copy(update={"source": f"{s.source} | {r}"}) for s, r in dropped])
+    write_json(report or out.with_name(out.stem + ".report.json"), rep)
+    write_jsonl(out, kept)
+    return Filtered(kept, rep)
+
+
+# ---- train ----
+
+def training_mix(original: list[Sample], incremental: list[Sample], fraction: float, seed: int) -> list[Sample]:
+    """The round's training set: a seeded `fraction` of the original data (all of it at 1.0), then
+    the incremental items."""
+    n = round(len(original) * fraction)
+    replay = random.Random(seed).sample(original, n) if n < len(original) else list(original)
+    return replay + list(incremental)
+
+
+@dataclass
+class Trained:
+    vlm: object  # the trained VLM, in memory
+    log: dict  # steps, samples, losses
+
+
+def train_model(model: str | Path, data: list[Sample], image_root: str | Path, out: str | Path, cfg: TrainConfig,
+                progress: Progress | None = None) -> Trained:
+    """Fine-tune the checkpoint at `model` on `data` (full or LoRA, merged back) and save it to `out`
+    (under torchrun, the first process saves). Trained in float32 (bf16 mixed precision with `cfg.bf16`)."""
+    from .models.vlm import VLM
+    from .train.sft import train
+    vlm = VLM.load(model)
+    log = train(vlm, data, image_root, out, cfg, progress=progress)
+    return Trained(vlm, log)
+
+
+def init_model(original: list[Sample], cfg: RunConfig, out: str | Path | None = None,
+               pool: list[ImageAnnotation] | None = None, image_root: str | Path | None = None,
+               progress: Progress | None = None):
+    """The tiny model of `cfg.model.tiny` with a tokenizer trained on the original data and the
+    world's words. With a pool, its vision tower (if the family's pretraining knows it) is pretrained
+    on the pool's annotations (`cfg.model.vision_pretrain_steps`), holding the first 100 images (at
+    most half the pool) out for a probe, whose scores come back (and go to out/vision_probe.json). Returns (VLM, probe or None)."""
+    from .models.tiny import build_tiny
+    from .models.vision import pretrain_vision, probe
+    from .world.build import corpus
+    m = cfg.model
+    vlm = build_tiny(corpus(original), m.tiny)
+    scores = None
+    if pool and m.vision_pretrain_steps and vlm.family.vision_pretraining:
+        if image_root is None:
+            raise DataError("vision pretraining needs the pool's image root")
+        held = min(100, len(pool) // 2)  # the probe's images are kept out of pretraining
+        held_out = pool[:held]
+        pre = pretrain_vision(vlm, pool[held:], image_root, m.vision_pretrain_steps, seed=cfg.seed, progress=progress)
+        scores = probe(vlm, pre, held_out, image_root)
+        if out:
+            write_json(Path(out) / "vision_probe.json", {"losses": pre.losses[::10], "accuracy": scores})
+    return vlm, scores
+
+
+def base_model(cfg: RunConfig, inputs: Inputs, original: list[Sample], model_dir: str | Path, probe_dir: str | Path,
+               progress: Progress | None = None):
+    """Round 0 of the embedded default: `init_model` (vision pretraining on the pool), then training on
+    the original data for `cfg.model.base_epochs`; saved to `model_dir`. Returns (VLM, probe scores)."""
+    from .train.sft import train
+    pool = read_jsonl(inputs.pool, ImageAnnotation)
+    vlm, scores = init_model(original, cfg, probe_dir, pool, inputs.image_root, progress)
+    train(vlm, original, inputs.image_root, model_dir, cfg.train.model_copy(update={"epochs": cfg.model.base_epochs}),
+          progress=progress)
+    return vlm, scores
+
+
+# ---- evaluate ----
+
+def evaluate_model(model, questions: list[Question], image_root: str | Path, out: str | Path, cfg: RunConfig,
+                   benchmark: str = "", progress: Progress | None = None) -> EvalResult:
+    """Evaluate a checkpoint folder (or a `VLM` in memory) into `out`: predictions.jsonl,
+    badcases.jsonl, results.json, and circular.json with `evaluate.circular`. A finished evaluation
+    is read back, not redone; a killed one resumes. The model is evaluated in `model.dtype`."""
+    from .models.vlm import VLM, torch_dtype
+    out = Path(out)
+    e, dtype = cfg.evaluate, torch_dtype(cfg.model.dtype)
+    if (out / "results.json").exists():
+        res = load_results(out)
+    else:
+        if isinstance(model, VLM):  # one just trained, evaluated as it would be once reloaded, so a resumed run agrees
+            model.model.to(dtype)
+        else:
+            model = VLM.load(model, dtype=dtype)
+        res = run_evaluate(model, questions, image_root, out, e.method, e.batch_size, benchmark=benchmark, progress=progress)
+    if e.circular and not (out / "circular.json").exists():
+        write_json(out / "circular.json", circular_scores(read_jsonl(out / "predictions.jsonl", Prediction)))
+    return res
+
+
+def circular_summary(out: str | Path) -> dict | None:
+    path = Path(out) / "circular.json"
+    return json.loads(path.read_text()) if path.exists() else None

@@ -1,0 +1,50 @@
+"""The embedded default's inputs, built from the synthetic world: a generation pool, a held-out
+benchmark in SEED-Bench's JSON format, and a deliberately imbalanced starter training set."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..benchmarks.answers import LETTER_INSTRUCTION
+from ..benchmarks.seed import write_seed
+from ..errors import DataError
+from ..generate import GroundedGenerator, generate
+from ..qtypes.counting import NUMBERS
+from ..qtypes.geometry import CONTACTS, DIRECTIONS, QUADRANTS
+from ..records import Inputs, Question, Sample, write_jsonl
+from .render import CATEGORIES, COLORS, SETTINGS, VOCABULARY, WORDS, build_pool
+
+
+def build_world(cfg, out: str | Path) -> Inputs:
+    """Render the world for `cfg` (a RunConfig: its seed and `world` section) into `out`:
+    images/, pool.jsonl, benchmark.json (SEED-Bench format), starter.jsonl. Files already there are kept.
+
+    Raises DataError when the benchmark's scenes cannot supply `world.benchmark_per_type` items of every type.
+    """
+    w, out = cfg.world, Path(out)
+    inputs = Inputs(out / "benchmark.json", out / "images", out / "pool.jsonl", out / "starter.jsonl", out / "images")
+    if all(p.exists() for p in (inputs.benchmark, inputs.pool, inputs.original)):
+        return inputs
+    size = w.image_size
+    # Disjoint seed ranges keep the benchmark's scenes out of the pool by construction.
+    pool = build_pool(inputs.image_root, "pool", range(cfg.seed * 10**6, cfg.seed * 10**6 + w.pool_size), size)
+    bench = build_pool(inputs.image_root, "bench", range(cfg.seed * 10**6 + 500_000, cfg.seed * 10**6 + 500_000 + w.benchmark_per_type * 4), size)
+    items = generate({t: w.benchmark_per_type for t in range(1, 10)}, bench, GroundedGenerator(source="bench", vocab=VOCABULARY),
+                     seed=cfg.seed + 7)
+    short = {t: w.benchmark_per_type - sum(s.qtype == t for s in items) for t in range(1, 10)}
+    if any(short.values()):
+        raise DataError(f"{out}: the benchmark scenes could not supply every type: short by {short}")
+    write_seed(inputs.benchmark, [Question(question_id=f"{i:05d}", question=s.instruction, options=s.options,
+                                           answer=s.choice_answer, qtype=s.qtype, image=s.image) for i, s in enumerate(items)])
+    # The starter set draws from the second half of the pool; later rounds may use all of it.
+    starter = generate(dict(w.starter), pool[len(pool) // 2:], GroundedGenerator(source="starter", vocab=VOCABULARY), seed=cfg.seed + 11)
+    write_jsonl(inputs.pool, pool)
+    write_jsonl(inputs.original, starter)
+    return inputs
+
+
+def corpus(samples: list[Sample]) -> list[str]:
+    """Text to train the tiny model's tokenizer on: the samples in the model's prompt format, and every
+    word the world and its question types use."""
+    words = CATEGORIES + list(COLORS) + CONTACTS + NUMBERS + SETTINGS + WORDS + list(DIRECTIONS.values()) + QUADRANTS
+    texts = [f"USER: <image>\n{s.instruction} ASSISTANT: {s.short_answer} {s.answer} {' '.join(s.options)}" for s in samples]
+    return texts + [" ".join(words)] * 5 + [f"A. B. C. D. {LETTER_INSTRUCTION}"] * 5

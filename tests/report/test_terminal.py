@@ -1,0 +1,46 @@
+"""The terminal report: accuracy per type per round, ABS's items per type, read from a run directory."""
+from rich.console import Console
+
+from dataengine.records import EvalResult, TypeResult, write_json
+from dataengine.report.terminal import accuracy_table, counts_table, run_plans, run_results
+from dataengine.sample import Plan, TypePlan
+
+
+def result(correct: dict[int, int], names=None) -> EvalResult:
+    per = {t: TypeResult(qtype=t, name=(names or {}).get(t) or f"t{t}", total=10, correct=c) for t, c in correct.items()}
+    return EvalResult(benchmark="b", method="likelihood", per_type=per, total=10 * len(per), correct=sum(correct.values()))
+
+
+def text(renderable) -> str:
+    c = Console(record=True, width=200)
+    c.print(renderable)
+    return c.export_text()
+
+
+def test_accuracy_table_has_a_column_per_round_and_the_overall_row():
+    names = {4: "Instance Location", 9: "Text Understanding"}
+    out = text(accuracy_table([result({4: 2, 9: 5}, names), result({4: 7, 9: 5}, names)]))
+    rows = {line.split("│")[1].strip(): [c.strip() for c in line.split("│")[2:-1]] for line in out.splitlines() if line.count("│") == 4}
+    assert rows["4. Instance Location"] == ["20.0%", "70.0%"]
+    assert rows["9. Text Understanding"] == ["50.0%", "50.0%"]
+    assert rows["overall"] == ["35.0%", "60.0%"]
+
+
+def test_counts_table_names_the_generator_type_of_a_category():
+    tp = lambda t, name, n, g=None: TypePlan(qtype=t, name=name, accuracy=0.5, ratio=0.5, count=n, examples=[], generator_type=g)  # noqa: E731
+    plans = [Plan(strategy="sqrt-error", budget=30, types={1: tp(1, "ocr", 20, 9), 2: tp(2, "image_emotion", 0)}, unmapped=["image_emotion"]),
+             Plan(strategy="sqrt-error", budget=30, types={1: tp(1, "ocr", 30, 9), 2: tp(2, "image_emotion", 0)}, unmapped=["image_emotion"])]
+    out = text(counts_table(plans))
+    assert "ocr -> 9. Text Understanding" in out and "image_emotion (no generator type)" in out
+    line = next(l for l in out.splitlines() if "ocr" in l)
+    assert [c.strip() for c in line.split("│")[2:-1]] == ["20", "30"]
+
+
+def test_a_run_directory_is_read_round_by_round(tmp_path):
+    for k, c in enumerate([3, 6, 8]):
+        write_json(tmp_path / f"round_{k}" / "eval" / "results.json", result({5: c}))
+    write_json(tmp_path / "round_1" / "plan.json", Plan(strategy="uniform", budget=5, types={}))
+    write_json(tmp_path / "round_3" / "plan.json", Plan(strategy="uniform", budget=9, types={}))  # after a gap: not this run's
+    assert [r.accuracy for r in run_results(tmp_path)] == [0.3, 0.6, 0.8]
+    assert [p.budget for p in run_plans(tmp_path)] == [5]
+    assert run_results(tmp_path / "nothing") == []

@@ -1,0 +1,112 @@
+from dataengine.models.vlm import VLM
+from dataengine.records import Sample, read_jsonl
+from dataengine.train.config import LoraConfig, TrainConfig
+from dataengine.train.sft import train
+
+
+def test_short_training_lowers_the_loss(tiny_vlm, world, tmp_path):
+    data = read_jsonl(world.original, Sample)
+    log = train(tiny_vlm, data, world.image_root, tmp_path / "m", TrainConfig(epochs=3, batch_size=8, lr=1e-3))
+    first, last = log["losses"][0], log["losses"][-1]
+    assert last < 0.7 * first, log["losses"]
+    assert (tmp_path / "m" / "model.safetensors").exists() and (tmp_path / "m" / "train_log.json").exists()
+    VLM.load(tmp_path / "m")  # loads back as a plain checkpoint
+
+
+def test_lora_trains_and_merges(world, tmp_path):
+    from dataengine.models.tiny import build_tiny
+    from dataengine.world.build import corpus
+    from tests.support.configs import TINY
+    data = read_jsonl(world.original, Sample)
+    vlm = build_tiny(corpus(data), TINY)
+    before = {k: v.clone() for k, v in vlm.model.state_dict().items()}
+    log = train(vlm, data[:32], world.image_root, tmp_path / "lora",
+                TrainConfig(epochs=1, batch_size=8, lora=LoraConfig(r=4, alpha=8, target_modules=["q_proj", "v_proj"])))
+    after = VLM.load(tmp_path / "lora").model.state_dict()
+    assert set(after) == set(before)  # merged: plain weights, no adapter keys
+    changed = [k for k in before if not (before[k] == after[k]).all()]
+    # adapters only in the language model, merged back; the projector trained fully; the vision tower untouched
+    assert any("language_model" in k and "q_proj" in k for k in changed)
+    assert any("multi_modal_projector" in k for k in changed)
+    assert not [k for k in changed if "vision_tower" in k]
+    assert all(("q_proj" in k or "v_proj" in k or "multi_modal_projector" in k) for k in changed)
+    assert log["steps"] == 4
+
+
+def test_presets_carry_the_papers_settings_and_explicit_fields_win():
+    import pytest
+    from pydantic import ValidationError
+
+    from dataengine.train.config import TrainConfig
+
+    c = TrainConfig(preset="llava-1.5-lora")
+    assert (c.lora.r, c.lora.alpha, c.lr, c.vision_lr, c.warmup_ratio, c.epochs, c.scheduler) == (128, 256, 1e-4, 2e-5, 0.03, 1.0, "cosine")
+    assert TrainConfig(preset="llava-1.5-lora", lr=3e-4).lr == 3e-4
+    assert TrainConfig(preset="llava-1.5-full").lora is None and TrainConfig(preset="minigpt4-lora").lora.r == 64
+    with pytest.raises(ValidationError, match="unknown preset 'llava-2'"):
+        TrainConfig(preset="llava-2")
+
+
+def test_preset_from_the_run_config(tmp_path):
+    from dataengine.config import load_config
+    (tmp_path / "c.yaml").write_text("train: {preset: llava-1.5-lora, epochs: 2}\n")
+    t = load_config(tmp_path / "c.yaml").train
+    assert t.lora.r == 128 and t.epochs == 2 and t.original_fraction == 0.25
+
+
+def test_large_model_options_reach_the_trainer(tmp_path):
+    from dataengine.train.config import TrainConfig
+    from dataengine.train.sft import training_args
+    cfg = TrainConfig(fsdp=True, fsdp_config={"min_num_params": 1000, "cpu_offload": True}, gradient_checkpointing=True,
+                      grad_accum=4)
+    args = training_args(cfg, tmp_path, steps=10, device="cpu")
+    assert args.fsdp and args.fsdp_config["min_num_params"] == 1000 and args.fsdp_config["cpu_offload"]
+    assert getattr(args, "activation_checkpointing", None) or getattr(args, "gradient_checkpointing", None)
+    assert args.gradient_accumulation_steps == 4 and args.deepspeed is None
+    plain = training_args(TrainConfig(), tmp_path, steps=10, device="cpu")
+    assert not plain.fsdp and not plain.fsdp_config
+
+
+import pytest  # noqa: E402
+
+
+@pytest.mark.parametrize("lora", [False, True])
+def test_a_stopped_training_resumes_from_its_last_checkpoint(lora, world, tmp_path, monkeypatch):
+    """Killed after step 3 (checkpoints every 2 steps), re-run: it picks up at step 2 and ends
+    where an uninterrupted run ends."""
+    import torch
+    import transformers
+    from transformers import TrainerCallback
+
+    from dataengine.models.tiny import build_tiny
+    from dataengine.world.build import corpus
+    from tests.support.configs import TINY
+    data = read_jsonl(world.original, Sample)[:40]
+    cfg = TrainConfig(epochs=1, batch_size=8, save_steps=2, sampling="sequential",  # 5 steps
+                      lora=LoraConfig(r=4, alpha=8) if lora else None)
+    whole = train(build_tiny(corpus(data), TINY), data, world.image_root, tmp_path / "whole", cfg)
+
+    class Kill(TrainerCallback):
+        def on_step_end(self, args, state, control, **kw):
+            if state.global_step == 3:
+                raise KeyboardInterrupt
+
+    original_init = transformers.Trainer.__init__
+
+    def init_with_kill(self, *a, **kw):
+        original_init(self, *a, **kw)
+        self.add_callback(Kill())
+
+    with monkeypatch.context() as m:
+        m.setattr(transformers.Trainer, "__init__", init_with_kill)
+        with pytest.raises(KeyboardInterrupt):
+            train(build_tiny(corpus(data), TINY), data, world.image_root, tmp_path / "cut", cfg)
+    assert sorted(p.name for p in (tmp_path / "cut" / "trainer").iterdir()) == ["checkpoint-2"]
+    assert not (tmp_path / "cut" / "model.safetensors").exists()
+    resumed = train(build_tiny(corpus(data), TINY), data, world.image_root, tmp_path / "cut", cfg)
+    assert len(resumed["losses"]) == 3  # steps 3, 4 and 5 only
+    assert resumed["losses"] == pytest.approx(whole["losses"][2:], rel=1e-4)
+    assert not (tmp_path / "cut" / "trainer").exists()  # checkpoints go once the model is saved
+    a = VLM.load(tmp_path / "whole").model.state_dict()
+    b = VLM.load(tmp_path / "cut").model.state_dict()
+    assert all(torch.allclose(a[k], b[k], atol=1e-5) for k in a)
