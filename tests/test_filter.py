@@ -61,3 +61,27 @@ def test_unverifiable_items_can_be_dropped(world):
     kept, dropped, report = filter_samples([people], annotations=anns, drop_unverified=True)
     assert not kept and dropped[0][1] == "cannot be verified against the annotation"
     assert report.dropped == {"cannot be verified against the annotation": 1}
+
+
+class PrefersRed:
+    """A model with a prior and no eyes: "red" is always its answer."""
+
+    def score_options(self, items):
+        return [[0.0 if o == "red" else 1.0 for o in options] for _, _, options in items]
+
+
+def test_items_answered_without_the_image_can_be_dropped(world, tmp_path):
+    from dataengine.filter import answered_blind, answered_by_llm
+    from dataengine.llm.client import LLMClient, LLMConfig
+    from tests.support.fake_llm import FakeLLM
+    red = good()
+    blue = good(id="s2", instruction="What color is the box?", answer="The box is blue.", short_answer="blue", choice_answer="A")
+    kept, dropped, report = filter_samples([red, blue], blind=answered_blind(PrefersRed(), world.image_root))
+    assert [s.id for s in kept] == ["s2"] and [(s.id, r) for s, r in dropped] == [("s1", "answered without the image")]
+    assert report.dropped == {"answered without the image": 1}
+    # the LLM, asked the question and options alone, answers "B": right for red (B), wrong for blue (A)
+    with FakeLLM(answer=lambda body: "B") as srv:
+        client = LLMClient(LLMConfig(base_urls=[srv.url]), cache_path=tmp_path / "c.sqlite")
+        kept, dropped, _ = filter_samples([red, blue], blind=answered_by_llm(client))
+        asked = srv.bodies[0]["messages"][-1]["content"]
+    assert [s.id for s in kept] == ["s2"] and "A. blue\nB. red" in asked and "pool_000001" not in asked

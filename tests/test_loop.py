@@ -31,6 +31,13 @@ def test_loop_runs_resumes_and_keeps_the_benchmark_out(tmp_path):
     assert trained and not {s.image for s in trained} & bench_images
     summary = json.loads((run / "summary.json").read_text())
     assert [r["round"] for r in summary["rounds"]] == [0, 1, 2]
+    # the held-out report part (3 of each type's 4 questions) is the headline; diagnosis and blind beside it
+    for row, res in zip(summary["rounds"], results):
+        assert row["report"]["accuracy"] == res.part("report").accuracy and res.part("report").total == 27
+        assert row["diagnosis"]["accuracy"] == res.part("diagnosis").accuracy
+        assert set(row["blind"]["report"]["per_type"]) == {str(t) for t in range(1, 10)}
+        assert row["regressions"] == [] or all(r["after"] < r["before"] for r in row["regressions"])
+    assert (run / "round_2" / "eval" / "blind" / "predictions.jsonl").exists()
 
     # A second run finds every stage done and redoes none of them.
     stamps = {p: p.stat().st_mtime_ns for p in run.rglob("*") if p.is_file() and p.name != "summary.json"}

@@ -50,3 +50,16 @@ def test_plan_counts_and_examples():
     p = plan({3: 0.2, 5: 0.9}, bad, budget=50, examples_per_type=2)
     assert p.counts()[3] + p.counts()[5] == 50 and p.counts()[3] > p.counts()[5]
     assert len(p.types[3].examples) == 2 and p.types[5].examples == []
+
+
+def test_progress_moves_budget_to_the_types_that_respond():
+    from dataengine.sample import TypeStats, ratios
+    first = ratios({1: 0.3, 2: 0.3}, "progress")
+    assert first == ratios({1: 0.3, 2: 0.3}, "sqrt-error")  # round 1: no history, the paper's weights
+    stats = {1: TypeStats(accuracy=0.5, previous=0.3, items=200, questions=60),   # rose clearly
+             2: TypeStats(accuracy=0.5, previous=0.5, items=200, questions=60),   # did not move
+             3: TypeStats(accuracy=0.5, previous=0.7, items=200, questions=60),   # fell
+             4: TypeStats(accuracy=0.5, previous=0.3, items=0, questions=60)}     # got nothing: no evidence
+    r = ratios(stats, "progress")
+    assert r[1] > r[2] == r[4] > r[3] and abs(sum(r.values()) - 1) < 1e-9
+    assert r[1] / r[2] <= 2 and r[3] / r[2] >= 0.25  # bounded, so noise cannot starve a type

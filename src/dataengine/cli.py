@@ -180,19 +180,22 @@ def evaluate(model: Path = typer.Option(...), benchmark: Path = typer.Option(...
              method: Optional[str] = typer.Option(None, help="likelihood (default) or letter"),
              batch_size: Optional[int] = typer.Option(None),
              circular: Optional[bool] = typer.Option(None, help="CircularEval: ask once per rotation of the options (MMBench's way)."),
+             held_out: Optional[float] = typer.Option(None, help="Share of each type held out as the report part (config default 0.7; 0: no split)."),
+             blind: Optional[bool] = typer.Option(None, help="Also evaluate with grey pictures, into OUT/blind (config default: on)."),
              dtype: Optional[str] = typer.Option(None, help="float32 (default), bfloat16 or float16 (on a GPU)")):
     """Evaluate a model: predictions.jsonl, badcases.jsonl, results.json (and circular.json) in OUT."""
     from . import stages
     from .records import Inputs
-    from .report.terminal import accuracy_table
+    from .report.terminal import run_table
     with _errors():
         cfg = _config(config, evaluate__method=method, evaluate__batch_size=batch_size, evaluate__circular=circular,
+                      evaluate__held_out=held_out, evaluate__blind=blind,
                       model__dtype={"bf16": "bfloat16", "fp16": "float16"}.get(dtype, dtype))
         inputs = Inputs(benchmark, image_root, image_root, image_root, image_root)
         _, questions = stages.read_questions(inputs, cfg.evaluate.circular)
         with _progress() as p:
             res = stages.evaluate_model(model, questions, image_root, out, cfg, benchmark=benchmark.name, progress=p)
-    console.print(accuracy_table([res], title=f"{benchmark.name} ({cfg.evaluate.method})"))
+    console.print(run_table([res], [stages.blind_results(out)], name=f"{benchmark.name} ({cfg.evaluate.method})"))
     if (scores := stages.circular_summary(out)) and cfg.evaluate.circular:
         o = scores["overall"]
         console.print(f"{o['questions']} questions: single pass {o['single']:.1%}, circular {o['circular']:.1%} "
@@ -258,6 +261,8 @@ def plan(eval_dir: Path = typer.Option(..., "--eval", help="An evaluate output f
          strategy: Optional[str] = typer.Option(None, help="sqrt-error (default), error or uniform"),
          examples: Optional[int] = typer.Option(None, help="Bad cases per type kept as in-context examples."),
          pool: Optional[Path] = typer.Option(None, help="The pool to generate from: types it cannot supply get no items."),
+         previous_eval: Optional[Path] = typer.Option(None, help="The evaluation before the last training (for --strategy progress)."),
+         previous_plan: Optional[Path] = typer.Option(None, help="The plan the last training followed (for --strategy progress)."),
          seed: int = typer.Option(0)):
     """Adaptive Bad-case Sampling: items per type for the next round, and in-context bad cases.
     A benchmark's categories (MMBench's) are handed to the generator types that write them."""
@@ -266,7 +271,8 @@ def plan(eval_dir: Path = typer.Option(..., "--eval", help="An evaluate output f
     from .report.terminal import counts_table
     with _errors():
         cfg = _config(config, sample__budget=budget, sample__strategy=strategy, sample__examples_per_type=examples)
-        p = stages.plan_round(eval_dir, out, cfg, seed=seed, pool=_read(pool, ImageAnnotation) if pool else None)
+        p = stages.plan_round(eval_dir, out, cfg, seed=seed, pool=_read(pool, ImageAnnotation) if pool else None,
+                              previous_eval=previous_eval, previous_plan=previous_plan)
     console.print(counts_table([p]))
     for name, why in p.unavailable.items():
         console.print(f"[yellow]no items for {name}: {why}[/yellow]")
@@ -313,13 +319,17 @@ def filter_cmd(inp: Path = typer.Argument(..., help="Generated JSONL."), out: Pa
                benchmark_image_root: Optional[Path] = typer.Option(None, help="The benchmark's images, if not under IMAGE_ROOT "
                                                                    "(for MMBench: where its images are written)."),
                seen: list[Path] = typer.Option([], help="Training data so far (repeat): the same question on the same image is a duplicate."),
+               blind_model: Optional[Path] = typer.Option(None, help="Drop items this model answers right from a grey picture (filter.blind: model)."),
+               blind_llm: bool = typer.Option(False, help="Drop items the LLM answers right from the question alone (filter.blind: llm)."),
+               llm_url: list[str] = _LLM_URL, llm_local: bool = _LLM_LOCAL,
                config: Optional[Path] = _CONFIG):
     """Drop malformed, wrong, duplicate and benchmark-leaking items; rejected ones go beside OUT."""
     from . import stages
     from .benchmarks import is_mmbench
     from .records import ImageAnnotation, Inputs, Sample
-    with _errors():
-        cfg = _config(config)
+    with _errors(), contextlib.ExitStack() as stack:
+        cfg = _config(config, filter__blind="model" if blind_model else "llm" if blind_llm else None,
+                      llm__base_urls=llm_url or None, llm__local=True if llm_local else None)
         samples = _read(inp, Sample)
         if not samples:
             raise DataError(f"{inp}: no generated items to filter")
@@ -328,8 +338,9 @@ def filter_cmd(inp: Path = typer.Argument(..., help="Generated JSONL."), out: Pa
             raise DataError(f"{benchmark}: an MMBench file needs --benchmark-image-root, a folder for its images")
         inputs = Inputs(benchmark, image_root, pool or inp, inp, benchmark_image_root or image_root)
         bench, _ = stages.read_questions(inputs)
+        llm = lambda: stack.enter_context(stages.open_llm(cfg.llm, out.parent, out.with_suffix(".llm_cache.sqlite")))  # noqa: E731
         f = stages.filter_items(samples, out, stages.benchmark_guard(bench, inputs), _read(pool, ImageAnnotation) if pool else None,
-                                cfg, seen=_read_all(seen, Sample))
+                                cfg, seen=_read_all(seen, Sample), blind_model=blind_model, image_root=image_root, llm=llm)
     console.print(f"kept {f.report.kept} of {len(samples)}; dropped {f.report.dropped or 'none'}")
 
 
@@ -473,11 +484,11 @@ def import_cmd(inp: Path = typer.Argument(..., help="A LLaVA conversation JSON, 
 @app.command()
 def report(run_dir: Path = typer.Argument(Path("runs/default"))):
     """Print the accuracy table of a run, round by round, and the items ABS planned per type."""
-    from .report.terminal import accuracy_table, counts_table, run_plans, run_results
+    from .report.terminal import counts_table, run_plans, run_report, run_results
     results = run_results(run_dir)
     if not results:
         _fail(DataError(f"{run_dir}: no evaluated rounds here"))
-    console.print(accuracy_table(results))
+    console.print(run_report(run_dir, results))
     console.print(counts_table(run_plans(run_dir)[:len(results) - 1]))
 
 

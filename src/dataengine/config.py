@@ -73,6 +73,11 @@ class ModelConfig(Section):
 class EvalConfig(Section):
     method: str = "likelihood"  # or "letter" (evaluate.METHODS)
     batch_size: int = Field(16, ge=1)
+    # Per type, this share of the benchmark is held out as the "report" part: planning and generation
+    # see only the rest (the "diagnosis" part), so the reported gain is not measured on the questions
+    # that steered the data. 0: no split.
+    held_out: float = Field(0.7, ge=0, lt=1)
+    blind: bool = True  # also evaluate with grey pictures: what the model answers from priors alone (eval/blind/)
     circular: bool = False  # CircularEval (MMBench's way): each question once per rotation; circular.json
 
     @field_validator("method")
@@ -145,6 +150,9 @@ class FilterConfig(Section):
     # "drop": items the annotation can neither confirm nor contradict are dropped too (for LLM items
     # on a pool whose annotation is complete, like the synthetic world's); "keep" for sparse real ones.
     unverifiable: Literal["keep", "drop"] = "keep"
+    # Drop items answered correctly without the image: by the model the round trains ("model", shown a
+    # grey picture) or by the LLM given the question and options alone ("llm"), after MMStar.
+    blind: Literal["off", "model", "llm"] = "off"
 
 
 class RoundTrainConfig(TrainConfig):

@@ -6,8 +6,12 @@ Predictions are appended as batches finish, so a killed evaluation resumes where
 """
 from __future__ import annotations
 
+import hashlib
+import math
+import re
 from pathlib import Path
 
+from PIL import Image
 from rich.progress import Progress
 
 from .benchmarks.answers import extract_letter, letter_prompt
@@ -33,6 +37,33 @@ METHODS.register("likelihood", "the option with the lowest loss given image and 
 METHODS.register("letter", "the options listed, the letter asked for and read from the reply")
 
 
+PARTS = ("diagnosis", "report")
+
+
+def split(questions: list[Question], held_out: float) -> dict[str, str]:
+    """Question id -> its part of the benchmark: per type, the share `held_out` of the questions
+    chosen by a hash of their ids (the same in every run, whatever the order) is the held-out
+    "report" part, never seen by planning or generation; the rest is the "diagnosis" part ABS plans
+    from. The rotations of one question (CircularEval, "<id>@<k>") stay together. {} for 0."""
+    if held_out <= 0:
+        return {}
+    base = {q.question_id: re.sub(r"@\d+$", "", q.question_id) for q in questions}
+    by_type: dict[int, dict[str, None]] = {}
+    for q in questions:
+        by_type.setdefault(q.qtype, {})[base[q.question_id]] = None
+    report: set[str] = set()
+    for ids in by_type.values():
+        ranked = sorted(ids, key=lambda i: hashlib.sha1(i.encode()).hexdigest())
+        report.update(ranked[:round(len(ranked) * held_out)])
+    return {qid: "report" if b in report else "diagnosis" for qid, b in base.items()}
+
+
+def blank_image(image_root: str | Path, rel: str) -> Image.Image:
+    """A grey picture of the image's size (read from its header): the question without what it shows."""
+    with Image.open(resolve(image_root, rel)) as im:
+        return Image.new("RGB", im.size, (128, 128, 128))
+
+
 def check_images(questions: list[Question], image_root: str | Path, source: str) -> None:
     """Fail before any work if an image is missing, so nothing half-done is left behind."""
     for q in questions:
@@ -43,26 +74,31 @@ def check_images(questions: list[Question], image_root: str | Path, source: str)
 
 def evaluate(vlm: Model, questions: list[Question], image_root: str | Path, method: str = "likelihood",
              batch_size: int = 16, source: str = "benchmark", done: list[Prediction] | None = None,
-             on_batch=None, progress: Progress | None = None) -> list[Prediction]:
+             on_batch=None, progress: Progress | None = None, parts: dict[str, str] | None = None,
+             blind: bool = False) -> list[Prediction]:
+    """Answer every question; `parts` marks each prediction's part of a split benchmark; `blind`
+    shows the model a grey picture instead of each image (what it answers from priors alone)."""
     METHODS.get(method)
+    parts = parts or {}
     check_images(questions, image_root, source)
     finished = {p.question_id: p for p in (done or [])}
     todo = [q for q in questions if q.question_id not in finished]
     task = progress.add_task("evaluate", total=len(questions), completed=len(finished)) if progress else None
     for start in range(0, len(todo), batch_size):
         chunk = todo[start:start + batch_size]
-        images = [load_image(image_root, q.image, where=f"{source}: question {q.question_id}") for q in chunk]
+        load = (lambda rel, where: blank_image(image_root, rel)) if blind else (lambda rel, where: load_image(image_root, rel, where))
+        images = [load(q.image, f"{source}: question {q.question_id}") for q in chunk]
         preds = []
         if method == "likelihood":
             scores = vlm.score_options([(img, q.question, q.options) for img, q in zip(images, chunk)])
             for q, s in zip(chunk, scores):
                 pred = LETTERS[min(range(len(s)), key=s.__getitem__)]
-                preds.append(_prediction(q, pred, scores=s))
+                preds.append(_prediction(q, pred, scores=s, part=parts.get(q.question_id, "")))
         else:
             texts = vlm.generate([(img, letter_prompt(q)) for img, q in zip(images, chunk)])
             for q, t in zip(chunk, texts):
                 letter, how = extract_letter(t, q.options)
-                preds.append(_prediction(q, letter or "", raw=t, extracted=how))
+                preds.append(_prediction(q, letter or "", raw=t, extracted=how, part=parts.get(q.question_id, "")))
         for p in preds:
             finished[p.question_id] = p
         if on_batch:
@@ -72,14 +108,22 @@ def evaluate(vlm: Model, questions: list[Question], image_root: str | Path, meth
     return [finished[q.question_id] for q in questions]
 
 
-def _prediction(q: Question, pred: str, scores=None, raw: str = "", extracted: str = "") -> Prediction:
+def _prediction(q: Question, pred: str, scores=None, raw: str = "", extracted: str = "", part: str = "") -> Prediction:
     return Prediction(question_id=q.question_id, qtype=q.qtype, image=q.image, category=q.category,
                       l2_category=q.l2_category, question=q.question, options=q.options,
                       answer=q.answer, prediction=pred, correct=pred == q.answer, scores=scores or [], raw=raw,
-                      extracted=extracted)
+                      extracted=extracted, part=part)
 
 
 def summarize(preds: list[Prediction], benchmark: str = "", method: str = "likelihood") -> EvalResult:
+    """Accuracy overall and per type; with a split benchmark, the same for each part (`parts`)."""
+    result = _summarize(preds, benchmark, method)
+    if any(p.part for p in preds):
+        result.parts = {part: _summarize([p for p in preds if p.part == part], benchmark, method) for part in PARTS}
+    return result
+
+
+def _summarize(preds: list[Prediction], benchmark: str, method: str) -> EvalResult:
     per: dict[int, TypeResult] = {}
     for p in preds:
         r = per.setdefault(p.qtype, TypeResult(qtype=p.qtype, name=p.category or qtype_name(p.qtype), total=0, correct=0))
@@ -107,8 +151,10 @@ def _dist():
 
 def run_evaluate(vlm: Model, questions: list[Question], image_root: str | Path, out_dir: str | Path,
                  method: str = "likelihood", batch_size: int = 16, benchmark: str = "",
-                 progress: Progress | None = None) -> EvalResult:
+                 progress: Progress | None = None, held_out: float = 0.0, blind: bool = False) -> EvalResult:
     """Evaluate into `out_dir`: predictions.jsonl, badcases.jsonl, results.json. Resumes a killed run.
+    `held_out`: the share of each type's questions held out as the report part (`split`); `blind`:
+    grey pictures instead of the images.
 
     Under torchrun / accelerate launch each process answers every N-th question; the predictions
     are gathered, merged in question order, and written once by the first process."""
@@ -125,7 +171,8 @@ def run_evaluate(vlm: Model, questions: list[Question], image_root: str | Path, 
 
     mine = questions[rank::world]
     preds = evaluate(vlm, mine, image_root, method, batch_size, source=benchmark or "benchmark",
-                     done=done, on_batch=append, progress=progress if rank == 0 else None)
+                     done=done, on_batch=append, progress=progress if rank == 0 else None,
+                     parts=split(questions, held_out), blind=blind)
     if world > 1:
         import torch.distributed as dist
         parts: list = [None] * world
@@ -149,3 +196,19 @@ def load_results(out_dir: str | Path) -> EvalResult:
     if not path.exists():
         raise DataError(f"{path}: no evaluation results here")
     return EvalResult.model_validate_json(path.read_text())
+
+
+def regressions(before: EvalResult, after: EvalResult, starved, z: float = 2.0) -> list[dict]:
+    """A regression guard: the types of `starved` (those that got no items in the round between the
+    two results) that lost more than `z` standard errors of the difference. Judged on the report part
+    when the benchmark is split. Each: qtype, name, before, after, noise (the standard error)."""
+    b, a = before.part("report"), after.part("report")
+    out = []
+    for t in sorted(starved):
+        if t not in b.per_type or t not in a.per_type:
+            continue
+        x, y = b.per_type[t], a.per_type[t]
+        noise = math.sqrt(x.accuracy * (1 - x.accuracy) / max(x.total, 1) + y.accuracy * (1 - y.accuracy) / max(y.total, 1))
+        if x.accuracy - y.accuracy > z * max(noise, 1e-9):
+            out.append({"qtype": t, "name": y.name, "before": x.accuracy, "after": y.accuracy, "noise": noise})
+    return out

@@ -10,6 +10,7 @@ import hashlib
 import re
 from collections import Counter
 from pathlib import Path
+from typing import Callable
 
 from pydantic import BaseModel
 
@@ -84,8 +85,11 @@ def filter_samples(samples: list[Sample], guard: BenchmarkGuard | None = None,
                    annotations: dict[str, ImageAnnotation] | None = None,
                    seen: list[Sample] | None = None, embedder=None, similarity: float = 0.9,
                    scope: str = "image", drop_unverified: bool = False,
-                   vocab: Vocabulary | None = None) -> tuple[list[Sample], list[tuple[Sample, str]], FilterReport]:
+                   vocab: Vocabulary | None = None,
+                   blind: Callable[[list[Sample]], list[bool]] | None = None) -> tuple[list[Sample], list[tuple[Sample, str]], FilterReport]:
     """Split samples into kept and (dropped, reason). `seen` are items already in the training data.
+    `blind` says of each item whether it is answered correctly without its image (`answered_blind`,
+    `answered_by_llm`); those are dropped, as MMStar (arXiv 2403.20330) drops benchmark items.
     `vocab`: the pool's words (object names a question may refer to; default: those of the annotations).
     With an embedder, near-duplicates (question and answer, cosine >= similarity) are dropped too:
     among items of the same image (scope "image"), or among all items and against the benchmark's
@@ -115,9 +119,46 @@ def filter_samples(samples: list[Sample], guard: BenchmarkGuard | None = None,
                                groups=[s.image for s in kept] if scope == "image" else None)
         dropped += [(kept[i], r) for i, r in sorted(near.items())]
         kept = [s for i, s in enumerate(kept) if i not in near]
+    if blind is not None and kept:
+        answered = blind(kept)
+        dropped += [(s, "answered without the image") for s, a in zip(kept, answered) if a]
+        kept = [s for s, a in zip(kept, answered) if not a]
     by_reason = Counter(r.split(":")[0] for _, r in dropped)
     by_type: dict[int, Counter] = {}
     for s, r in dropped:
         by_type.setdefault(s.qtype, Counter())[r.split(":")[0]] += 1
     report = FilterReport(kept=len(kept), dropped=dict(by_reason), dropped_by_type={t: dict(c) for t, c in by_type.items()})
     return kept, dropped, report
+
+
+# ---- items a model answers without looking ----
+
+def answered_blind(model, image_root: str | Path, batch_size: int = 16) -> Callable[[list[Sample]], list[bool]]:
+    """For the filter: whether `model` (any with `score_options`) picks each item's correct option when
+    shown a grey picture instead of the image: the answer comes from priors, not from looking."""
+    from .evaluate import blank_image
+
+    def check(items: list[Sample]) -> list[bool]:
+        out = []
+        for i in range(0, len(items), batch_size):
+            chunk = items[i:i + batch_size]
+            scores = model.score_options([(blank_image(image_root, s.image), s.instruction, s.options) for s in chunk])
+            out += [LETTERS[min(range(len(sc)), key=sc.__getitem__)] == s.choice_answer for s, sc in zip(chunk, scores)]
+        return out
+    return check
+
+
+def answered_by_llm(client) -> Callable[[list[Sample]], list[bool]]:
+    """For the filter: whether the LLM, given only the question and the options (no image, no
+    annotation), names the correct letter."""
+    from .benchmarks.answers import LETTER_INSTRUCTION, extract_letter
+    from .llm.client import LLMError
+
+    def check(items: list[Sample]) -> list[bool]:
+        bodies = [client.body([{"role": "user", "content": s.instruction + "\n" + "\n".join(
+            f"{l}. {o}" for l, o in zip(LETTERS, s.options)) + "\n" + LETTER_INSTRUCTION}], seed=0, max_tokens=8)
+            for s in items]
+        answers = client.run(bodies)
+        return [not isinstance(a, LLMError) and extract_letter(a.text, s.options)[0] == s.choice_answer
+                for s, a in zip(items, answers)]
+    return check

@@ -27,13 +27,19 @@ from .records import (
     EvalResult,
     ImageAnnotation,
     Inputs,
-    Prediction,
     Question,
     Sample,
     read_jsonl,
     write_json,
 )
-from .report.terminal import accuracy_table, counts_table, progress_bar, run_plans
+from .report.terminal import (
+    counts_table,
+    progress_bar,
+    run_blind,
+    run_plans,
+    run_regressions,
+    run_report,
+)
 from .sample import Plan
 
 
@@ -99,7 +105,7 @@ class Loop:
             raise DataError(f"{inputs.original}: the original training set is empty")
         self.check_config(write=True)
         results = [self.round_zero(inputs, questions, original)]
-        self._log(accuracy_table(results))
+        self._log(self.table(results))
         if rounds > 0:
             pool = read_jsonl(inputs.pool, ImageAnnotation)
             guard = stages.benchmark_guard(benchmark, inputs)
@@ -108,7 +114,7 @@ class Loop:
                     self.optimize_prompt(pool, inputs)
                 for k in range(1, rounds + 1):
                     results.append(self.round(k, inputs, questions, original, pool, guard))
-                    self._log(accuracy_table(results))
+                    self._log(self.table(results))
                 if self._client:
                     self._log(f"LLM this run: {self._client.usage.summary(self._client.cfg)}")
             self._client = None
@@ -126,13 +132,27 @@ class Loop:
         stages.optimize_prompt(self.llm(), pool, self.run_dir / "ipo", i, seed=self.cfg.seed, image_root=inputs.image_root,
                                log=self._log)
 
+    def table(self, results: list[EvalResult]):
+        return run_report(self.run_dir, results)
+
     def summary(self, results: list[EvalResult]) -> dict:
+        def figures(r: EvalResult | None) -> dict | None:
+            return {"accuracy": r.accuracy, "per_type": {t: x.accuracy for t, x in r.per_type.items()}} if r else None
+
+        guard = run_regressions(self.run_dir, results)
+        blind = run_blind(self.run_dir, len(results))
         rounds = []
         for k, r in enumerate(results):
-            row = {"round": k, "accuracy": r.accuracy, "per_type": {t: x.accuracy for t, x in r.per_type.items()}}
+            # "accuracy" and "per_type" over the whole benchmark; "report" (held out) is the headline
+            row = {"round": k, **figures(r)}
+            if r.parts:
+                row |= {"report": figures(r.part("report")), "diagnosis": figures(r.part("diagnosis"))}
+            if (b := blind[k]) is not None:
+                row["blind"] = {"report": figures(b.part("report")), "all": figures(b)}
             circ = stages.circular_summary(self.run_dir / f"round_{k}" / "eval")
             if self.cfg.evaluate.circular and circ:
                 row["circular"] = circ["overall"]["circular"]
+            row["regressions"] = guard.get(k, [])
             rounds.append(row)
         # The types' names, so a benchmark's categories (MMBench's) read as themselves.
         return {"type_names": {t: x.name for r in results for t, x in r.per_type.items()}, "rounds": rounds}
@@ -175,7 +195,9 @@ class Loop:
         if (rd / "plan.json").exists():
             the_plan = stages.read_plan(rd / "plan.json")
         else:
-            the_plan = stages.plan_round(prev / "eval", rd / "plan.json", cfg, seed=cfg.seed + k, pool=pool)
+            history = (self.run_dir / f"round_{k - 2}" / "eval", prev / "plan.json") if k >= 2 else (None, None)
+            the_plan = stages.plan_round(prev / "eval", rd / "plan.json", cfg, seed=cfg.seed + k, pool=pool,
+                                         previous_eval=history[0], previous_plan=history[1])
         self._warn_unplanned(k, the_plan)
         gen_path, filt_path = rd / "generated.jsonl", rd / "filtered.jsonl"
         # The training data so far, read once, and only if generate or filter still has to run.
@@ -198,7 +220,8 @@ class Loop:
                     raise DataError(f"{gen_path}: the generator wrote no items for round {k}")
                 self._log(f"[yellow]round {k}: the LLM wrote no usable item; see {rd / 'generate_report.json'}[/yellow]")
             f = stages.filter_items(generated, filt_path, guard, pool, cfg, seen=seen,
-                                    rejected=rd / "rejected.jsonl", report=rd / "filter_report.json")
+                                    rejected=rd / "rejected.jsonl", report=rd / "filter_report.json",
+                                    blind_model=self.model_dir(k - 1), image_root=inputs.image_root, llm=self.llm)
             self._log(f"round {k}: generated {len(generated)}, kept {len(f.kept)}, dropped {f.report.dropped or 'none'}")
         # 4. train from the previous round's model on original + incremental data
         model_dir, vlm = rd / "model", None
@@ -226,5 +249,5 @@ class Loop:
             from .embed import AnnotationText, get_embedder
             if (text := get_embedder(self.cfg.embed.model)) is not None:
                 self._pool_emb = AnnotationText(text).embed_images(pool)
-        bad = read_jsonl(self.run_dir / f"round_{k - 1}" / "eval" / "badcases.jsonl", Prediction)
+        bad = stages.diagnosis_badcases(self.run_dir / f"round_{k - 1}" / "eval")
         return stages.select_images(the_plan, pool, bad, self.cfg, seed=self.cfg.seed * 100 + k, pool_embeddings=self._pool_emb)

@@ -134,6 +134,9 @@ class Prediction(BaseModel):
     scores: list[float] = Field(default_factory=list)  # per-option loss; lower is better
     raw: str = ""  # generated text, when scored by generation
     extracted: str = ""  # how the letter came out of that text: "letter", "option" (fallback) or "none"
+    # "diagnosis" (what ABS plans from) or "report" (held out from planning and generation), when the
+    # benchmark is split; "" when it is not
+    part: str = ""
 
 
 class TypeResult(BaseModel):
@@ -154,6 +157,7 @@ class EvalResult(BaseModel):
     total: int
     correct: int
     extraction: dict[str, int] = Field(default_factory=dict)  # letter method: answers by how they were read
+    parts: dict[str, "EvalResult"] = Field(default_factory=dict)  # "diagnosis" and "report", when the benchmark is split
 
     @property
     def accuracy(self) -> float:
@@ -161,6 +165,10 @@ class EvalResult(BaseModel):
 
     def accuracies(self) -> dict[int, float]:
         return {t: r.accuracy for t, r in self.per_type.items()}
+
+    def part(self, name: str) -> "EvalResult":
+        """The result on one part of a split benchmark ("diagnosis", "report"); the whole when not split."""
+        return self.parts.get(name, self)
 
 
 # ---- JSON lines with clear errors ----

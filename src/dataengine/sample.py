@@ -4,13 +4,16 @@ and pick bad cases of each type as in-context examples for the generator.
 Strategies are named and registered, so an ablation is a config change:
 - `sqrt-error` (MLLM-DataEngine v2): r_i = sqrt(1 - a_i), normalised over types;
 - `error` (v1): r_i = 1 - a_i, normalised;
-- `uniform`: the same share for every type (the ablation baseline).
+- `uniform`: the same share for every type (the ablation baseline);
+- `progress` (this project's): sqrt-error scaled by how the type responded to the items it got the
+  round before (learning progress), so the budget moves away from types that do not respond.
 """
 from __future__ import annotations
 
 import difflib
 import math
 import random
+from dataclasses import dataclass
 from typing import Callable
 
 from pydantic import BaseModel
@@ -19,30 +22,55 @@ from .errors import DataError
 from .records import Prediction, qtype_name
 from .registry import Registry
 
-# name -> f(accuracy) -> the type's unnormalised weight
-STRATEGIES: Registry[Callable[[float], float]] = Registry("sampling strategy")
+
+@dataclass(frozen=True)
+class TypeStats:
+    """What a strategy knows of one type."""
+    accuracy: float  # on the diagnosis part, this round
+    previous: float | None = None  # the round before (None in round 1)
+    items: int = 0  # incremental items the type got in the round just trained
+    questions: int = 0  # diagnosis questions behind `accuracy` (its noise)
+
+
+# name -> f(TypeStats) -> the type's unnormalised weight
+STRATEGIES: Registry[Callable[[TypeStats], float]] = Registry("sampling strategy")
 register = STRATEGIES.register
 
 
 @register("sqrt-error")
-def _sqrt_error(acc: float) -> float:
-    return math.sqrt(max(0.0, 1.0 - acc))
+def _sqrt_error(s: TypeStats) -> float:
+    return math.sqrt(max(0.0, 1.0 - s.accuracy))
 
 
 @register("error")
-def _error(acc: float) -> float:
-    return max(0.0, 1.0 - acc)
+def _error(s: TypeStats) -> float:
+    return max(0.0, 1.0 - s.accuracy)
 
 
 @register("uniform")
-def _uniform(acc: float) -> float:
+def _uniform(s: TypeStats) -> float:
     return 1.0
 
 
-def ratios(accuracies: dict[int, float], strategy: str = "sqrt-error") -> dict[int, float]:
-    """Each type's share of the next incremental set. Falls back to uniform if every type is perfect."""
+@register("progress")
+def _progress(s: TypeStats) -> float:
+    """sqrt(1 - a), times the type's learning progress: its change since the round before, in units of
+    that change's standard error, mapped to a factor from 0.25 (fell) through 1 (no change) to 2
+    (rose clearly). A type that got no items, or round 1, keeps sqrt-error's weight."""
+    base = _sqrt_error(s)
+    if s.previous is None or s.items == 0 or s.questions == 0:
+        return base
+    var = (s.accuracy * (1 - s.accuracy) + s.previous * (1 - s.previous)) / s.questions
+    z = (s.accuracy - s.previous) / math.sqrt(max(var, 0.25 / s.questions))
+    return base * min(2.0, max(0.25, 1 + z / 4))
+
+
+def ratios(accuracies: dict[int, float | TypeStats], strategy: str = "sqrt-error") -> dict[int, float]:
+    """Each type's share of the next incremental set (accuracies, or what each type's `TypeStats`
+    says). Falls back to uniform if every type gets weight 0 (all perfect)."""
     fn = STRATEGIES.get(strategy)
-    raw = {t: fn(a) for t, a in sorted(accuracies.items())}
+    stats = {t: a if isinstance(a, TypeStats) else TypeStats(accuracy=a) for t, a in accuracies.items()}
+    raw = {t: fn(x) for t, x in sorted(stats.items())}
     total = sum(raw.values())
     if total <= 0:
         return {t: 1 / len(raw) for t in raw}
@@ -114,13 +142,14 @@ class Plan(BaseModel):
 
 def plan(accuracies: dict[int, float], badcases: list[Prediction], budget: int, strategy: str = "sqrt-error",
          examples_per_type: int = 10, dedup_threshold: float = 0.9, seed: int = 0, embedder=None,
-         names: dict[int, str] | None = None) -> Plan:
-    """The ABS plan for the next round: counts per type and in-context bad cases per type."""
+         names: dict[int, str] | None = None, stats: dict[int, TypeStats] | None = None) -> Plan:
+    """The ABS plan for the next round: counts per type and in-context bad cases per type. `stats`
+    (from the second round on) tell history-aware strategies what each type did the round before."""
     if budget < 0:
         raise DataError(f"budget must be at least 0, got {budget}")
     if not accuracies:
         raise DataError("no per-type accuracies to plan from (empty evaluation)")
-    shares = ratios(accuracies, strategy)
+    shares = ratios({t: (stats or {}).get(t) or a for t, a in accuracies.items()}, strategy)
     counts = allocate(shares, budget)
     rng = random.Random(seed)
     types = {}

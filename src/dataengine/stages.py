@@ -46,7 +46,7 @@ from .records import (
     write_json,
     write_jsonl,
 )
-from .sample import Plan, plan, to_generator_types
+from .sample import Plan, TypeStats, plan, to_generator_types
 from .train.config import TrainConfig
 from .world import render as world
 
@@ -116,23 +116,37 @@ def optimize_prompt(client: LLMClient, pool: list[ImageAnnotation], out: str | P
 # ---- plan (ABS) ----
 
 def plan_round(eval_dir: str | Path, out: str | Path, cfg: RunConfig, seed: int,
-               pool: list[ImageAnnotation] | None = None) -> Plan:
+               pool: list[ImageAnnotation] | None = None, previous_eval: str | Path | None = None,
+               previous_plan: str | Path | None = None) -> Plan:
     """Adaptive Bad-case Sampling from an evaluation folder (results.json, badcases.jsonl) into `out`:
-    items per type and in-context bad cases, over the benchmark's own types, then handed to the
-    generator types that write them (`generate.type_map`). With `pool`, the types the pool cannot
-    supply get no items and say why (`plan.unavailable`), and their share goes to the others."""
+    items per type and in-context bad cases, over the benchmark's own types (their diagnosis part),
+    then handed to the generator types that write them (`generate.type_map`). With `pool`, the types
+    the pool cannot supply get no items and say why (`plan.unavailable`), and their share goes to the
+    others. With the evaluation before the last training (`previous_eval`) and the plan that training
+    followed (`previous_plan`), history-aware strategies see each type's change and items."""
     eval_dir = Path(eval_dir)
-    res = load_results(eval_dir)
-    bad = read_jsonl(eval_dir / "badcases.jsonl", Prediction)
+    res = load_results(eval_dir).part("diagnosis")
+    bad = diagnosis_badcases(eval_dir)
     s = cfg.sample
     names = {t: r.name for t, r in res.per_type.items()}
+    stats = None
+    if previous_eval and previous_plan:
+        before, given = load_results(previous_eval).part("diagnosis"), read_plan(previous_plan)
+        stats = {t: TypeStats(accuracy=r.accuracy, previous=before.per_type[t].accuracy if t in before.per_type else None,
+                              items=given.types[t].count if t in given.types else 0, questions=r.total)
+                 for t, r in res.per_type.items()}
     the_plan = plan(res.accuracies(), bad, s.budget, s.strategy, s.examples_per_type, s.dedup_threshold,
-                    seed=seed, embedder=get_embedder(cfg.embed.model), names=names)
+                    seed=seed, embedder=get_embedder(cfg.embed.model), names=names, stats=stats)
     types = generator_types(names, cfg.generate.type_map)
     missing = unavailable(pool, vocabulary(pool), {g for g in types.values() if g}) if pool else {}
     the_plan = to_generator_types(the_plan, types, missing)
     write_json(out, the_plan)
     return the_plan
+
+
+def diagnosis_badcases(eval_dir: str | Path) -> list[Prediction]:
+    """The wrong answers planning may see: those of the diagnosis part (all, when not split)."""
+    return [p for p in read_jsonl(Path(eval_dir) / "badcases.jsonl", Prediction) if p.part != "report"]
 
 
 def read_plan(path: str | Path) -> Plan:
@@ -224,16 +238,31 @@ class Filtered:
 
 def filter_items(generated: list[Sample], out: str | Path, guard: BenchmarkGuard | None, pool: list[ImageAnnotation] | None,
                  cfg: RunConfig, seen: list[Sample] = (), rejected: str | Path | None = None,
-                 report: str | Path | None = None) -> Filtered:
+                 report: str | Path | None = None, blind_model: str | Path | None = None, image_root: str | Path | None = None,
+                 llm: Callable[[], LLMClient] | None = None) -> Filtered:
     """Keep the well-formed, correct (by the pool's annotation), new items that are not about a
     benchmark image, into `out`; the dropped ones, each with its reason, into `rejected`; counts per
-    reason and type into `report`. `seen`: items already in the training data (their questions are duplicates)."""
+    reason and type into `report`. `seen`: items already in the training data (their questions are
+    duplicates). With `filter.blind`, items answered without the image are dropped too: by the
+    checkpoint `blind_model` (its images under `image_root`), or by the LLM `llm()` opens."""
     out = Path(out)
     f = cfg.filter
     anns = {a.image: a for a in pool} if pool else None
+    blind = None
+    if f.blind == "model":
+        from .filter import answered_blind
+        from .models.vlm import VLM
+        if blind_model is None or image_root is None:
+            raise DataError("filter.blind 'model' needs the model the round trains from and its image root")
+        blind = answered_blind(VLM.load(blind_model), image_root, cfg.evaluate.batch_size)
+    elif f.blind == "llm":
+        from .filter import answered_by_llm
+        if llm is None:
+            raise DataError("filter.blind 'llm' needs an LLM: set llm.base_urls or llm.local")
+        blind = answered_by_llm(llm())
     kept, dropped, rep = filter_samples(generated, guard, anns, seen=list(seen), embedder=get_embedder(cfg.embed.model),
                                         similarity=f.similarity, scope=f.scope, drop_unverified=f.unverifiable == "drop",
-                                        vocab=vocabulary(pool) if pool else None)
+                                        vocab=vocabulary(pool) if pool else None, blind=blind)
     write_jsonl(rejected or out.with_name(out.stem + ".rejected.jsonl"),
                 [s.model_copy(update={"source": f"{s.source} | {r}"}) for s, r in dropped])
     write_json(report or out.with_name(out.stem + ".report.json"), rep)
@@ -315,17 +344,35 @@ def evaluate_model(model, questions: list[Question], image_root: str | Path, out
     from .models.vlm import VLM, torch_dtype
     out = Path(out)
     e, dtype = cfg.evaluate, torch_dtype(cfg.model.dtype)
-    if (out / "results.json").exists():
-        res = load_results(out)
-    else:
-        if isinstance(model, VLM):  # one just trained, evaluated as it would be once reloaded, so a resumed run agrees
-            model.model.to(dtype)
-        else:
-            model = VLM.load(model, dtype=dtype)
-        res = run_evaluate(model, questions, image_root, out, e.method, e.batch_size, benchmark=benchmark, progress=progress)
+    loaded = []
+
+    def vlm():
+        if not loaded:
+            if isinstance(model, VLM):  # one just trained, evaluated as it would be once reloaded, so a resumed run agrees
+                model.model.to(dtype)
+                loaded.append(model)
+            else:
+                loaded.append(VLM.load(model, dtype=dtype))
+        return loaded[0]
+
+    def run(where: Path, blind: bool) -> EvalResult:
+        if (where / "results.json").exists():
+            return load_results(where)
+        return run_evaluate(vlm(), questions, image_root, where, e.method, e.batch_size, benchmark=benchmark,
+                            progress=progress, held_out=e.held_out, blind=blind)
+
+    res = run(out, blind=False)
     if e.circular and not (out / "circular.json").exists():
         write_json(out / "circular.json", circular_scores(read_jsonl(out / "predictions.jsonl", Prediction)))
+    if e.blind:
+        run(out / "blind", blind=True)
     return res
+
+
+def blind_results(out: str | Path) -> EvalResult | None:
+    """The blind evaluation beside an evaluation folder, if there is one."""
+    path = Path(out) / "blind"
+    return load_results(path) if (path / "results.json").exists() else None
 
 
 def circular_summary(out: str | Path) -> dict | None:

@@ -44,3 +44,21 @@ def test_a_run_directory_is_read_round_by_round(tmp_path):
     assert [r.accuracy for r in run_results(tmp_path)] == [0.3, 0.6, 0.8]
     assert [p.budget for p in run_plans(tmp_path)] == [5]
     assert run_results(tmp_path / "nothing") == []
+
+
+def test_the_loops_table_shows_the_held_out_part_with_diagnosis_blind_and_flags():
+    from dataengine.report.terminal import run_table
+    whole, report, diag = result({4: 6, 9: 5}), result({4: 4, 9: 3}), result({4: 2, 9: 2})
+    for r in (report, diag):
+        for x in r.per_type.values():
+            x.total = 5
+        r.total = 10
+    whole.parts = {"report": report, "diagnosis": diag}
+    blind = result({4: 3, 9: 2})
+    out = text(run_table([whole, whole], [blind, None], flags={1: {9}}))
+    flat = " ".join(out.split())
+    assert "held-out report part (5-5 questions a type)" in flat and "(regression guard)" in flat
+    rows = {line.split("│")[1].strip(): [c.strip() for c in line.split("│")[2:-1]] for line in out.splitlines() if line.count("│") == 4}
+    assert rows["t4"] == ["80.0%", "80.0%"] and rows["t9"] == ["60.0%", "60.0% !"]
+    assert rows["overall"] == ["70.0%", "70.0%"] and rows["diagnosis part"] == ["40.0%", "40.0%"]
+    assert rows["blind (grey image)"] == ["25.0%", "-"]

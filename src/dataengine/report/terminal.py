@@ -26,20 +26,43 @@ def type_label(qtype: int, name: str) -> str:
     return f"{qtype}. {name}" if is_seed_type(qtype, name) else name
 
 
-def accuracy_table(results: list, title: str = "Accuracy per question type") -> Table:
-    table = Table(title=title)
+def accuracy_table(results: list[EvalResult], title: str = "Accuracy per question type",
+                   flags: dict[int, set[int]] | None = None, extra: dict[str, list[EvalResult | None]] | None = None) -> Table:
+    """One row per type, one column per round. `flags` (round -> types) marks cells with "!"; `extra`
+    adds an overall row per named result list (e.g. the blind evaluation)."""
+    flags = flags or {}
+    table = Table(title=title, caption="! lost more than its noise in a round it got no items (regression guard)"
+                  if any(flags.values()) else None)
     table.add_column("question type")
     for k in range(len(results)):
         table.add_column(f"round {k}", justify="right")
     names = {t: x.name for r in results for t, x in r.per_type.items()}
     for t in sorted(names):
         cells = []
-        for r in results:
+        for k, r in enumerate(results):
             x = r.per_type.get(t)
-            cells.append(f"{x.accuracy:.1%}" if x else "-")
+            cells.append((f"{x.accuracy:.1%}" if x else "-") + (" !" if t in flags.get(k, ()) else ""))
         table.add_row(type_label(t, names[t]), *cells)
     table.add_row("overall", *[f"{r.accuracy:.1%}" for r in results], style="bold")
+    for label, rows in (extra or {}).items():
+        table.add_row(label, *[f"{r.accuracy:.1%}" if r else "-" for r in rows], style="dim")
     return table
+
+
+def run_table(results: list[EvalResult], blind: list[EvalResult | None] | None = None,
+              flags: dict[int, set[int]] | None = None, name: str = "") -> Table:
+    """The loop's table: the held-out report part per type when the benchmark is split (the headline),
+    with the diagnosis part's and the blind evaluation's overall accuracy below."""
+    split = any(r.parts for r in results)
+    n = results[0].part("report").per_type if results else {}
+    per_type = f"{min(x.total for x in n.values())}-{max(x.total for x in n.values())}" if n else "0"
+    title = (f"Accuracy per question type, held-out report part ({per_type} questions a type)" if split
+             else "Accuracy per question type")
+    title = f"{name}: {title}" if name else title
+    extra = {"diagnosis part": [r.part("diagnosis") for r in results]} if split else {}
+    if blind and any(blind):
+        extra["blind (grey image)"] = [b.part("report") if b else None for b in blind]
+    return accuracy_table([r.part("report") for r in results], title, flags, extra)
 
 
 def counts_table(plans: list) -> Table:
@@ -66,6 +89,27 @@ def run_results(run_dir: str | Path) -> list[EvalResult]:
         out.append(EvalResult.model_validate_json(path.read_text()))
         k += 1
     return out
+
+
+def run_blind(run_dir: str | Path, rounds: int) -> list[EvalResult | None]:
+    """Each round's blind evaluation (grey pictures), None where there is none."""
+    paths = [Path(run_dir) / f"round_{k}" / "eval" / "blind" / "results.json" for k in range(rounds)]
+    return [EvalResult.model_validate_json(p.read_text()) if p.exists() else None for p in paths]
+
+
+def run_regressions(run_dir: str | Path, results: list[EvalResult]) -> dict[int, list[dict]]:
+    """Round k -> the types that got no items in round k yet lost more than their noise (the guard)."""
+    from ..evaluate import regressions
+    plans = run_plans(run_dir)
+    return {k: regressions(results[k - 1], results[k], {t for t, tp in plans[k - 1].types.items() if tp.count == 0})
+            for k in range(1, len(results)) if k - 1 < len(plans)}
+
+
+def run_report(run_dir: str | Path, results: list[EvalResult] | None = None) -> Table:
+    """The loop's table for a run directory (its results, blind evaluations and regression flags)."""
+    results = run_results(run_dir) if results is None else results
+    flags = {k: {r["qtype"] for r in rs} for k, rs in run_regressions(run_dir, results).items()}
+    return run_table(results, run_blind(run_dir, len(results)), flags)
 
 
 def run_plans(run_dir: str | Path) -> list:

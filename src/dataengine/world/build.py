@@ -27,16 +27,22 @@ def build_world(cfg, out: str | Path) -> Inputs:
     size = w.image_size
     # Disjoint seed ranges keep the benchmark's scenes out of the pool by construction.
     pool = build_pool(inputs.image_root, "pool", range(cfg.seed * 10**6, cfg.seed * 10**6 + w.pool_size), size)
-    bench = build_pool(inputs.image_root, "bench", range(cfg.seed * 10**6 + 500_000, cfg.seed * 10**6 + 500_000 + w.benchmark_per_type * 4), size)
-    items = generate({t: w.benchmark_per_type for t in range(1, 10)}, bench, GroundedGenerator(source="bench", vocab=VOCABULARY),
-                     seed=cfg.seed + 7)
-    short = {t: w.benchmark_per_type - sum(s.qtype == t for s in items) for t in range(1, 10)}
-    if any(short.values()):
-        raise DataError(f"{out}: the benchmark scenes could not supply every type: short by {short}")
+    # Four scenes a question; more when a small benchmark happens to lack a type (signs are rare).
+    first, scenes = cfg.seed * 10**6 + 500_000, w.benchmark_per_type * 4
+    while True:
+        bench = build_pool(inputs.image_root, "bench", range(first, first + scenes), size)
+        items = generate({t: w.benchmark_per_type for t in range(1, 10)}, bench, GroundedGenerator(VOCABULARY, source="bench"),
+                         seed=cfg.seed + 7)
+        short = {t: w.benchmark_per_type - sum(s.qtype == t for s in items) for t in range(1, 10)}
+        if not any(short.values()):
+            break
+        if scenes >= w.benchmark_per_type * 32:
+            raise DataError(f"{out}: the benchmark scenes could not supply every type: short by {short}")
+        scenes *= 2
     write_seed(inputs.benchmark, [Question(question_id=f"{i:05d}", question=s.instruction, options=s.options,
                                            answer=s.choice_answer, qtype=s.qtype, image=s.image) for i, s in enumerate(items)])
     # The starter set draws from the second half of the pool; later rounds may use all of it.
-    starter = generate(dict(w.starter), pool[len(pool) // 2:], GroundedGenerator(source="starter", vocab=VOCABULARY), seed=cfg.seed + 11)
+    starter = generate(dict(w.starter), pool[len(pool) // 2:], GroundedGenerator(VOCABULARY, source="starter"), seed=cfg.seed + 11)
     write_jsonl(inputs.pool, pool)
     write_jsonl(inputs.original, starter)
     return inputs
