@@ -1,6 +1,5 @@
 import pytest
 
-from dataengine.benchmarks.answers import extract_letter
 from dataengine.errors import DataError
 from dataengine.evaluate import evaluate, run_evaluate, summarize
 from dataengine.records import Prediction, Question, read_jsonl
@@ -21,15 +20,6 @@ def test_accuracy_on_a_hand_made_prediction_file(tmp_path):
     assert res.accuracy == pytest.approx(3 / 6) and res.per_type[1].name == "Scene Understanding"
 
 
-def test_extract_letter():
-    opts = ["red", "blue", "green", "black"]
-    assert extract_letter("B", opts) == ("B", "letter")
-    assert extract_letter("(C) green", opts) == ("C", "letter")
-    assert extract_letter("It is blue.", opts) == ("B", "option")
-    assert extract_letter("A cat", opts) == (None, "none")  # "A" here is an article, not a letter
-    assert extract_letter("purple", opts) == (None, "none")
-
-
 def test_likelihood_picks_the_lowest_loss(tiny_vlm, world):
     from dataengine.benchmarks.seed import read_seed
     qs = read_seed(world.benchmark)[:6]
@@ -47,7 +37,7 @@ def test_letter_method_runs(tiny_vlm, world):
     assert all(pr.extracted in ("letter", "option", "none") for pr in preds)
     res = summarize(preds, method="letter")
     assert sum(res.extraction.values()) == 3 and res.extraction == {
-        how: sum(p.extracted == how for p in preds) for how in ("letter", "option", "none")}
+        how: sum(p.extracted == how for p in preds) for how in ("letter", "option", "judge", "none")}
 
 
 def test_missing_and_corrupt_images_fail_before_writing(tiny_vlm, world, tmp_path):

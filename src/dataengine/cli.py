@@ -21,6 +21,9 @@ console = Console()
 
 _CONFIG = typer.Option(None, "--config", help="YAML run config (as for `loop`): its settings are the defaults here.")
 _LLM_URL = typer.Option([], "--llm-url", help="OpenAI-compatible base URL (repeat to spread the load).")
+_YN_METHOD = typer.Option("likelihood", help="likelihood (of yes against no), or generate (a reply, read by --rule)")
+_YN_RULE = typer.Option("pope", help="generate: how a reply is read, pope (POPE's rule) or vlmevalkit")
+_SERVED = typer.Option(None, help="A served model's name (default: the first the server lists).")
 _LLM_LOCAL = typer.Option(False, "--llm-local", help="Start the packaged Gemma-3-270M on a local llama.cpp server.")
 
 
@@ -174,7 +177,8 @@ def train(model: Path = typer.Option(...), data: list[Path] = typer.Option(..., 
 # ---- evaluate ----
 
 @app.command()
-def evaluate(model: Path = typer.Option(...), benchmark: Path = typer.Option(..., help="SEED-Bench JSON or MMBench TSV."),
+def evaluate(model: str = typer.Option(..., help="A checkpoint folder, or a served model's URL (http://host:8000/v1)."),
+             benchmark: Path = typer.Option(..., help="SEED-Bench JSON or MMBench TSV."),
              image_root: Path = typer.Option(..., help="Images (for MMBench: where its embedded images are written)."),
              out: Path = typer.Option(...), config: Optional[Path] = _CONFIG,
              method: Optional[str] = typer.Option(None, help="likelihood (default) or letter"),
@@ -182,41 +186,86 @@ def evaluate(model: Path = typer.Option(...), benchmark: Path = typer.Option(...
              circular: Optional[bool] = typer.Option(None, help="CircularEval: ask once per rotation of the options (MMBench's way)."),
              held_out: Optional[float] = typer.Option(None, help="Share of each type held out as the report part (config default 0.7; 0: no split)."),
              blind: Optional[bool] = typer.Option(None, help="Also evaluate with grey pictures, into OUT/blind (config default: on)."),
+             prompt: Optional[str] = typer.Option(None, help="letter: the options' layout, llava (default) or mmbench."),
+             max_new_tokens: Optional[int] = typer.Option(None, help="letter: the reply's length (default 32)."),
+             judge: bool = typer.Option(False, help="letter: an LLM names the option of a reply that names none (VLMEvalKit's fallback)."),
+             served_model: Optional[str] = _SERVED,
+             llm_url: list[str] = _LLM_URL, llm_local: bool = _LLM_LOCAL,
              dtype: Optional[str] = typer.Option(None, help="float32 (default), bfloat16 or float16 (on a GPU)")):
     """Evaluate a model: predictions.jsonl, badcases.jsonl, results.json (and circular.json) in OUT."""
     from . import stages
     from .records import Inputs
-    from .report.terminal import run_table
-    with _errors():
+    from .report.terminal import l2_table, run_table
+    with _errors(), contextlib.ExitStack() as stack:
         cfg = _config(config, evaluate__method=method, evaluate__batch_size=batch_size, evaluate__circular=circular,
-                      evaluate__held_out=held_out, evaluate__blind=blind,
+                      evaluate__held_out=held_out, evaluate__blind=blind, evaluate__prompt=prompt,
+                      evaluate__max_new_tokens=max_new_tokens, evaluate__judge="llm" if judge else None,
+                      llm__base_urls=llm_url or None, llm__local=True if llm_local else None,
                       model__dtype={"bf16": "bfloat16", "fp16": "float16"}.get(dtype, dtype))
         inputs = Inputs(benchmark, image_root, image_root, image_root, image_root)
         _, questions = stages.read_questions(inputs, cfg.evaluate.circular)
         with _progress() as p:
-            res = stages.evaluate_model(model, questions, image_root, out, cfg, benchmark=benchmark.name, progress=p)
+            llm = lambda: stack.enter_context(stages.open_llm(cfg.llm, out, out / "llm_cache.sqlite"))  # noqa: E731
+            res = stages.evaluate_model(model, questions, image_root, out, cfg, benchmark=benchmark.name, progress=p, llm=llm,
+                                        served_name=served_model)
     console.print(run_table([res], [stages.blind_results(out)], name=f"{benchmark.name} ({cfg.evaluate.method})"))
-    if (scores := stages.circular_summary(out)) and cfg.evaluate.circular:
+    if scores := stages.circular_summary(out):
         o = scores["overall"]
         console.print(f"{o['questions']} questions: single pass {o['single']:.1%}, circular {o['circular']:.1%} "
                       f"(per category and l2-category in {out / 'circular.json'})")
+    if res.per_l2:
+        console.print(l2_table(res))
     if res.extraction:
         x = res.extraction
-        console.print(f"answers read as a letter: {x['letter']}, by option text (fallback): {x['option']}, unreadable: {x['none']}")
+        console.print(f"answers read as a letter: {x['letter']}, by option text (fallback): {x['option']}, "
+                      f"by the LLM judge: {x.get('judge', 0)}, unreadable: {x['none']}")
+
+
+@app.command()
+def score(benchmark: Path = typer.Option(..., help="SEED-Bench JSON or MMBench TSV the predictions answer."),
+          predictions: Path = typer.Option(..., help="This project's predictions.jsonl, VLMEvalKit's xlsx/tsv/jsonl, or lmms-eval's samples jsonl."),
+          out: Path = typer.Option(..., help="An evaluation folder (predictions, bad cases, results) that `plan` reads."),
+          image_root: Optional[Path] = typer.Option(None, help="For an MMBench TSV: where its images are written."),
+          config: Optional[Path] = _CONFIG, judge: bool = typer.Option(False, help="An LLM names the option of a reply that names none."),
+          llm_url: list[str] = _LLM_URL, llm_local: bool = _LLM_LOCAL):
+    """Score predictions made elsewhere (no model needed), with VLMEvalKit's reading of replies."""
+    from . import stages
+    from .records import Inputs
+    from .report.terminal import l2_table, run_table
+    with _errors(), contextlib.ExitStack() as stack:
+        cfg = _config(config, evaluate__judge="llm" if judge else None, llm__base_urls=llm_url or None,
+                      llm__local=True if llm_local else None)
+        root = image_root or out / "benchmark_images"
+        _, questions = stages.read_questions(Inputs(benchmark, root, root, root, root))
+        llm = lambda: stack.enter_context(stages.open_llm(cfg.llm, out, out / "llm_cache.sqlite"))  # noqa: E731
+        res = stages.score_predictions(questions, predictions, out, cfg, benchmark=benchmark.name, llm=llm)
+    console.print(run_table([res], name=f"{benchmark.name} (scored from {predictions.name})"))
+    if res.per_l2:
+        console.print(l2_table(res))
+    if res.circular is not None:
+        console.print(f"CircularEval: {res.circular:.1%} of {res.total} questions right in every rotation")
+    x = res.extraction
+    console.print(f"replies read as a letter: {x['letter']}, by option text: {x['option']}, by the LLM judge: {x['judge']}, "
+                  f"unreadable: {x['none']}")
 
 
 @app.command("mme-eval")
-def mme_eval(model: Path = typer.Option(...), root: Path = typer.Option(..., help="The MME release folder (one folder per subtask)."),
+def mme_eval(model: str = typer.Option(..., help="A checkpoint folder, or a served model's URL (http://host:8000/v1)."),
+             root: Path = typer.Option(..., help="The MME release folder (one folder per subtask), or VLMEvalKit's MME.tsv."),
+             image_root: Optional[Path] = typer.Option(None, help="For MME.tsv: where its images are written."),
+             method: str = _YN_METHOD, rule: str = _YN_RULE, served_model: Optional[str] = _SERVED,
              out: Optional[Path] = typer.Option(None, help="Write the scores JSON here.")):
-    """MME: answer each yes/no question by likelihood; acc, acc+ and score per subtask, perception and cognition."""
+    """MME: answer each yes/no question; acc, acc+ and score per subtask, perception and cognition."""
     from .benchmarks.mme import mme_scores, read_mme
     from .benchmarks.pope import PopeItem, evaluate_pope
-    from .models.vlm import VLM
+    from .models import load_model
     from .records import write_json
-    with _errors():
-        items = read_mme(root)
+    with _errors(), contextlib.ExitStack() as stack:
+        items = read_mme(root, image_root)
         asked = [PopeItem(question_id=i, image=it.image, text=it.question, label=it.label) for i, it in enumerate(items)]
-        scores = mme_scores(items, evaluate_pope(VLM.load(model), asked, root))
+        vlm = load_model(model, served_model, stack)
+        scores = mme_scores(items, evaluate_pope(vlm, asked, image_root if root.suffix == ".tsv" else root, method=method, rule=rule))
+        scores |= {"method": method, "rule": rule if method == "generate" else None}
     if out:
         write_json(out, scores)
     for task, v in scores["subtasks"].items():
@@ -238,19 +287,27 @@ def pope_build(pool: Path = typer.Option(..., help="JSONL of image annotations."
 
 
 @app.command("pope-eval")
-def pope_eval(model: Path = typer.Option(...), questions: Path = typer.Option(..., help="POPE JSONL file."),
-              image_root: Path = typer.Option(...), out: Optional[Path] = typer.Option(None, help="Write metrics JSON here.")):
-    """Answer POPE questions by yes/no likelihood; print accuracy, precision, recall, F1, yes-ratio."""
+def pope_eval(model: str = typer.Option(..., help="A checkpoint folder, or a served model's URL (http://host:8000/v1)."),
+              questions: Path = typer.Option(..., help="POPE JSONL file, or VLMEvalKit's POPE.tsv."),
+              image_root: Path = typer.Option(..., help="The images (for a TSV: where its images are written)."),
+              method: str = _YN_METHOD, rule: str = _YN_RULE, served_model: Optional[str] = _SERVED,
+              out: Optional[Path] = typer.Option(None, help="Write metrics JSON here.")):
+    """Answer POPE questions; print accuracy, precision, recall, F1, yes-ratio (per split, for POPE.tsv)."""
     from .benchmarks.pope import evaluate_pope, pope_metrics, read_pope
-    from .models.vlm import VLM
+    from .models import load_model
     from .records import write_json
-    with _errors():
-        items = read_pope(questions)
-        answers = evaluate_pope(VLM.load(model), items, image_root)
+    with _errors(), contextlib.ExitStack() as stack:
+        items = read_pope(questions, image_root)
+        answers = evaluate_pope(load_model(model, served_model, stack), items, image_root, method=method, rule=rule)
     metrics = pope_metrics([i.label for i in items], answers)
+    splits = sorted({i.category for i in items if i.category})
+    per_split = {s: pope_metrics([i.label for i in items if i.category == s], [a for i, a in zip(items, answers) if i.category == s])
+                 for s in splits}
     if out:
-        write_json(out, metrics)
+        write_json(out, metrics | {"method": method, "rule": rule if method == "generate" else None, "splits": per_split})
     console.print("  ".join(f"{k} {v:.3f}" for k, v in metrics.items()))
+    for s, m in per_split.items():
+        console.print(f"{s:>12}: " + "  ".join(f"{k} {v:.3f}" for k, v in m.items()))
 
 
 # ---- plan, generate, filter, mix ----

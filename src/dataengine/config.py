@@ -19,12 +19,14 @@ from pydantic import (
     model_validator,
 )
 
+from .benchmarks.answers import PROMPTS
 from .embed import EMBEDDERS
 from .errors import DataError
 from .evaluate import METHODS
 from .generate import GENERATORS
 from .llm.client import LLMConfig
 from .models.tiny import TinyConfig
+from .records import read_text
 from .registry import closest
 from .sample import STRATEGIES
 from .train.config import TrainConfig
@@ -78,12 +80,22 @@ class EvalConfig(Section):
     # that steered the data. 0: no split.
     held_out: float = Field(0.7, ge=0, lt=1)
     blind: bool = True  # also evaluate with grey pictures: what the model answers from priors alone (eval/blind/)
+    # method "letter": the options' layout ("llava" or "mmbench"), the reply's length, and an LLM judge
+    # (the `llm` section's server) for replies that name no option, as VLMEvalKit falls back to one
+    prompt: str = "llava"
+    max_new_tokens: int = Field(32, ge=1)
+    judge: Literal["off", "llm"] = "off"
     circular: bool = False  # CircularEval (MMBench's way): each question once per rotation; circular.json
 
     @field_validator("method")
     @classmethod
     def known_method(cls, v: str) -> str:
         return METHODS.check(v)
+
+    @field_validator("prompt")
+    @classmethod
+    def known_prompt(cls, v: str) -> str:
+        return PROMPTS.check(v)
 
 
 class SampleConfig(Section):
@@ -184,7 +196,7 @@ def load_config(path: str | Path | None) -> RunConfig:
     if not path.exists():
         raise DataError(f"{path}: config file not found")
     try:
-        raw = yaml.safe_load(path.read_text()) or {}
+        raw = yaml.safe_load(read_text(path)) or {}
         return RunConfig.model_validate(raw)
     except yaml.YAMLError as e:
         raise DataError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None

@@ -47,7 +47,7 @@ def split(questions: list[Question], held_out: float) -> dict[str, str]:
     from. The rotations of one question (CircularEval, "<id>@<k>") stay together. {} for 0."""
     if held_out <= 0:
         return {}
-    base = {q.question_id: re.sub(r"@\d+$", "", q.question_id) for q in questions}
+    base = {q.question_id: q.group or re.sub(r"@\d+$", "", q.question_id) for q in questions}
     by_type: dict[int, dict[str, None]] = {}
     for q in questions:
         by_type.setdefault(q.qtype, {})[base[q.question_id]] = None
@@ -75,9 +75,12 @@ def check_images(questions: list[Question], image_root: str | Path, source: str)
 def evaluate(vlm: Model, questions: list[Question], image_root: str | Path, method: str = "likelihood",
              batch_size: int = 16, source: str = "benchmark", done: list[Prediction] | None = None,
              on_batch=None, progress: Progress | None = None, parts: dict[str, str] | None = None,
-             blind: bool = False) -> list[Prediction]:
+             blind: bool = False, prompt: str = "llava", max_new_tokens: int = 32, judge=None) -> list[Prediction]:
     """Answer every question; `parts` marks each prediction's part of a split benchmark; `blind`
-    shows the model a grey picture instead of each image (what it answers from priors alone)."""
+    shows the model a grey picture instead of each image (what it answers from priors alone). By
+    letter: the options are listed in the `prompt` layout, the reply (up to `max_new_tokens`) read as
+    VLMEvalKit reads it, and a reply that names no option goes to `judge(questions, replies)` (an LLM
+    that names the letter it means, or None), when given."""
     METHODS.get(method)
     parts = parts or {}
     check_images(questions, image_root, source)
@@ -90,14 +93,19 @@ def evaluate(vlm: Model, questions: list[Question], image_root: str | Path, meth
         images = [load(q.image, f"{source}: question {q.question_id}") for q in chunk]
         preds = []
         if method == "likelihood":
-            scores = vlm.score_options([(img, q.question, q.options) for img, q in zip(images, chunk)])
+            scores = vlm.score_options([(img, q.text, q.options) for img, q in zip(images, chunk)])
             for q, s in zip(chunk, scores):
                 pred = LETTERS[min(range(len(s)), key=s.__getitem__)]
                 preds.append(_prediction(q, pred, scores=s, part=parts.get(q.question_id, "")))
         else:
-            texts = vlm.generate([(img, letter_prompt(q)) for img, q in zip(images, chunk)])
-            for q, t in zip(chunk, texts):
-                letter, how = extract_letter(t, q.options)
+            texts = vlm.generate([(img, letter_prompt(q, prompt)) for img, q in zip(images, chunk)], max_new_tokens=max_new_tokens)
+            read = [extract_letter(t, q.options) for q, t in zip(chunk, texts)]
+            unread = [i for i, (letter, _) in enumerate(read) if letter is None and texts[i].strip()]
+            if judge and unread:
+                for i, letter in zip(unread, judge([chunk[i] for i in unread], [texts[i] for i in unread])):
+                    if letter:
+                        read[i] = (letter, "judge")
+            for q, t, (letter, how) in zip(chunk, texts, read):
                 preds.append(_prediction(q, letter or "", raw=t, extracted=how, part=parts.get(q.question_id, "")))
         for p in preds:
             finished[p.question_id] = p
@@ -108,15 +116,42 @@ def evaluate(vlm: Model, questions: list[Question], image_root: str | Path, meth
     return [finished[q.question_id] for q in questions]
 
 
+def score_replies(questions: list[Question], replies: dict[str, str], parts: dict[str, str] | None = None,
+                  judge=None) -> list[Prediction]:
+    """Predictions from replies given elsewhere (question id -> raw reply), each read as a letter as
+    the letter method reads a generated reply; a question with no reply counts as wrong."""
+    parts = parts or {}
+    read = {q.question_id: extract_letter(replies.get(q.question_id, ""), q.options) for q in questions}
+    unread = [q for q in questions if read[q.question_id][0] is None and replies.get(q.question_id, "").strip()]
+    if judge and unread:
+        for q, letter in zip(unread, judge(unread, [replies[q.question_id] for q in unread])):
+            if letter:
+                read[q.question_id] = (letter, "judge")
+    return [_prediction(q, read[q.question_id][0] or "", raw=replies.get(q.question_id, ""), extracted=read[q.question_id][1],
+                        part=parts.get(q.question_id, "")) for q in questions]
+
+
+def write_evaluation(preds: list[Prediction], out_dir: str | Path, benchmark: str, method: str) -> EvalResult:
+    """predictions.jsonl, badcases.jsonl and results.json of an evaluation, into `out_dir`."""
+    out_dir = Path(out_dir)
+    result = summarize(preds, benchmark, method)
+    write_jsonl(out_dir / "predictions.jsonl", preds)
+    write_jsonl(out_dir / "badcases.jsonl", [p for p in preds if not p.correct])
+    write_json(out_dir / "results.json", result)
+    return result
+
+
 def _prediction(q: Question, pred: str, scores=None, raw: str = "", extracted: str = "", part: str = "") -> Prediction:
     return Prediction(question_id=q.question_id, qtype=q.qtype, image=q.image, category=q.category,
-                      l2_category=q.l2_category, question=q.question, options=q.options,
+                      l2_category=q.l2_category, question=q.text, options=q.options,
                       answer=q.answer, prediction=pred, correct=pred == q.answer, scores=scores or [], raw=raw,
-                      extracted=extracted, part=part)
+                      extracted=extracted, part=part, group=q.group, rotation=q.rotation)
 
 
 def summarize(preds: list[Prediction], benchmark: str = "", method: str = "likelihood") -> EvalResult:
-    """Accuracy overall and per type; with a split benchmark, the same for each part (`parts`)."""
+    """Accuracy overall, per type and per l2-category; with a split benchmark, the same for each part
+    (`parts`). Under CircularEval the accuracy is the single pass (rotation 0, the score VLMEvalKit
+    prints beside the circular one) and `circular` the share of questions right in every rotation."""
     result = _summarize(preds, benchmark, method)
     if any(p.part for p in preds):
         result.parts = {part: _summarize([p for p in preds if p.part == part], benchmark, method) for part in PARTS}
@@ -124,15 +159,25 @@ def summarize(preds: list[Prediction], benchmark: str = "", method: str = "likel
 
 
 def _summarize(preds: list[Prediction], benchmark: str, method: str) -> EvalResult:
+    rotated = any(p.rotation for p in preds)
+    single = [p for p in preds if p.rotation == 0] if rotated else preds
     per: dict[int, TypeResult] = {}
-    for p in preds:
+    l2: dict[str, TypeResult] = {}
+    for p in single:
         r = per.setdefault(p.qtype, TypeResult(qtype=p.qtype, name=p.category or qtype_name(p.qtype), total=0, correct=0))
         r.total += 1
         r.correct += p.correct
-    per = dict(sorted(per.items()))
-    return EvalResult(benchmark=benchmark, method=method, per_type=per, total=len(preds),
-                      correct=sum(p.correct for p in preds),
-                      extraction={how: sum(p.extracted == how for p in preds) for how in ("letter", "option", "none")}
+        if p.l2_category:
+            c = l2.setdefault(p.l2_category, TypeResult(qtype=0, name=p.l2_category, total=0, correct=0))
+            c.total += 1
+            c.correct += p.correct
+    circ = None
+    if rotated:
+        from .benchmarks.mmbench import circular_scores
+        circ = circular_scores(preds)["overall"]["circular"]
+    return EvalResult(benchmark=benchmark, method=method, per_type=dict(sorted(per.items())), total=len(single),
+                      correct=sum(p.correct for p in single), per_l2=dict(sorted(l2.items())), circular=circ,
+                      extraction={how: sum(p.extracted == how for p in preds) for how in ("letter", "option", "judge", "none")}
                       if method == "letter" else {})
 
 
@@ -151,7 +196,8 @@ def _dist():
 
 def run_evaluate(vlm: Model, questions: list[Question], image_root: str | Path, out_dir: str | Path,
                  method: str = "likelihood", batch_size: int = 16, benchmark: str = "",
-                 progress: Progress | None = None, held_out: float = 0.0, blind: bool = False) -> EvalResult:
+                 progress: Progress | None = None, held_out: float = 0.0, blind: bool = False, prompt: str = "llava",
+                 max_new_tokens: int = 32, judge=None) -> EvalResult:
     """Evaluate into `out_dir`: predictions.jsonl, badcases.jsonl, results.json. Resumes a killed run.
     `held_out`: the share of each type's questions held out as the report part (`split`); `blind`:
     grey pictures instead of the images.
@@ -172,7 +218,7 @@ def run_evaluate(vlm: Model, questions: list[Question], image_root: str | Path, 
     mine = questions[rank::world]
     preds = evaluate(vlm, mine, image_root, method, batch_size, source=benchmark or "benchmark",
                      done=done, on_batch=append, progress=progress if rank == 0 else None,
-                     parts=split(questions, held_out), blind=blind)
+                     parts=split(questions, held_out), blind=blind, prompt=prompt, max_new_tokens=max_new_tokens, judge=judge)
     if world > 1:
         import torch.distributed as dist
         parts: list = [None] * world
@@ -181,9 +227,7 @@ def run_evaluate(vlm: Model, questions: list[Question], image_root: str | Path, 
         preds = [by_id[q.question_id] for q in questions]
     result = summarize(preds, benchmark, method)
     if rank == 0:
-        write_jsonl(out_dir / "predictions.jsonl", preds)
-        write_jsonl(out_dir / "badcases.jsonl", [p for p in preds if not p.correct])
-        write_json(out_dir / "results.json", result)
+        write_evaluation(preds, out_dir, benchmark, method)
     if world > 1:
         import torch.distributed as dist
         dist.barrier()

@@ -14,7 +14,7 @@ from pathlib import Path
 from .benchmarks.answers import LETTER_INSTRUCTION
 from .errors import DataError
 from .images import resolve
-from .records import LETTERS, Sample, write_json
+from .records import LETTERS, Sample, read_text, write_json
 from .registry import Registry
 
 # The LLaVA JSON's forms: question -> sentence, question + options -> letter, or one of each.
@@ -51,8 +51,8 @@ def from_llava(path: str | Path) -> list[Sample]:
     """Samples back from a LLaVA JSON written by `export_llava` (both forms, or the choice form alone)."""
     path = Path(path)
     try:
-        entries = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as e:
+        entries = json.loads(read_text(path))
+    except json.JSONDecodeError as e:
         raise DataError(f"{path}: cannot read LLaVA JSON ({e.__class__.__name__})") from None
     merged: dict[str, dict] = {}
     for n, e in enumerate(entries):

@@ -30,7 +30,7 @@ def check_format(s: Sample) -> str | None:
         return "not 4 options"
     if len({norm(o) for o in s.options}) != 4:
         return "options not distinct"
-    if s.choice_answer not in LETTERS:
+    if s.choice_answer not in LETTERS[:4]:
         return "answer letter not A-D"
     if norm(s.options[LETTERS.index(s.choice_answer)]) != norm(s.short_answer):
         return "answer not among options"

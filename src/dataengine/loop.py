@@ -176,7 +176,7 @@ class Loop:
     def _evaluate(self, model, eval_dir: Path, questions: list[Question], inputs: Inputs) -> EvalResult:
         with progress_bar(self.console) as p:
             return stages.evaluate_model(model, questions, inputs.benchmark_image_root, eval_dir, self.cfg,
-                                         benchmark=inputs.benchmark.name, progress=p)
+                                         benchmark=inputs.benchmark.name, progress=p, llm=self.llm)
 
     def incremental(self, k: int, all_rounds: bool = True) -> list[Sample]:
         """The kept items of rounds 1..k (or of round k alone)."""

@@ -9,13 +9,14 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, TypeVar
+from typing import Iterable, Iterator, TextIO, TypeVar
 
 from pydantic import BaseModel, Field, ValidationError
 
 from .errors import DataError
 
-LETTERS = ("A", "B", "C", "D")
+# Option letters: generated items have four (A-D); benchmarks up to eight (VLMEvalKit reads A-H).
+LETTERS = tuple("ABCDEFGH")
 
 # The nine image dimensions of SEED-Bench, with the definitions its paper gives.
 QTYPES: dict[int, tuple[str, str]] = {
@@ -116,8 +117,17 @@ class Question(BaseModel):
     answer: str  # letter
     qtype: int  # SEED-Bench dimension 1-9, or the number of a benchmark's category (see `category`)
     image: str
-    category: str | None = None  # the benchmark's own category name (MMBench), used as the type's name
+    category: str | None = None  # the benchmark's own name of the type (MMBench's category, SEED's table)
     l2_category: str | None = None
+    hint: str = ""  # context given with the question (MMBench's hint)
+    # CircularEval: the question all rotations of these options share, and which rotation this is
+    group: str = ""
+    rotation: int = 0
+
+    @property
+    def text(self) -> str:
+        """The question with its hint before it, as the model is asked it."""
+        return f"{self.hint}\n{self.question}" if self.hint else self.question
 
 
 class Prediction(BaseModel):
@@ -137,6 +147,8 @@ class Prediction(BaseModel):
     # "diagnosis" (what ABS plans from) or "report" (held out from planning and generation), when the
     # benchmark is split; "" when it is not
     part: str = ""
+    group: str = ""  # CircularEval: the question this rotation belongs to ("": itself)
+    rotation: int = 0
 
 
 class TypeResult(BaseModel):
@@ -157,6 +169,8 @@ class EvalResult(BaseModel):
     total: int
     correct: int
     extraction: dict[str, int] = Field(default_factory=dict)  # letter method: answers by how they were read
+    per_l2: dict[str, TypeResult] = Field(default_factory=dict)  # per l2-category (MMBench), where the benchmark has them
+    circular: float | None = None  # CircularEval: share of questions right in every rotation
     parts: dict[str, "EvalResult"] = Field(default_factory=dict)  # "diagnosis" and "report", when the benchmark is split
 
     @property
@@ -171,18 +185,39 @@ class EvalResult(BaseModel):
         return self.parts.get(name, self)
 
 
-# ---- JSON lines with clear errors ----
+# ---- text files as users save them, JSON lines with clear errors ----
+
+def open_text(path: str | Path, newline: str | None = None) -> TextIO:
+    """Open a user's text file: UTF-8 with or without a byte-order mark (Notepad, Excel's "CSV UTF-8",
+    PowerShell), any line ends. Every reader of the project opens text through here."""
+    path = Path(path)
+    try:
+        return path.open(encoding="utf-8-sig", newline=newline)
+    except FileNotFoundError:
+        raise DataError(f"{path}: file not found") from None
+    except IsADirectoryError:
+        raise DataError(f"{path}: a folder, not a file") from None
+    except OSError as e:
+        raise DataError(f"{path}: cannot open ({e.strerror})") from None
+
+
+def read_text(path: str | Path) -> str:
+    """A user's whole text file (see `open_text`); DataError if it is not UTF-8."""
+    with open_text(path) as f:
+        try:
+            return f.read()
+        except UnicodeDecodeError as e:
+            raise DataError(f"{path}: not UTF-8 text (byte {e.start})") from None
+
 
 M = TypeVar("M", bound=BaseModel)
 
 
 def read_jsonl(path: str | Path, model: type[M]) -> list[M]:
     path = Path(path)
-    if not path.exists():
-        raise DataError(f"{path}: file not found")
     out = []
-    with path.open(encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
+    with open_text(path) as f:
+        for n, line in _lines(f, path):
             if not line.strip():
                 continue
             try:
@@ -192,6 +227,13 @@ def read_jsonl(path: str | Path, model: type[M]) -> list[M]:
                 where = ".".join(str(x) for x in err["loc"]) or "record"
                 raise DataError(f"{path}: line {n}: {where}: {err['msg']}") from None
     return out
+
+
+def _lines(f: TextIO, path: Path) -> Iterator[tuple[int, str]]:
+    try:
+        yield from enumerate(f, 1)
+    except UnicodeDecodeError as e:
+        raise DataError(f"{path}: not UTF-8 text (byte {e.start})") from None
 
 
 def write_jsonl(path: str | Path, records: Iterable[BaseModel]) -> Path:

@@ -19,7 +19,7 @@ from typing import Callable
 from pydantic import BaseModel
 
 from .errors import DataError
-from .records import Prediction, qtype_name
+from .records import LETTERS, Prediction, qtype_name
 from .registry import Registry
 
 
@@ -96,7 +96,7 @@ def near_duplicates_removed(cases: list[Prediction], threshold: float = 0.9, emb
         return [c for i, c in enumerate(cases) if i not in drop]
     kept: list[tuple[str, Prediction]] = []
     for c in cases:
-        text = f"{c.question.lower()} || {c.options['ABCD'.index(c.answer)].lower()}"
+        text = f"{c.question.lower()} || {c.options[LETTERS.index(c.answer)].lower()}"
         if all(difflib.SequenceMatcher(None, text, k).ratio() < threshold for k, _ in kept):
             kept.append((text, c))
     return [c for _, c in kept]

@@ -337,10 +337,12 @@ def base_model(cfg: RunConfig, inputs: Inputs, original: list[Sample], model_dir
 # ---- evaluate ----
 
 def evaluate_model(model, questions: list[Question], image_root: str | Path, out: str | Path, cfg: RunConfig,
-                   benchmark: str = "", progress: Progress | None = None) -> EvalResult:
+                   benchmark: str = "", progress: Progress | None = None, llm: Callable[[], LLMClient] | None = None,
+                   served_name: str | None = None) -> EvalResult:
     """Evaluate a checkpoint folder (or a `VLM` in memory) into `out`: predictions.jsonl,
     badcases.jsonl, results.json, and circular.json with `evaluate.circular`. A finished evaluation
-    is read back, not redone; a killed one resumes. The model is evaluated in `model.dtype`."""
+    is read back, not redone; a killed one resumes. The model is evaluated in `model.dtype`. `model`
+    may also be a served model's base URL (`served_name` names the model; default: the first listed)."""
     from .models.vlm import VLM, torch_dtype
     out = Path(out)
     e, dtype = cfg.evaluate, torch_dtype(cfg.model.dtype)
@@ -351,21 +353,50 @@ def evaluate_model(model, questions: list[Question], image_root: str | Path, out
             if isinstance(model, VLM):  # one just trained, evaluated as it would be once reloaded, so a resumed run agrees
                 model.model.to(dtype)
                 loaded.append(model)
+            elif str(model).startswith(("http://", "https://")):  # a model behind a server; its answers cached
+                from .models.served import load_served
+                loaded.append(load_served(str(model), served_name, cache=out / "served_cache.sqlite"))
             else:
                 loaded.append(VLM.load(model, dtype=dtype))
         return loaded[0]
+
+    judge = None
+    if e.judge == "llm" and e.method == "letter":
+        from .benchmarks.answers import llm_judge
+        if llm is None:
+            raise DataError("evaluate.judge 'llm' needs an LLM: set llm.base_urls or llm.local")
+        judge = llm_judge(llm())
 
     def run(where: Path, blind: bool) -> EvalResult:
         if (where / "results.json").exists():
             return load_results(where)
         return run_evaluate(vlm(), questions, image_root, where, e.method, e.batch_size, benchmark=benchmark,
-                            progress=progress, held_out=e.held_out, blind=blind)
+                            progress=progress, held_out=e.held_out, blind=blind, prompt=e.prompt,
+                            max_new_tokens=e.max_new_tokens, judge=judge)
 
     res = run(out, blind=False)
-    if e.circular and not (out / "circular.json").exists():
+    if (e.circular or res.circular is not None) and not (out / "circular.json").exists():
         write_json(out / "circular.json", circular_scores(read_jsonl(out / "predictions.jsonl", Prediction)))
     if e.blind:
         run(out / "blind", blind=True)
+    if loaded and hasattr(loaded[0], "client"):
+        loaded[0].client.close()
+    return res
+
+
+def score_predictions(questions: list[Question], predictions: str | Path, out: str | Path, cfg: RunConfig,
+                      benchmark: str = "", llm: Callable[[], LLMClient] | None = None) -> EvalResult:
+    """Score replies a model gave elsewhere (`benchmarks.predictions`: this project's, VLMEvalKit's or
+    lmms-eval's files) as an evaluation folder `out`, which `plan` can then plan from. Replies are read
+    as VLMEvalKit reads them (and by the LLM judge with `evaluate.judge: llm`)."""
+    from .benchmarks.answers import llm_judge
+    from .benchmarks.predictions import read_predictions
+    from .evaluate import score_replies, split, write_evaluation
+    judge = llm_judge(llm()) if cfg.evaluate.judge == "llm" and llm else None
+    preds = score_replies(questions, read_predictions(predictions, questions), split(questions, cfg.evaluate.held_out), judge)
+    res = write_evaluation(preds, out, benchmark, "letter")
+    if res.circular is not None:
+        write_json(Path(out) / "circular.json", circular_scores(preds))
     return res
 
 

@@ -26,9 +26,12 @@ def test_mmbench_rows_become_questions_with_their_images(tmp_path):
     write_tsv(tmp_path / "dev.tsv", ROWS)
     qs = read_mmbench(tmp_path / "dev.tsv", tmp_path / "img")
     assert [len(q.options) for q in qs] == [4, 2, 3]
-    assert qs[0].image == "0.jpg" and qs[1].image == "0.jpg" and qs[2].image == "2.png"  # row 1 reuses row 0's picture
-    assert Image.open(tmp_path / "img" / "2.png").getpixel((0, 0)) == (0, 0, 255)
-    assert qs[1].question == "Look at the whole picture.\nIs it bright?" and qs[0].question == "What color is the image?"
+    # row 1 reuses row 0's picture; names keep the index and add the content's hash
+    assert qs[0].image == qs[1].image and qs[0].image.startswith("0-") and qs[0].image.endswith(".jpg")
+    assert qs[2].image.startswith("2-") and qs[2].image.endswith(".png")
+    assert Image.open(tmp_path / "img" / qs[2].image).getpixel((0, 0)) == (0, 0, 255)
+    assert qs[1].hint == "Look at the whole picture." and qs[1].question == "Is it bright?"
+    assert qs[1].text == "Look at the whole picture.\nIs it bright?" and qs[0].text == "What color is the image?"
     assert (qs[0].qtype, qs[1].qtype, qs[0].category, qs[1].l2_category) == (1, 2, "attribute_recognition", "coarse_perception")
 
 
@@ -113,7 +116,10 @@ def test_cli_evaluates_mmbench_circular_and_mme(tmp_path, tiny_vlm):
     assert scores["overall"]["circular"] == sum(all(v) for v in by_question.values()) / 3
     assert scores["overall"]["single"] == sum(p["correct"] for p in preds if p["question_id"].endswith("@0")) / 3
     results = json.loads((tmp_path / "ev" / "results.json").read_text())
-    assert results["total"] == 9 and results["per_type"]["1"]["name"] == "attribute_recognition"
+    # results.json is the single pass (rotation 0), as VLMEvalKit prints it, with the circular score beside it
+    assert results["total"] == 3 and results["per_type"]["1"]["name"] == "attribute_recognition"
+    assert results["circular"] == scores["overall"]["circular"] and results["correct"] / 3 == scores["overall"]["single"]
+    assert set(results["per_l2"]) == {"finegrained_perception", "coarse_perception"}
     make_mme(tmp_path / "mme")
     r = CliRunner().invoke(app, ["mme-eval", "--model", str(tmp_path / "m"), "--root", str(tmp_path / "mme"), "--out", str(tmp_path / "mme.json")])
     assert r.exit_code == 0, r.output

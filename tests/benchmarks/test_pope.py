@@ -108,4 +108,5 @@ def test_cli_build_then_eval(tiny_vlm, world, tmp_path):
     from dataengine.models.vlm import VLM
     items = read_pope(tmp_path / "pope.jsonl")
     assert items == build_pope(read_jsonl(world.pool, ImageAnnotation), "popular")
-    assert metrics == pope_metrics([i.label for i in items], evaluate_pope(VLM.load(tmp_path / "m"), items, world.image_root))
+    assert metrics == pope_metrics([i.label for i in items], evaluate_pope(VLM.load(tmp_path / "m"), items, world.image_root)) | \
+        {"method": "likelihood", "rule": None, "splits": {}}

@@ -54,6 +54,9 @@ class FakeLLM:
                 self.end_headers()
                 self.wfile.write(payload)
 
+            def do_GET(self):  # /v1/models
+                self._send(200, json.dumps({"object": "list", "data": [{"id": "fake-vlm", "object": "model"}]}).encode())
+
             def do_POST(self):
                 raw = self.rfile.read(int(self.headers.get("Content-Length", 0)))
                 body = json.loads(raw)
@@ -68,7 +71,8 @@ class FakeLLM:
                             r = httpx.post(fake.upstream.rstrip("/") + "/chat/completions", json=body, timeout=600)
                             payload, status = r.content, r.status_code
                         else:
-                            payload, status = json.dumps(completion(fake.answer(body))).encode(), 200
+                            reply = fake.answer(body)  # the text of a completion, or a whole response (a dict)
+                            payload, status = json.dumps(reply if isinstance(reply, dict) else completion(reply)).encode(), 200
                         if status == 200:
                             with fake.lock:
                                 fake.answered.append(hashlib.sha256(raw).hexdigest())

@@ -6,6 +6,7 @@ from pathlib import Path
 from pydantic import BaseModel
 
 from ..errors import DataError
+from ..records import read_text
 
 MME_PERCEPTION = ("existence", "count", "position", "color", "posters", "celebrity", "scene", "landmark", "artwork", "OCR")
 MME_COGNITION = ("commonsense_reasoning", "numerical_calculation", "text_translation", "code_reasoning")
@@ -16,12 +17,20 @@ class MMEItem(BaseModel):
     image: str  # relative to the MME root
     question: str
     label: str  # "yes" or "no"
+    pair: str = ""  # the picture both questions ask about, when not `image` (MME.tsv's image_path)
 
 
-def read_mme(root: str | Path) -> list[MMEItem]:
+def read_mme(root: str | Path, image_dir: str | Path | None = None) -> list[MMEItem]:
     """Read the MME release folder: per subtask either `images/` + `questions_answers_YN/*.txt`, or
-    images and .txt files side by side; each .txt line is `question<TAB>Yes|No` about its image."""
+    images and .txt files side by side; each .txt line is `question<TAB>Yes|No` about its image. Or
+    VLMEvalKit's MME.tsv (its images are written to `image_dir`, its subtask is the category)."""
     root = Path(root)
+    if root.suffix.lower() == ".tsv":
+        from .yesno import read_yes_no_tsv
+        if image_dir is None:
+            raise DataError(f"{root}: a TSV needs a folder for its images")
+        return [MMEItem(subtask=x.category, image=x.image, question=x.question, label=x.label, pair=x.source)
+                for x in read_yes_no_tsv(root, image_dir)]
     if not root.is_dir():
         raise DataError(f"{root}: MME folder not found")
     items = []
@@ -32,7 +41,7 @@ def read_mme(root: str | Path) -> list[MMEItem]:
             image = next((img_dir / (txt.stem + ext) for ext in (".jpg", ".png", ".jpeg") if (img_dir / (txt.stem + ext)).exists()), None)
             if image is None:
                 raise DataError(f"{txt}: no image {txt.stem}.jpg or .png beside it")
-            for n, line in enumerate(txt.read_text(encoding="utf-8").splitlines(), 1):
+            for n, line in enumerate(read_text(txt).splitlines(), 1):
                 if not line.strip():
                     continue
                 parts = line.rsplit("\t", 1)
@@ -50,7 +59,7 @@ def mme_scores(items: list[MMEItem], answers: list[str]) -> dict:
     perception and cognition are sums of their subtasks' scores, as MME's own calculator reports."""
     per: dict[str, dict[str, list[bool]]] = {}
     for it, a in zip(items, answers):
-        per.setdefault(it.subtask, {}).setdefault(it.image, []).append(a == it.label)
+        per.setdefault(it.subtask, {}).setdefault(it.pair or it.image, []).append(a == it.label)
     out: dict = {"subtasks": {}}
     for task, images in sorted(per.items()):
         flat = [ok for oks in images.values() for ok in oks]

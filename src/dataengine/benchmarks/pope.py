@@ -44,6 +44,7 @@ class PopeItem(BaseModel):
     image: str
     text: str
     label: str  # "yes" or "no"
+    category: str = ""  # the split, in VLMEvalKit's POPE.tsv
 
 
 def build_pope(anns: list[ImageAnnotation], split: str, per_image: int = 3, seed: int = 0) -> list[PopeItem]:
@@ -72,9 +73,18 @@ def write_pope(path: str | Path, items: list[PopeItem]) -> Path:
     return write_jsonl(path, items)
 
 
-def read_pope(path: str | Path) -> list[PopeItem]:
+def read_pope(path: str | Path, image_dir: str | Path | None = None) -> list[PopeItem]:
+    """POPE's JSON lines (labels "yes"/"no" in any case), or VLMEvalKit's POPE.tsv (its images are
+    written to `image_dir`; its split goes to `category`)."""
+    if Path(path).suffix.lower() == ".tsv":
+        from .yesno import read_yes_no_tsv
+        if image_dir is None:
+            raise DataError(f"{path}: a TSV needs a folder for its images (--image-root)")
+        return [PopeItem(question_id=i, image=x.image, text=x.question, label=x.label, category=x.category)
+                for i, x in enumerate(read_yes_no_tsv(path, image_dir))]
     items = read_jsonl(path, PopeItem)
     for item in items:
+        item.label = item.label.strip().lower()
         if item.label not in ("yes", "no"):
             raise DataError(f"{path}: question {item.question_id}: label {item.label!r} is not yes or no")
     return items
@@ -96,12 +106,23 @@ def pope_metrics(labels: list[str], answers: list[str]) -> dict[str, float]:
     }
 
 
-def evaluate_pope(vlm, items: list[PopeItem], image_root: str | Path, batch_size: int = 16) -> list[str]:
-    """Answer each question by the likelihood of "yes" against "no" (`vlm`: any model with `score_options`)."""
+def evaluate_pope(vlm, items: list[PopeItem], image_root: str | Path, batch_size: int = 16,
+                  method: str = "likelihood", rule: str = "pope", max_new_tokens: int = 32) -> list[str]:
+    """Answer each yes/no question: by the likelihood of "yes" against "no" (`method` "likelihood", any
+    model with `score_options`), or by a generated reply read by `rule` ("pope": POPE's own,
+    "vlmevalkit": VLMEvalKit's; "generate", any model with `generate`). Returns "yes", "no" or
+    (VLMEvalKit's rule) "unknown" per question."""
+    from .answers import YES_NO_RULES
+    read = YES_NO_RULES.get(rule)
+    if method not in ("likelihood", "generate"):
+        raise DataError(f"unknown yes/no method {method!r}; known: likelihood, generate")
     answers = []
     for start in range(0, len(items), batch_size):
         chunk = items[start:start + batch_size]
-        images = [load_image(image_root, i.image, where=f"POPE question {i.question_id}") for i in chunk]
-        scores = vlm.score_options([(img, i.text, ["yes", "no"]) for img, i in zip(images, chunk)])
-        answers += ["yes" if s[0] <= s[1] else "no" for s in scores]
+        images = [load_image(image_root, i.image, where=f"question {i.question_id}") for i in chunk]
+        if method == "likelihood":
+            scores = vlm.score_options([(img, i.text, ["yes", "no"]) for img, i in zip(images, chunk)])
+            answers += ["yes" if s[0] <= s[1] else "no" for s in scores]
+        else:
+            answers += [read(t) for t in vlm.generate([(img, i.text) for img, i in zip(images, chunk)], max_new_tokens=max_new_tokens)]
     return answers

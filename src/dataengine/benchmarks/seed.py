@@ -2,29 +2,61 @@
 from __future__ import annotations
 
 import json
+from collections import Counter
 from pathlib import Path
 
 from ..errors import DataError
-from ..records import LETTERS, QTYPES, Question, write_json
+from ..records import LETTERS, QTYPES, Question, read_text, write_json
 
 SEED_FIELDS = ("question_id", "question", "choice_a", "choice_b", "choice_c", "choice_d", "answer",
                "question_type_id", "data_id")
 
 
+# `data_type` values of image questions: SEED-Bench's "image", SEED-Bench-2's "Single Image"
+IMAGE_TYPES = ("image", "Single Image")
+
+
+def _table(data: dict, path: Path) -> dict[int, str] | None:
+    """The file's own `question_type` table (name -> id) as id -> name; None when the file has none."""
+    table = data.get("question_type")
+    if table is None:
+        return None
+    if not isinstance(table, dict) or not all(isinstance(k, str) and isinstance(v, int) and not isinstance(v, bool)
+                                              for k, v in table.items()):
+        raise DataError(f"{path}: question_type should map each type's name to its number")
+    names: dict[int, str] = {}
+    for name, t in table.items():
+        if t in names:
+            raise DataError(f"{path}: question_type gives number {t} to both {names[t]!r} and {name!r}")
+        names[t] = name
+    return names
+
+
+def _text(q: dict, field: str, where: str) -> str:
+    v = q[field]
+    if isinstance(v, bool) or not isinstance(v, (str, int, float)):
+        raise DataError(f"{where}: field {field!r} should be text, got {json.dumps(v)[:40]}")
+    return str(v)
+
+
 def read_seed(path: str | Path) -> list[Question]:
-    """Read SEED-Bench JSON. Video dimensions (ids 10-12) are skipped with a note; anything malformed
-    raises a one-line error naming the file and the question."""
+    """Read SEED-Bench (or SEED-Bench-2) JSON. The file's own `question_type` table names the types
+    (the published file numbers Location and Attributes otherwise than its paper: names, not numbers,
+    decide what a type is); without one, SEED-Bench's nine names. Questions that are not about one
+    image (video, several images, generation) are skipped with a note. Anything malformed raises a
+    one-line error naming the file, the question and the field."""
     path = Path(path)
     if not path.exists():
         raise DataError(f"{path}: benchmark file not found")
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads(read_text(path))
     except json.JSONDecodeError as e:
         raise DataError(f"{path}: not valid JSON (line {e.lineno}: {e.msg})") from None
     items = data.get("questions") if isinstance(data, dict) else None
     if not isinstance(items, list):
         raise DataError(f"{path}: no 'questions' list (not a SEED-Bench file)")
-    out, skipped = [], 0
+    names = _table(data, path)
+    out, skipped, ids = [], Counter(), set()
     for n, q in enumerate(items):
         qid = q.get("question_id", f"#{n}") if isinstance(q, dict) else f"#{n}"
         where = f"{path}: question {qid}"
@@ -33,26 +65,38 @@ def read_seed(path: str | Path) -> list[Question]:
         missing = [f for f in SEED_FIELDS if f not in q]
         if missing:
             raise DataError(f"{where}: missing field {missing[0]!r}")
-        if q.get("data_type", "image") != "image":
-            skipped += 1
+        if q.get("data_type", "image") not in IMAGE_TYPES:
+            skipped[str(q.get("data_type"))] += 1
             continue
-        try:
-            qtype = int(q["question_type_id"])
-        except (TypeError, ValueError):
-            raise DataError(f"{where}: question_type_id {q['question_type_id']!r} is not a number") from None
-        if qtype not in QTYPES:
-            if qtype in (10, 11, 12):
-                skipped += 1
+        raw = q["question_type_id"]
+        if isinstance(raw, bool) or not (isinstance(raw, int) or isinstance(raw, str) and raw.strip().isdigit()):
+            raise DataError(f"{where}: question_type_id {raw!r} is not a whole number")
+        qtype = int(raw)
+        if names is not None and qtype not in names:
+            raise DataError(f"{where}: question_type_id {qtype} is not in the file's question_type table")
+        if names is None and qtype not in QTYPES:
+            if qtype in (10, 11, 12):  # SEED-Bench's video dimensions
+                skipped["video"] += 1
                 continue
             raise DataError(f"{where}: unknown question_type_id {qtype} (image dimensions are 1-9)")
-        answer = str(q["answer"]).strip().upper()
-        if answer not in LETTERS:
+        answer = _text(q, "answer", where).strip().upper()
+        if answer not in LETTERS[:4]:
             raise DataError(f"{where}: answer {q['answer']!r} is not one of A-D")
-        out.append(Question(question_id=str(q["question_id"]), question=q["question"],
-                            options=[str(q[f"choice_{x}"]) for x in "abcd"], answer=answer, qtype=qtype,
-                            image=str(q["data_id"])))
+        image = q["data_id"]
+        if isinstance(image, list) and len(image) == 1:
+            image = image[0]
+        if not isinstance(image, str) or not image:
+            raise DataError(f"{where}: field 'data_id' should be the image's path, got {json.dumps(image)[:40]}")
+        qid = _text(q, "question_id", where)
+        if qid in ids:
+            raise DataError(f"{where}: the question_id appears twice")
+        ids.add(qid)
+        out.append(Question(question_id=qid, question=_text(q, "question", where),
+                            options=[_text(q, f"choice_{x}", where) for x in "abcd"], answer=answer, qtype=qtype,
+                            image=image, category=names[qtype] if names else QTYPES[qtype][0]))
     if skipped:
-        print(f"{path}: skipped {skipped} video questions (this evaluator reads image dimensions 1-9)")
+        kinds = ", ".join(f"{n} {kind}" for kind, n in skipped.items())
+        print(f"{path}: skipped {kinds} questions (this evaluator reads questions about one image)")
     if not out:
         raise DataError(f"{path}: no image questions in the file")
     return out
@@ -60,7 +104,7 @@ def read_seed(path: str | Path) -> list[Question]:
 
 def write_seed(path: str | Path, questions: list[Question]) -> Path:
     return write_json(path, {
-        "question_type": {name: t for t, (name, _) in QTYPES.items()},
+        "question_type": {q.category or QTYPES[q.qtype][0]: q.qtype for q in sorted(questions, key=lambda q: q.qtype)},
         "questions": [{
             "answer": q.answer, "choice_a": q.options[0], "choice_b": q.options[1], "choice_c": q.options[2],
             "choice_d": q.options[3], "data_id": q.image, "data_type": "image", "question": q.question,

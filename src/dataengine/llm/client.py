@@ -238,8 +238,9 @@ class LLMClient:
             await asyncio.sleep(wait)
         raise LLMError(f"{self.cfg.base_urls[0]}: gave up after {self.cfg.max_retries + 1} attempts: {last}")
 
-    async def complete_many(self, bodies: list[dict]) -> list[Completion | LLMError]:
-        """Answer every body; a failed one comes back as an LLMError in its place, never raised."""
+    async def complete_many(self, bodies: list[dict], raw: bool = False) -> list[Completion | dict | LLMError]:
+        """Answer every body; a failed one comes back as an LLMError in its place, never raised.
+        `raw`: the server's whole response (a dict) instead of its text."""
         sem = asyncio.Semaphore(self.cfg.concurrency)
         limits = (RateLimiter(self.cfg.requests_per_minute), RateLimiter(self.cfg.tokens_per_minute))
         timeout = httpx.Timeout(self.cfg.timeout, connect=min(10.0, self.cfg.timeout))
@@ -250,7 +251,7 @@ class LLMClient:
             if self.cache and (hit := self.cache.get(key)) is not None:
                 c = _completion(hit, cached=True)
                 self.usage.add(c)
-                return c
+                return hit if raw else c
             async with sem:
                 try:
                     data = await self._post(http, body, limits)
@@ -261,13 +262,17 @@ class LLMClient:
                 self.cache.put(key, data)
             c = _completion(data, cached=False)
             self.usage.add(c)
-            return c
+            return data if raw else c
 
         async with httpx.AsyncClient(timeout=timeout, limits=pool, transport=self.transport) as http:
             return await asyncio.gather(*(one(http, b) for b in bodies))
 
     def run(self, bodies: list[dict]) -> list[Completion | LLMError]:
         return asyncio.run(self.complete_many(bodies))
+
+    def run_raw(self, bodies: list[dict]) -> list[dict | LLMError]:
+        """The servers' whole responses (for fields beyond the text, such as prompt log-probabilities)."""
+        return asyncio.run(self.complete_many(bodies, raw=True))
 
     def close(self) -> None:
         if self.cache:

@@ -34,7 +34,7 @@ ITEM_SCHEMA = {
         "answer": {"type": "string"},
         "short_answer": {"type": "string"},
         "options": {"type": "array", "items": {"type": "string"}, "minItems": 4, "maxItems": 4},
-        "correct": {"type": "string", "enum": list(LETTERS)},
+        "correct": {"type": "string", "enum": list(LETTERS[:4])},
     },
     "required": ["question", "answer", "short_answer", "options", "correct"],
 }
@@ -176,7 +176,7 @@ def parse(text: str) -> Parsed:
         return Parsed("skip", reason=str(obj["skip"])[:200])
     if isinstance(obj.get("options"), list) and "correct" in obj:
         c = str(obj["correct"]).strip().rstrip(".").strip("()")
-        if c.upper() in LETTERS:
+        if c.upper() in LETTERS[:4]:
             obj["correct"] = c.upper()
         elif c in [str(o) for o in obj["options"]]:
             obj["correct"] = LETTERS[[str(o) for o in obj["options"]].index(c)]
@@ -185,7 +185,7 @@ def parse(text: str) -> Parsed:
     except ValidationError as e:
         err = e.errors()[0]
         return Parsed("malformed", reason=f"{'.'.join(str(x) for x in err['loc']) or 'item'}: {err['msg']}")
-    if item.correct not in LETTERS:
+    if item.correct not in LETTERS[:4]:
         return Parsed("malformed", reason=f"correct letter {item.correct!r} not A-D")
     return Parsed("item", item=item)
 

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 from typing import Any, TextIO
 
+from .. import records
 from ..errors import DataError
 
 Box = tuple[float, float, float, float]
@@ -47,12 +48,7 @@ def clean(text: str) -> str:
 
 
 def open_text(path: Path) -> TextIO:
-    try:
-        return path.open(encoding="utf-8")
-    except FileNotFoundError:
-        raise DataError(f"{path}: file not found") from None
-    except OSError as e:
-        raise DataError(f"{path}: cannot open ({e.strerror})") from None
+    return records.open_text(path)
 
 
 def load_json(path: Path) -> Any:

@@ -65,6 +65,17 @@ def run_table(results: list[EvalResult], blind: list[EvalResult | None] | None =
     return accuracy_table([r.part("report") for r in results], title, flags, extra)
 
 
+def l2_table(result: EvalResult) -> Table:
+    """Accuracy per l2-category (MMBench's coarser grouping), as VLMEvalKit prints it."""
+    table = Table(title=f"{result.benchmark}: accuracy per l2-category")
+    table.add_column("l2-category")
+    table.add_column("questions", justify="right")
+    table.add_column("accuracy", justify="right")
+    for name, x in result.per_l2.items():
+        table.add_row(name, str(x.total), f"{x.accuracy:.1%}")
+    return table
+
+
 def counts_table(plans: list) -> Table:
     table = Table(title="Incremental items planned per type (ABS)")
     table.add_column("question type")
