@@ -487,28 +487,35 @@ def pool(out: Path = typer.Option(..., help="JSONL of ImageAnnotation records, f
          lvis: Optional[Path] = typer.Option(None), captions: Optional[Path] = typer.Option(None, help="A folder's JSONL of image + caption(s)."),
          limit: Optional[int] = typer.Option(None, help="Visual Genome: stop after this many images (streamed).")):
     """Turn Visual Genome, COCO (+LVIS) or a captioned folder of images into an annotation pool."""
+    from collections import Counter
+
     from .pools import read_coco, read_folder, read_visual_genome
-    from .records import write_jsonl
+    from .records import write_json, write_jsonl
+    report: Counter = Counter()
     with _errors():
         if sum(x is not None for x in (vg, coco_captions, captions)) != 1:
             raise DataError("give one source: --vg, --coco-captions with --coco-instances, or --captions")
         if vg:
-            anns = list(read_visual_genome(vg, image_root, limit=limit))
+            anns = list(read_visual_genome(vg, image_root, limit=limit, report=report))
         elif coco_captions:
             if coco_instances is None:
                 raise DataError("--coco-instances is needed with --coco-captions")
-            anns = read_coco(coco_captions, coco_instances, image_root, coco_image_dir, lvis)
+            anns = read_coco(coco_captions, coco_instances, image_root, coco_image_dir, lvis, report=report)
         else:
-            anns = read_folder(image_root, captions)
+            anns = read_folder(image_root, captions, report=report)
     write_jsonl(out, anns)
     console.print(f"wrote {len(anns)} annotated images to {out}")
+    if report:
+        console.print("left out: " + ", ".join(f"{n} {what}{'s' if n != 1 and not what.endswith(')') else ''}"
+                                               for what, n in sorted(report.items())))
+    write_json(out.with_suffix(".report.json"), dict(report))
 
 
 @app.command()
 def export(inp: Path = typer.Argument(...), out: Path = typer.Option(...),
            to: str = typer.Option("llava", help="llava (conversation JSON) or hf (Parquet shards with the images)"),
            form: str = typer.Option("both", help="llava: direct, choice or both"),
-           image_root: Optional[Path] = typer.Option(None, help="hf: where the images are read from")):
+           image_root: Optional[Path] = typer.Option(None, help="Where the images are (hf: needed; llava: each picture is opened first)")):
     """Export samples to the LLaVA conversation JSON, or to a Hugging Face dataset with the images."""
     from .export import FORMS, TARGETS
     from .records import Sample

@@ -39,7 +39,7 @@ class Section(BaseModel):
 class WorldConfig(Section):
     """The embedded synthetic world: used when `data` names no real files."""
     pool_size: int = 5000
-    benchmark_per_type: int = 60
+    benchmark_per_type: int = 220  # 70% held out: about 150 a type, a standard error near 4 points
     image_size: int = 96
     # Round 0's training set is deliberately imbalanced, so the loop has weaknesses to find.
     starter: dict[int, int] = {1: 400, 2: 400, 3: 400, 4: 30, 5: 400, 6: 30, 7: 30, 8: 400, 9: 30}
@@ -68,7 +68,15 @@ class ModelConfig(Section):
     path: str | None = None  # a checkpoint; None builds the tiny default model
     tiny: TinyConfig = TinyConfig()
     base_epochs: float = 4.0  # round 0 training of the tiny model on the original data
-    vision_pretrain_steps: int = 300  # the tiny model's vision tower, on the pool's annotations; 0 skips
+    vision_pretrain_steps: int = Field(600, ge=0)  # the tiny model's vision tower, on the pool's annotations; 0 skips
+    # Further per-patch labels for that pretraining (models.vision.EXTRA_KINDS: count, contact), and
+    # whether a patch is labelled by the drawn pixels of the world's shapes rather than by the boxes.
+    vision_labels: list[Literal["count", "contact"]] = ["count", "contact"]
+    vision_masks: bool = True
+    # LLaVA's alignment stage for the tiny model, after the vision pretraining and before round 0's
+    # instruction data: the pool's captions, region descriptions ("regions") or both; "none" skips.
+    align: Literal["none", "caption", "regions", "both", "relations"] = "regions"
+    align_epochs: float = Field(1.0, ge=0)
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"  # for evaluation; bfloat16 for 7B models on a GPU
 
 

@@ -40,7 +40,18 @@ def to_llava(samples: list[Sample], form: str = "both") -> list[dict]:
     return out
 
 
-def export_llava(samples: list[Sample], path: str | Path, form: str = "both") -> Path:
+def check_pictures(samples: list[Sample], image_root: str | Path) -> None:
+    """Open every picture the samples name, so an export never names one a trainer cannot read;
+    DataError naming the file and the sample otherwise."""
+    from .images import load_image
+    for s in samples:
+        load_image(image_root, s.image, where=f"sample {s.id}", max_side=32)
+
+
+def export_llava(samples: list[Sample], path: str | Path, form: str = "both", image_root: str | Path | None = None) -> Path:
+    """LLaVA conversation JSON; with `image_root`, every picture is opened first (`check_pictures`)."""
+    if image_root is not None:
+        check_pictures(samples, image_root)
     return write_json(path, to_llava(samples, form))
 
 
@@ -88,6 +99,7 @@ def export_hf(samples: list[Sample], image_root: str | Path, out_dir: str | Path
     """Parquet shards (`data-00000.parquet`, ...) with each image's bytes embedded; `datasets.load_dataset
     ("parquet", data_dir=out_dir)` or `import_hf` loads them."""
     import datasets
+    check_pictures(samples, image_root)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     features = datasets.Features({
@@ -128,5 +140,5 @@ def import_hf(data_dir: str | Path, image_root: str | Path) -> list[Sample]:
 
 # Where `dataengine export --to` writes: f(samples, out, form, image_root)
 TARGETS: Registry = Registry("export target")
-TARGETS.register("llava", lambda samples, out, form, image_root: export_llava(samples, out, form))
+TARGETS.register("llava", lambda samples, out, form, image_root: export_llava(samples, out, form, image_root))
 TARGETS.register("hf", lambda samples, out, form, image_root: export_hf(samples, image_root, out))

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .errors import DataError
 
@@ -16,12 +16,20 @@ def resolve(image_root: str | Path, rel: str, where: str = "") -> Path:
     return path
 
 
-def load_image(image_root: str | Path, rel: str, where: str = "") -> Image.Image:
+def load_image(image_root: str | Path, rel: str, where: str = "", max_side: int | None = None) -> Image.Image:
+    """The picture as RGB, as it is displayed (EXIF orientation applied: the frame COCO's and Visual
+    Genome's boxes are in). `max_side`: decode a JPEG at a reduced scale whose sides are still at
+    least that, so a huge photo for a small model costs little memory. DataError (naming the file and
+    `where`) for a missing, unreadable or decompression-bomb picture."""
     path = resolve(image_root, rel, where)
-    if not path.exists():
+    if not path.is_file():
         raise DataError(f"{path}: {where}: image not found")
     try:
         with Image.open(path) as im:
-            return im.convert("RGB")
-    except (UnidentifiedImageError, OSError) as e:
+            if max_side:
+                im.draft("RGB", (max_side, max_side))
+            return ImageOps.exif_transpose(im).convert("RGB")
+    except Image.DecompressionBombError:
+        raise DataError(f"{path}: {where}: the picture is larger than Pillow's safety limit (a decompression bomb?)") from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
         raise DataError(f"{path}: {where}: cannot read image ({e.__class__.__name__})") from None

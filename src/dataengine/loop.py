@@ -168,9 +168,12 @@ class Loop:
             self._log(f"round 0: building the tiny model, pretraining its vision tower ({m.vision_pretrain_steps} steps) "
                       f"and training it on {len(original)} starter items")
             with progress_bar(self.console) as p:
-                vlm, scores = stages.base_model(self.cfg, inputs, original, model_dir, rd, progress=p)
+                vlm, scores, aligned = stages.base_model(self.cfg, inputs, original, model_dir, rd, progress=p)
             if scores:
                 self._log("vision tower probe (held-out patches): " + ", ".join(f"{k} {v:.0%}" for k, v in scores.items()))
+            if aligned:
+                self._log(f"alignment ({m.align}, {aligned['samples']} items): loss {aligned['losses'][0]:.2f} -> "
+                          f"{aligned['losses'][-1]:.2f}")
         return self._evaluate(vlm or model_dir, rd / "eval", questions, inputs)
 
     def _evaluate(self, model, eval_dir: Path, questions: list[Question], inputs: Inputs) -> EvalResult:

@@ -87,6 +87,10 @@ class ImageAnnotation(BaseModel):
     relations: list[Relation] = Field(default_factory=list)
     regions: list[Region] = Field(default_factory=list)
     texts: list[TextAnn] = Field(default_factory=list)
+    # Names whose instances on this image may not all be annotated (COCO's crowds, LVIS's
+    # not-exhaustive categories): never counted, never said to be absent.
+    inexhaustive: list[str] = Field(default_factory=list)
+    absent: list[str] = Field(default_factory=list)  # names known not to be on the image (LVIS's negatives)
 
     def object(self, oid: int) -> ObjectAnn:
         return next(o for o in self.objects if o.id == oid)

@@ -16,7 +16,7 @@ import random
 from dataclasses import dataclass
 from typing import Callable
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from .errors import DataError
 from .records import LETTERS, Prediction, qtype_name
@@ -103,22 +103,39 @@ def near_duplicates_removed(cases: list[Prediction], threshold: float = 0.9, emb
 
 
 class TypePlan(BaseModel):
+    """One type's share of the round. A plan written by hand needs only `qtype` and `count`."""
+    model_config = ConfigDict(extra="forbid")
     qtype: int  # the benchmark's type (for MMBench, the number of a category)
-    name: str
-    accuracy: float
-    ratio: float
-    count: int
-    examples: list[Prediction]
+    count: int = Field(ge=0)
+    name: str = ""  # default: the SEED-Bench type's name
+    accuracy: float | None = None  # what ABS planned from
+    ratio: float | None = None  # the type's share of the budget
+    examples: list[Prediction] = []  # bad cases the generator is shown
     generator_type: int | None = None  # the SEED-Bench type 1-9 that writes its items; None: the type itself
+
+    @model_validator(mode="after")
+    def named(self):
+        self.name = self.name or qtype_name(self.qtype)
+        return self
 
 
 class Plan(BaseModel):
-    strategy: str
-    budget: int
+    model_config = ConfigDict(extra="forbid")
+    strategy: str = "by hand"
+    budget: int | None = None  # default: the types' counts, summed
     types: dict[int, TypePlan]
     unmapped: list[str] = []  # benchmark types no generator writes: they were given no items
     # benchmark type -> why the pool cannot supply its generator type (e.g. no OCR text): no items either
     unavailable: dict[str, str] = {}
+
+    @model_validator(mode="after")
+    def consistent(self):
+        for t, tp in self.types.items():
+            if tp.qtype != t:
+                raise ValueError(f"types.{t}: qtype is {tp.qtype}, not {t}")
+        if self.budget is None:
+            self.budget = sum(tp.count for tp in self.types.values())
+        return self
 
     def generator_types(self) -> dict[int, int]:
         """Benchmark type -> the generator type that writes its items (types given no items left out)."""

@@ -43,6 +43,7 @@ from .records import (
     Question,
     Sample,
     read_jsonl,
+    read_text,
     write_json,
     write_jsonl,
 )
@@ -150,10 +151,17 @@ def diagnosis_badcases(eval_dir: str | Path) -> list[Prediction]:
 
 
 def read_plan(path: str | Path) -> Plan:
+    """A plan file: ABS's, or one written by hand (`{"types": {"4": {"qtype": 4, "count": 300}}}`)."""
+    from pydantic import ValidationError
+
+    from .config import problem
     path = Path(path)
     if not path.exists():
         raise DataError(f"{path}: plan file not found")
-    return Plan.model_validate_json(path.read_text())
+    try:
+        return Plan.model_validate_json(read_text(path))
+    except ValidationError as e:
+        raise DataError(f"{path}: {problem(e)}") from None
 
 
 # ---- generate ----
@@ -315,7 +323,8 @@ def init_model(original: list[Sample], cfg: RunConfig, out: str | Path | None = 
             raise DataError("vision pretraining needs the pool's image root")
         held = min(100, len(pool) // 2)  # the probe's images are kept out of pretraining
         held_out = pool[:held]
-        pre = pretrain_vision(vlm, pool[held:], image_root, m.vision_pretrain_steps, seed=cfg.seed, progress=progress)
+        pre = pretrain_vision(vlm, pool[held:], image_root, m.vision_pretrain_steps, seed=cfg.seed, progress=progress,
+                              extra=tuple(m.vision_labels), masks=world.object_mask if m.vision_masks else None)
         scores = probe(vlm, pre, held_out, image_root)
         if out:
             write_json(Path(out) / "vision_probe.json", {"losses": pre.losses[::10], "accuracy": scores})
@@ -324,14 +333,26 @@ def init_model(original: list[Sample], cfg: RunConfig, out: str | Path | None = 
 
 def base_model(cfg: RunConfig, inputs: Inputs, original: list[Sample], model_dir: str | Path, probe_dir: str | Path,
                progress: Progress | None = None):
-    """Round 0 of the embedded default: `init_model` (vision pretraining on the pool), then training on
-    the original data for `cfg.model.base_epochs`; saved to `model_dir`. Returns (VLM, probe scores)."""
+    """Round 0 of the embedded default: `init_model` (vision pretraining on the pool), LLaVA's
+    alignment stage (`model.align`: the pool's descriptions, `model.align_epochs`), then training on
+    the original data for `model.base_epochs`; saved to `model_dir`. Returns (VLM, probe scores,
+    alignment log or None)."""
+    import shutil
+
+    from .generate.align import alignment_samples
     from .train.sft import train
+    m = cfg.model
     pool = read_jsonl(inputs.pool, ImageAnnotation)
     vlm, scores = init_model(original, cfg, probe_dir, pool, inputs.image_root, progress)
-    train(vlm, original, inputs.image_root, model_dir, cfg.train.model_copy(update={"epochs": cfg.model.base_epochs}),
-          progress=progress)
-    return vlm, scores
+    base = cfg.train.model_copy(update={"epochs": m.base_epochs})
+    aligned = None
+    if m.align != "none" and m.align_epochs > 0:
+        items = alignment_samples(pool[min(100, len(pool) // 2):], m.align, seed=cfg.seed)  # not the probe's images
+        aligned = train(vlm, items, inputs.image_root, Path(probe_dir) / "align",
+                        base.model_copy(update={"epochs": m.align_epochs, "target": "answer"}), progress=progress)
+        shutil.rmtree(Path(probe_dir) / "align", ignore_errors=True)  # a stage of round 0's model, not a model of its own
+    train(vlm, original, inputs.image_root, model_dir, base, progress=progress)
+    return vlm, scores, aligned
 
 
 # ---- evaluate ----

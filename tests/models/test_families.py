@@ -40,7 +40,7 @@ def test_the_checkpoints_own_template_comes_first(tmp_path):
     import json
     custom = "{% for m in messages %}Q: {% for c in m['content'] %}{% if c['type'] == 'text' %}{{ c['text'] }}{% endif %}" \
              "{% endfor %}{% endfor %}{% if add_generation_prompt %} A:{% endif %}"
-    build_tiny(CORPUS, TINY).save(tmp_path / "m")
+    build_tiny(CORPUS, TINY.model_copy(update={"question_first": False})).save(tmp_path / "m")
     assert VLM.load(tmp_path / "m").prompt("What?") == "USER: <image>\nWhat? ASSISTANT:"  # its own, saved with it
     (tmp_path / "m" / "chat_template.jinja").unlink()
     config = tmp_path / "m" / "tokenizer_config.json"
@@ -49,3 +49,10 @@ def test_the_checkpoints_own_template_comes_first(tmp_path):
     config.write_text(json.dumps({k: v for k, v in json.loads(config.read_text()).items() if k != "chat_template"}))
     loaded = VLM.load(tmp_path / "m")
     assert loaded.processor.chat_template == LLAVA_TEMPLATE  # the family's
+
+
+def test_question_first_puts_the_image_after_the_question():
+    vlm = build_tiny(CORPUS, TINY.model_copy(update={"question_first": True}))
+    assert vlm.prompt("What is it?") == "USER: What is it?\n<image> ASSISTANT:"
+    assert build_tiny(CORPUS, TINY.model_copy(update={"question_first": False})).prompt("What is it?") == \
+        "USER: <image>\nWhat is it? ASSISTANT:"

@@ -27,3 +27,31 @@ def test_pretraining_teaches_the_patches_what_lies_under_them(world):
     scores = probe(vlm, pre, pool[:50], world.image_root)  # held-out images
     # chance is 1/4 for the row and about 1/6 for the colour
     assert scores["row"] > 0.6 and scores["color"] > 0.35, scores
+
+
+def test_mask_labels_follow_the_drawn_pixels_and_add_relations():
+    from dataengine.models.vision import CONTACT_STATES
+    from dataengine.world.render import object_mask
+    # a large ring with a small ball inside: the ring's hole is not the ring, the ball is
+    ann = ImageAnnotation(image_id="a", image="a.png", width=96, height=96, setting="beach",
+                          objects=[ObjectAnn(id=0, name="ring", bbox=(23, 23, 57, 57), attributes=["red", "large"]),
+                                   ObjectAnn(id=1, name="ball", bbox=(31, 31, 49, 49), attributes=["blue", "small"]),
+                                   ObjectAnn(id=2, name="ring", bbox=(71, 71, 89, 89), attributes=["white", "small"])])
+    vocab = build_vocab([ann])
+    boxes = patch_labels(ann, 6, vocab)
+    masks = patch_labels(ann, 6, vocab, extra=("count", "contact"), masks=object_mask)
+    centre = 2 * 6 + 2  # the patch at 32-48 px
+    assert boxes["name"][centre] == masks["name"][centre] == vocab["name"]["ball"]
+    assert masks["count"][centre] == 1 and masks["contact"][centre] == CONTACT_STATES.index("inside") + 1
+    ring = [i for i, n in enumerate(masks["name"]) if n == vocab["name"]["ring"]]
+    assert masks["count"][ring[0]] == 2 and masks["contact"][ring[0]] == CONTACT_STATES.index("contains") + 1
+    assert masks["contact"][5 * 6 + 5] == 0 and masks["count"][0] == -1  # the small ring touches nothing; no object in the corner
+
+
+def test_alignment_items_describe_the_pool(world):
+    from dataengine.generate.align import alignment_samples, region_text
+    pool = read_jsonl(world.pool, ImageAnnotation)[:20]
+    both = alignment_samples(pool, "both")
+    assert len(both) == len(pool) + sum(1 for a in pool if region_text(a))
+    with_sign = next(a for a in read_jsonl(world.pool, ImageAnnotation) if a.texts)
+    assert f'a sign reading "{with_sign.texts[0].text}" at the' in region_text(with_sign)

@@ -191,17 +191,17 @@ def test_coco_errors(tmp_path):
     root, captions, instances, _ = write_coco(tmp_path)
     good = instances.read_text()
     instances.write_text(good[:-10])
-    fails(lambda: read_coco(captions, instances, root), "instances_val2017.json: not valid JSON")
+    fails(lambda: read_coco(captions, instances, root, "val2017"), "instances_val2017.json: not valid JSON")
 
     data = json.loads(good)
     del data["annotations"][2]["bbox"]
     instances.write_text(json.dumps(data))
-    fails(lambda: read_coco(captions, instances, root), "instances_val2017.json: annotation 9: missing field 'bbox'")
+    fails(lambda: read_coco(captions, instances, root, "val2017"), "instances_val2017.json: annotation 9: missing field 'bbox'")
 
     for a in data["annotations"]:
         a["image_id"] += 1000  # as if from another split
     instances.write_text(json.dumps(data))
-    fails(lambda: read_coco(captions, instances, root), "instances_val2017.json: none of its 3 annotations")
+    fails(lambda: read_coco(captions, instances, root, "val2017"), "instances_val2017.json: none of its 3 annotations")
     fails(lambda: read_coco(tmp_path / "nope.json", instances, root), "nope.json: file not found")
 
 
@@ -243,7 +243,6 @@ def test_folder_refuses_paths_out_of_the_image_root(tmp_path):
     ('{"image": "a.png"}', "line 1: missing field 'caption' (or 'captions')"),
     ('{"image": "a.png", "captions": "one"}', "line 1: field 'captions' should be a list"),
     ('{"image": 3, "caption": "x"}', "line 1: field 'image' should be a string"),
-    ('{"image": "missing.png", "caption": "x"}', "line 1: image not found"),
 ])
 def test_folder_errors(tmp_path, line, needle):
     root, jsonl = write_folder(tmp_path, [])
@@ -251,7 +250,11 @@ def test_folder_errors(tmp_path, line, needle):
     fails(lambda: read_folder(root, jsonl), "captions.jsonl", needle)
 
 
-def test_folder_unreadable_image(tmp_path):
-    root, jsonl = write_folder(tmp_path, [{"image": "bad.png", "caption": "x"}])
+def test_folder_leaves_out_pictures_it_cannot_read_and_counts_them(tmp_path):
+    from collections import Counter
+    root, jsonl = write_folder(tmp_path, [{"image": "bad.png", "caption": "x"}, {"image": "missing.png", "caption": "x"},
+                                          {"image": "a.png", "caption": "fine"}, {"image": "bad.png", "caption": "again"}])
     (root / "bad.png").write_bytes(b"not an image")
-    fails(lambda: read_folder(root, jsonl), "bad.png", "line 1", "cannot read image")
+    report = Counter()
+    assert [r.image for r in read_folder(root, jsonl, report)] == ["a.png"]
+    assert report == {"unreadable picture": 1, "missing picture": 1}

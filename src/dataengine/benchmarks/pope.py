@@ -12,6 +12,7 @@ import random
 from collections import Counter
 from itertools import combinations
 from pathlib import Path
+from typing import Callable
 
 from pydantic import BaseModel
 
@@ -47,7 +48,35 @@ class PopeItem(BaseModel):
     category: str = ""  # the split, in VLMEvalKit's POPE.tsv
 
 
+# Words that name the same thing as a POPE-style object (a small table, as POPE's COCO lists have):
+# an image that shows a "man" shows a "person", so "person" is no absent object there.
+SYNONYMS = {
+    "person": ("man", "woman", "people", "boy", "girl", "child", "kid", "lady", "guy", "player", "men", "women", "persons"),
+    "tv": ("television", "television set", "tv set"), "couch": ("sofa",), "bicycle": ("bike",), "motorcycle": ("motorbike",),
+    "car": ("automobile",), "cell phone": ("phone", "mobile phone", "cellphone"), "airplane": ("plane", "aeroplane", "jet"),
+    "dining table": ("table",), "cup": ("mug",), "laptop": ("notebook computer",),
+}
+_CANON = {w: k for k, ws in SYNONYMS.items() for w in (k, *ws)}
+
+
+def same_thing(names) -> Callable[[str], str]:
+    """A name's canonical form among `names`: its synonym group, else its singular when the pool also
+    has that ("trees" -> "tree", "men" -> "person")."""
+    from ..qtypes.vocabulary import plural
+    singular = {plural(n): n for n in names}
+
+    def canon(name: str) -> str:
+        name = name.lower()
+        name = singular.get(name, name) if singular.get(name, name) in names else name
+        return _CANON.get(name, name)
+    return canon
+
+
 def build_pope(anns: list[ImageAnnotation], split: str, per_image: int = 3, seed: int = 0) -> list[PopeItem]:
+    """POPE's questions for a pool: per image, `per_image` objects that are there (yes) and as many
+    that are not (no), drawn as the split says. An absent object is never one the image shows under
+    another number or a synonym, nor one the annotation may have missed (a crowd, an LVIS
+    not-exhaustive category)."""
     draw = SPLITS.get(split)
     freq = Counter(n for a in anns for n in {o.name for o in a.objects})
     cooc: Counter = Counter()
@@ -55,12 +84,14 @@ def build_pope(anns: list[ImageAnnotation], split: str, per_image: int = 3, seed
         for x, y in combinations(sorted({o.name for o in a.objects}), 2):
             cooc[x, y] += 1
             cooc[y, x] += 1
-    vocab = sorted(freq)
+    canon = same_thing(set(freq))
+    vocab = list({canon(n): n for n in sorted(freq, reverse=True)}.values())[::-1]  # one name per thing
     rng = random.Random(f"{seed}-{split}")
     items: list[PopeItem] = []
     for a in anns:
-        present = sorted({o.name for o in a.objects})
-        absent = [n for n in vocab if n not in present]
+        present = list({canon(n): n for n in sorted({o.name for o in a.objects}, reverse=True)}.values())[::-1]
+        shown = {canon(n) for n in present} | {canon(n) for n in a.inexhaustive}
+        absent = [n for n in vocab if canon(n) not in shown]
         if len(present) < per_image or len(absent) < per_image:
             continue  # as POPE does, only images with enough objects of each kind
         negatives = draw(absent, present, freq, cooc, rng, per_image)

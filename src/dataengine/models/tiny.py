@@ -11,7 +11,7 @@ from typing import Iterable
 from pydantic import BaseModel, ConfigDict, field_validator
 
 from ..registry import Registry
-from .families import IDEFICS3_TEMPLATE, LLAVA_TEMPLATE, QWEN2_TEMPLATE
+from .families import IDEFICS3_TEMPLATE, LLAVA_QUESTION_FIRST_TEMPLATE, LLAVA_TEMPLATE, QWEN2_TEMPLATE
 
 
 class TinyConfig(BaseModel):
@@ -25,6 +25,7 @@ class TinyConfig(BaseModel):
     heads: int = 4
     vocab_size: int = 800
     family: str = "llava"  # or another of TINY_BUILDERS, to exercise that model family's inputs
+    question_first: bool = True  # llava: the question before the image in the prompt (see families.py)
     seed: int = 0
 
     @field_validator("family")
@@ -93,8 +94,9 @@ def _llava_common(cfg: TinyConfig, tokenizer) -> tuple[dict, dict]:
     from transformers import CLIPVisionConfig, LlamaConfig
     common = dict(vision_config=CLIPVisionConfig(**_vision_args(cfg)), text_config=LlamaConfig(**_text_args(cfg, tokenizer)),
                   image_token_index=tokenizer.image_token_id, vision_feature_select_strategy="default", vision_feature_layer=-1)
+    template = LLAVA_QUESTION_FIRST_TEMPLATE if cfg.question_first and cfg.family == "llava" else LLAVA_TEMPLATE
     proc_args = dict(tokenizer=tokenizer, patch_size=cfg.patch_size, vision_feature_select_strategy="default",
-                     num_additional_image_tokens=1, chat_template=LLAVA_TEMPLATE)
+                     num_additional_image_tokens=1, chat_template=template)
     return common, proc_args
 
 

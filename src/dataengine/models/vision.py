@@ -11,31 +11,95 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
+
+import numpy as np
 
 import torch
 from rich.progress import Progress
 from torch import nn
 
 from ..images import load_image
+from ..qtypes.geometry import contact
 from ..qtypes.vocabulary import color_of, size_of
 from ..records import ImageAnnotation
 from .vlm import VLM
 
 
-def patch_labels(ann: ImageAnnotation, grid: int, vocab: dict[str, dict[str, int]]) -> dict[str, list[int]]:
-    """For each patch (row-major), the id of what covers its centre; 0 means nothing."""
-    out = {k: [0] * (grid * grid) for k in ("name", "color", "size", "text")}
+KINDS = ("name", "color", "size", "text")
+# Further per-patch labels `pretrain_vision` can teach (`labels=`): relations between the objects,
+# written into each patch of an object, so that the language model reads them like a colour.
+#   count:   how many objects of this patch's kind the image holds (1-4)
+#   contact: this object's contact with another (inside, contains, overlapping, touching; else none)
+EXTRA_KINDS = ("count", "contact")
+CONTACT_STATES = ["inside", "contains", "overlapping", "touching"]
+
+
+# masks(ann) -> which object each pixel shows (an array of object id + 1; 0: none), or None where
+# only the boxes are known (the synthetic world can redraw its shapes: `world.render.object_mask`)
+Masks = Callable[[ImageAnnotation], "np.ndarray | None"]
+
+
+def _owners(ann: ImageAnnotation, grid: int, masks: Masks | None) -> list:
+    """The object each patch shows: by the drawn pixels (the one covering most of the patch, if at
+    least a tenth of it) when `masks` knows the shapes, else the box around the patch centre."""
     sx, sy = ann.width / grid, ann.height / grid
+    m = masks(ann) if masks else None
+    by_id = {o.id: o for o in ann.objects}
+    out = []
     for i in range(grid * grid):
+        r, c = divmod(i, grid)
+        if m is not None:
+            cell = m[round(r * sy):round((r + 1) * sy), round(c * sx):round((c + 1) * sx)]
+            ids, counts = np.unique(cell[cell > 0], return_counts=True)
+            best = ids[counts.argmax()] if len(ids) and counts.max() >= 0.1 * cell.size else 0
+            out.append(by_id.get(int(best) - 1))
+        else:
+            cx, cy = (c + 0.5) * sx, (r + 0.5) * sy
+            hit = None
+            for o in ann.objects:  # later objects are drawn on top
+                if o.bbox[0] <= cx <= o.bbox[2] and o.bbox[1] <= cy <= o.bbox[3]:
+                    hit = o
+            out.append(hit)
+    return out
+
+
+def contact_state(ann: ImageAnnotation, o) -> str | None:
+    """How object o touches another: "inside" one, "contains" one, "overlapping", "touching"; None."""
+    for p in ann.objects:
+        if p.id == o.id:
+            continue
+        c = contact(o.bbox, p.bbox)
+        if c == "inside":
+            return "inside"
+        if contact(p.bbox, o.bbox) == "inside":
+            return "contains"
+        if c in ("overlapping", "touching"):
+            return c
+    return None
+
+
+def patch_labels(ann: ImageAnnotation, grid: int, vocab: dict[str, dict[str, int]], extra: tuple[str, ...] = (),
+                 masks: Masks | None = None) -> dict[str, list[int]]:
+    """For each patch (row-major), the id of what covers it (its centre, or with `masks` most of its
+    pixels); 0 means nothing. `extra` adds labels of EXTRA_KINDS, -1 where no object is (contact 0:
+    an object touching nothing)."""
+    out = {k: [0] * (grid * grid) for k in KINDS} | {k: [-1] * (grid * grid) for k in extra}  # -1: no object here
+    sx, sy = ann.width / grid, ann.height / grid
+    names = [o.name for o in ann.objects]
+    for i, o in enumerate(_owners(ann, grid, masks)):
+        if o is not None:
+            out["name"][i] = vocab["name"].get(o.name, 0)
+            out["color"][i] = vocab["color"].get(color_of(o.attributes) or "", 0)
+            out["size"][i] = vocab["size"].get(size_of(o.attributes) or "", 0)
+            if "count" in extra:
+                out["count"][i] = min(names.count(o.name), 4)
+            if "contact" in extra:
+                state = contact_state(ann, o)
+                out["contact"][i] = CONTACT_STATES.index(state) + 1 if state else 0
         cx, cy = (i % grid + 0.5) * sx, (i // grid + 0.5) * sy
-        inside = lambda b: b[0] <= cx <= b[2] and b[1] <= cy <= b[3]
-        for o in ann.objects:  # later objects are drawn on top
-            if inside(o.bbox):
-                out["name"][i] = vocab["name"].get(o.name, 0)
-                out["color"][i] = vocab["color"].get(color_of(o.attributes) or "", 0)
-                out["size"][i] = vocab["size"].get(size_of(o.attributes) or "", 0)
         for t in ann.texts:
-            if inside(t.bbox):
+            if t.bbox[0] <= cx <= t.bbox[2] and t.bbox[1] <= cy <= t.bbox[3]:
                 out["text"][i] = vocab["text"].get(t.text, 0)
     return out
 
@@ -57,6 +121,8 @@ class Pretrained:
     losses: list[float]
     heads: nn.ModuleDict
     vocab: dict[str, dict[str, int]]
+    extra: tuple[str, ...] = ()
+    masks: Masks | None = None
 
 
 def _tower(vlm: VLM):
@@ -66,8 +132,14 @@ def _tower(vlm: VLM):
 
 
 def pretrain_vision(vlm: VLM, anns: list[ImageAnnotation], image_root: str | Path, steps: int = 300,
-                    batch_size: int = 32, lr: float = 1e-3, seed: int = 0, progress: Progress | None = None) -> Pretrained:
-    """Train the vision tower with linear heads on dense annotation labels."""
+                    batch_size: int = 32, lr: float = 1e-3, seed: int = 0, progress: Progress | None = None,
+                    extra: tuple[str, ...] = (), masks: Masks | None = None) -> Pretrained:
+    """Train the vision tower with linear heads on dense annotation labels (`extra`: EXTRA_KINDS too;
+    `masks`: a patch is labelled by the object whose pixels cover most of it, not by the box at its centre)."""
+    extra = tuple(extra)
+    unknown = set(extra) - set(EXTRA_KINDS)
+    if unknown:
+        raise ValueError(f"unknown vision labels {sorted(unknown)}; known: {', '.join(EXTRA_KINDS)}")
     tower = _tower(vlm)
     cfg = tower.config
     grid = cfg.image_size // cfg.patch_size
@@ -75,6 +147,10 @@ def pretrain_vision(vlm: VLM, anns: list[ImageAnnotation], image_root: str | Pat
     heads = nn.ModuleDict({k: nn.Linear(cfg.hidden_size, len(v) + 1) for k, v in vocab.items()})
     # Each patch also says where it is, so that position survives into the features (as in CLIP's).
     heads["row"], heads["col"] = nn.Linear(cfg.hidden_size, grid), nn.Linear(cfg.hidden_size, grid)
+    sizes = {"count": 5, "contact": len(CONTACT_STATES) + 1}
+    for k in extra:
+        heads[k] = nn.Linear(cfg.hidden_size, sizes[k])
+    cache: dict[str, dict[str, list[int]]] = {}
     where = torch.arange(grid * grid)
     params = list(tower.parameters()) + list(heads.parameters())
     opt = torch.optim.AdamW(params, lr=lr)
@@ -88,13 +164,15 @@ def pretrain_vision(vlm: VLM, anns: list[ImageAnnotation], image_root: str | Pat
     for step in range(steps):
         batch = rng.sample(anns, min(batch_size, len(anns)))
         pixels = vlm.pixel_values([load_image(image_root, a.image, where=f"image {a.image_id}") for a in batch])
-        labels = [patch_labels(a, grid, vocab) for a in batch]
+        labels = [cache.get(a.image_id) or cache.setdefault(a.image_id, patch_labels(a, grid, vocab, extra, masks))
+                  for a in batch]
         hidden = tower(pixel_values=pixels.to(vlm.device)).last_hidden_state  # (B, 1 + grid*grid, D)
         patches, cls = hidden[:, 1:], hidden[:, 0]
         loss = ce(heads["setting"](cls), torch.tensor([vocab["setting"].get(a.setting or "", 0) for a in batch]))
-        for k in ("name", "color", "size", "text"):
+        for k in (*KINDS, *extra):
             target = torch.tensor([lab[k] for lab in labels])
-            loss = loss + ce(heads[k](patches).flatten(0, 1), target.flatten())
+            # the relations are taught on the objects' patches only, where they are rare enough already
+            loss = loss + ce(heads[k](patches).flatten(0, 1), target.flatten().masked_fill(target.flatten() < 0, -100))
         for k, target in (("row", where // grid), ("col", where % grid)):
             loss = loss + ce(heads[k](patches).flatten(0, 1), target.repeat(len(batch)))
         opt.zero_grad()
@@ -105,7 +183,7 @@ def pretrain_vision(vlm: VLM, anns: list[ImageAnnotation], image_root: str | Pat
         if progress:
             progress.advance(task)
     tower.eval()
-    return Pretrained(losses, heads, vocab)
+    return Pretrained(losses, heads, vocab, extra, masks)
 
 
 @torch.no_grad()
@@ -115,9 +193,9 @@ def probe(vlm: VLM, pre: Pretrained, anns: list[ImageAnnotation], image_root: st
     grid = tower.config.image_size // tower.config.patch_size
     pixels = vlm.pixel_values([load_image(image_root, a.image, where=f"image {a.image_id}") for a in anns])
     hidden = tower(pixel_values=pixels.to(vlm.device)).last_hidden_state[:, 1:]
-    labels = [patch_labels(a, grid, pre.vocab) for a in anns]
+    labels = [patch_labels(a, grid, pre.vocab, pre.extra, pre.masks) for a in anns]
     out = {}
-    for k in ("name", "color", "size", "text"):
+    for k in (*KINDS, *pre.extra):
         target = torch.tensor([lab[k] for lab in labels])
         mask = target > 0
         if mask.any():

@@ -2,12 +2,14 @@
 objects. These are loaded whole, as COCO's own tools do."""
 from __future__ import annotations
 
+import re
+from collections import Counter
 from pathlib import Path, PurePosixPath
 
 from ..errors import DataError
 from ..images import resolve
 from ..records import ImageAnnotation, ObjectAnn
-from .common import NUMBER, Box, field, label, load_json, xywh
+from .common import NUMBER, Box, clip_box, field, label, load_json, picture_size, xywh
 
 
 def _iou(a: Box, b: Box) -> float:
@@ -17,14 +19,39 @@ def _iou(a: Box, b: Box) -> float:
     return inter / union if union > 0 else 0.0
 
 
-def _add_coco_objects(records: dict[int, ImageAnnotation], path: Path, captions_json: Path, dedupe: bool = False) -> None:
-    """`dedupe`: skip an object that one already on the image names alike with an overlapping box
-    (IoU 0.7): LVIS re-annotates COCO's objects, and counting them twice would spoil count questions."""
+def display_name(name: str) -> str:
+    """A category's name as a question says it: LVIS's underscores as spaces and its disambiguator
+    dropped ("car_(automobile)" -> "car")."""
+    return re.sub(r"\s*\([^)]*\)\s*$", "", name.replace("_", " ")).strip()
+
+
+def _add_coco_objects(records: dict[int, ImageAnnotation], path: Path, captions_json: Path, report: Counter,
+                      lvis: bool = False) -> None:
+    """The objects of an instances-layout file on the records' images. A crowd region covers many
+    objects at once: its category is not counted on that image. LVIS (`lvis`) re-annotates COCO's
+    objects, sometimes under another name ("television set" for "tv"): an object that one already on
+    the image matches by a synonym of its category and an overlapping box (IoU 0.7) is the same
+    object, not a second one. LVIS's per-image lists say which categories are not exhaustively
+    annotated (not counted) and which are known absent."""
     data = load_json(path)
-    names = {}
+    names, synonyms = {}, {}
     for n, cat in enumerate(field(data, "categories", list, str(path))):
         where = f"{path}: category {label(cat, 'id', n)}"
-        names[field(cat, "id", int, where)] = field(cat, "name", str, where).replace("_", " ")
+        cid = field(cat, "id", int, where)
+        names[cid] = display_name(field(cat, "name", str, where))
+        synonyms[cid] = {names[cid]} | {display_name(x) for x in cat.get("synonyms") or [] if isinstance(x, str)}
+    if lvis:
+        for n, img in enumerate(field(data, "images", list, str(path))):
+            where = f"{path}: image {label(img, 'id', n)}"
+            rec = records.get(field(img, "id", int, where))
+            if rec is None:
+                continue
+            for key, target in (("not_exhaustive_category_ids", rec.inexhaustive), ("neg_category_ids", rec.absent)):
+                for cid in img.get(key) or []:
+                    if cid not in names:
+                        raise DataError(f"{where}: {key}: unknown category {cid}")
+                    if names[cid] not in target:
+                        target.append(names[cid])
     annotations = field(data, "annotations", list, str(path))
     on_images = 0
     for n, ann in enumerate(annotations):
@@ -34,17 +61,23 @@ def _add_coco_objects(records: dict[int, ImageAnnotation], path: Path, captions_
         if rec is None:
             continue
         on_images += 1
-        # A crowd box covers many objects at once; as one object it would spoil counts.
-        if ann.get("iscrowd"):
-            continue
         category = field(ann, "category_id", int, where)
         if category not in names:
             raise DataError(f"{where}: unknown category_id {category}")
+        name = names[category]
+        if ann.get("iscrowd"):
+            if name not in rec.inexhaustive:
+                rec.inexhaustive.append(name)
+            report["crowd region"] += 1
+            continue
         bbox = field(ann, "bbox", list, where)
-        if len(bbox) != 4 or not all(isinstance(v, NUMBER) for v in bbox):
+        if len(bbox) != 4 or not all(isinstance(v, NUMBER) and not isinstance(v, bool) for v in bbox):
             raise DataError(f"{where}: field 'bbox' should be [x, y, width, height]")
-        box, name = xywh(*bbox), names[category]
-        if dedupe and any(o.name == name and _iou(o.bbox, box) >= 0.7 for o in rec.objects):
+        box = clip_box(xywh(*bbox), rec.width, rec.height, report)
+        if box is None:
+            continue
+        if lvis and any(o.name in synonyms[category] and _iou(o.bbox, box) >= 0.7 for o in rec.objects):
+            report["object annotated twice (COCO and LVIS)"] += 1
             continue
         rec.objects.append(ObjectAnn(id=len(rec.objects), name=name, bbox=box))
     if annotations and not on_images:
@@ -52,10 +85,14 @@ def _add_coco_objects(records: dict[int, ImageAnnotation], path: Path, captions_
 
 
 def read_coco(captions_json: str | Path, instances_json: str | Path, image_root: str | Path,
-              image_dir: str = "", lvis_json: str | Path | None = None) -> list[ImageAnnotation]:
+              image_dir: str = "", lvis_json: str | Path | None = None, report: Counter | None = None,
+              check_pictures: bool = True) -> list[ImageAnnotation]:
     """One record per image of the captions file, with its captions and the objects of the instances
     file (and of the LVIS file, if given). Image paths are image_dir/file_name under image_root.
-    Object ids are numbered per image; record ids are "coco_<id>"."""
+    Object ids are numbered per image; record ids are "coco_<id>". Left out, and counted in
+    `report`: images whose picture is missing or cannot be decoded, boxes with no area inside the
+    picture, crowd regions, objects LVIS annotates again."""
+    report = Counter() if report is None else report
     captions_json, image_root = Path(captions_json), Path(image_root)
     data = load_json(captions_json)
     records: dict[int, ImageAnnotation] = {}
@@ -75,7 +112,10 @@ def read_coco(captions_json: str | Path, instances_json: str | Path, image_root:
         caption = field(ann, "caption", str, where).strip()
         if caption and caption not in records[iid].captions:
             records[iid].captions.append(caption)
-    _add_coco_objects(records, Path(instances_json), captions_json)
+    if check_pictures:
+        records = {i: r for i, r in records.items()
+                   if picture_size(image_root, r.image, f"{captions_json}: image {i}", report) is not None}
+    _add_coco_objects(records, Path(instances_json), captions_json, report)
     if lvis_json is not None:
-        _add_coco_objects(records, Path(lvis_json), captions_json, dedupe=True)
+        _add_coco_objects(records, Path(lvis_json), captions_json, report, lvis=True)
     return list(records.values())

@@ -3,11 +3,15 @@ file opening with one-line errors. Boxes become (x1, y1, x2, y2) in pixels."""
 from __future__ import annotations
 
 import json
+from collections import Counter
 from pathlib import Path
 from typing import Any, TextIO
 
+from PIL import Image
+
 from .. import records
 from ..errors import DataError
+from ..images import resolve
 
 Box = tuple[float, float, float, float]
 
@@ -59,3 +63,38 @@ def load_json(path: Path) -> Any:
             raise DataError(f"{path}: not valid JSON (line {e.lineno}: {e.msg})") from None
         except UnicodeDecodeError:
             raise DataError(f"{path}: not UTF-8 text") from None
+
+
+# ---- pictures and boxes, checked as a pool is read ----
+
+def picture_size(image_root: Path, rel: str, where: str, report: Counter) -> tuple[int, int] | None:
+    """The displayed size (EXIF orientation applied) of a pool's picture, after decoding the whole
+    file (JPEG at 1/8 scale, which still reads every byte); None, counted in `report`, when the
+    picture is missing, cannot be decoded, or is past Pillow's decompression-bomb limit."""
+    path = resolve(image_root, rel, where)
+    if not path.is_file():
+        report["missing picture"] += 1
+        return None
+    try:
+        with Image.open(path) as im:
+            w, h = im.size
+            turned = im.getexif().get(0x0112, 1) in (5, 6, 7, 8)  # EXIF orientations that swap the sides
+            im.draft("RGB", (max(1, w // 8), max(1, h // 8)))
+            im.load()
+    except Image.DecompressionBombError:
+        report["picture too large"] += 1
+        return None
+    except (OSError, SyntaxError, ValueError):
+        report["unreadable picture"] += 1
+        return None
+    return (h, w) if turned else (w, h)
+
+
+def clip_box(b: Box, width: int, height: int, report: Counter) -> Box | None:
+    """The box cut to the picture; None, counted in `report`, when it has no area inside it
+    (negative or zero width or height, or wholly outside)."""
+    x1, y1, x2, y2 = max(b[0], 0.0), max(b[1], 0.0), min(b[2], float(width)), min(b[3], float(height))
+    if x2 - x1 <= 0 or y2 - y1 <= 0:
+        report["degenerate box"] += 1
+        return None
+    return (x1, y1, x2, y2)

@@ -4,6 +4,7 @@ side by side, so a 100k-image pool never has to fit in memory."""
 from __future__ import annotations
 
 import json
+from collections import Counter
 from pathlib import Path, PurePosixPath
 from typing import Any, Iterable, Iterator
 from urllib.parse import urlparse
@@ -11,7 +12,7 @@ from urllib.parse import urlparse
 from ..errors import DataError
 from ..images import resolve
 from ..records import ImageAnnotation, ObjectAnn, Region, Relation
-from .common import box, clean, field, label
+from .common import box, clean, clip_box, field, label, picture_size
 from .stream import stream_json_array
 
 VG_CAPTIONS = 5  # region phrases kept as captions of a Visual Genome image (the longest distinct ones)
@@ -74,25 +75,36 @@ def _longest_distinct(phrases: Iterable[str], k: int) -> list[str]:
     return sorted(distinct.values(), key=len, reverse=True)[:k]
 
 
-def _vg_record(image_root: Path, vg_dir: Path, info: dict, rows: dict[str, dict]) -> ImageAnnotation:
+def _vg_record(image_root: Path, vg_dir: Path, info: dict, rows: dict[str, dict], report: Counter,
+               check_pictures: bool = True) -> ImageAnnotation | None:
     image_id = info["image_id"]
     where = f"{vg_dir / 'image_data.json'}: image {image_id}"
     rel = _vg_image_path(info, where)
     resolve(image_root, rel, where)
     width, height = field(info, "width", int, where), field(info, "height", int, where)
+    if check_pictures and picture_size(image_root, rel, where, report) is None:
+        return None
 
     # objects.json is the main list; attributes.json and relationships.json repeat each object with
     # its own box and name, so an object only they mention is added from there rather than dropped
     # (which keeps every relation, and its subject and object always refer to objects of the record).
     objects: dict[int, ObjectAnn] = {}
+    # v1.4 merged duplicate objects into one and lists the ids it absorbed; attributes.json and
+    # relationships.json still use the old ids, so each is mapped to the object that absorbed it.
+    merged: dict[int, int] = {}
     where = f"{vg_dir / 'objects.json'}: image {image_id}"
     for entry in field(rows["objects.json"], "objects", list, where):
         obj = _vg_object(entry, where)
         objects.setdefault(obj.id, obj)
+        for old in entry.get("merged_object_ids") or []:
+            if not isinstance(old, int) or isinstance(old, bool):
+                raise DataError(f"{where}: object {obj.id}: merged_object_ids should be numbers, got {json.dumps(old)[:40]}")
+            merged[old] = obj.id
 
     where = f"{vg_dir / 'attributes.json'}: image {image_id}"
     for entry in field(rows["attributes.json"], "attributes", list, where):
-        obj = objects.setdefault(field(entry, "object_id", int, where), _vg_object(entry, where))
+        oid = field(entry, "object_id", int, where)
+        obj = objects.setdefault(merged.get(oid, oid), _vg_object(entry, where))
         # objects without attributes are listed with no "attributes" field at all
         for a in entry.get("attributes") or []:
             if not isinstance(a, str):
@@ -109,6 +121,7 @@ def _vg_record(image_root: Path, vg_dir: Path, info: dict, rows: dict[str, dict]
         for end in ("subject", "object"):
             ewhere = f"{rwhere}: {end}"
             oid = field(field(entry, end, dict, rwhere), "object_id", int, ewhere)
+            oid = merged.get(oid, oid)
             if oid not in objects:
                 objects[oid] = _vg_object(entry[end], ewhere)
             ends.append(oid)
@@ -123,22 +136,32 @@ def _vg_record(image_root: Path, vg_dir: Path, info: dict, rows: dict[str, dict]
         if phrase:
             regions.append(Region(bbox=box(entry, ("x", "y", "width", "height"), rwhere), phrase=phrase))
 
+    kept = []
+    for o in objects.values():
+        if (b := clip_box(o.bbox, width, height, report)) is not None:
+            kept.append(o.model_copy(update={"bbox": b}))
+    ids = {o.id for o in kept}
     return ImageAnnotation(
         image_id=f"vg_{image_id}", image=rel, width=width, height=height,
         captions=_longest_distinct((r.phrase for r in regions), VG_CAPTIONS),
-        objects=list(objects.values()),
-        relations=[Relation(subject=s, predicate=p, object=o) for s, p, o in triples],
-        regions=regions,
+        objects=kept,
+        relations=[Relation(subject=s, predicate=p, object=o) for s, p, o in triples if s in ids and o in ids],
+        regions=[r.model_copy(update={"bbox": b}) for r in regions if (b := clip_box(r.bbox, width, height, Counter()))],
     )
 
 
 def read_visual_genome(vg_dir: str | Path, image_root: str | Path, limit: int | None = None,
-                       image_ids: Iterable[int] | None = None) -> Iterator[ImageAnnotation]:
-    """Stream Visual Genome v1.2 images as records, in the order of image_data.json.
+                       image_ids: Iterable[int] | None = None, report: Counter | None = None,
+                       check_pictures: bool = True) -> Iterator[ImageAnnotation]:
+    """Stream Visual Genome (v1.2 or v1.4) images as records, in the order of image_data.json.
 
     `image_ids` (VG's integer ids) and `limit` choose images; only the chosen ones are built, and
-    reading stops as soon as they are all found. Record ids are "vg_<image_id>".
+    reading stops as soon as they are all found. Record ids are "vg_<image_id>". v1.4's merged
+    objects are one object (its attributes and relations follow it). What is left out is counted in
+    `report`: images whose picture is missing or cannot be decoded (checked whole, unless
+    `check_pictures` is off), boxes with no area inside the picture (and their relations).
     """
+    report = Counter() if report is None else report
     vg_dir, image_root = Path(vg_dir), Path(image_root)
     wanted = set(image_ids) if image_ids is not None else None
     if limit == 0 or wanted == set():
@@ -149,7 +172,10 @@ def read_visual_genome(vg_dir: str | Path, image_root: str | Path, limit: int | 
             if info["image_id"] not in wanted:
                 continue
             wanted.discard(info["image_id"])
-        yield _vg_record(image_root, vg_dir, info, rows)
+        rec = _vg_record(image_root, vg_dir, info, rows, report, check_pictures)
+        if rec is None:
+            continue
+        yield rec
         found += 1
         if found == limit or wanted == set():
             return

@@ -16,7 +16,7 @@ class Counting(QuestionType):
 
     def candidates(self, ann: ImageAnnotation, vocab: Vocabulary) -> list[Candidate]:
         names, out = [o.name for o in ann.objects], []
-        for n in sorted(set(names)):
+        for n in sorted(set(names) - set(ann.inexhaustive)):  # a crowd, or an incomplete annotation: not countable
             k = names.count(n)
             if 1 <= k <= 4:
                 out.append(Candidate(f"How many {plural(n)} are there in the image?",
@@ -31,7 +31,7 @@ class Counting(QuestionType):
         if m and k_said:
             word = m.group(1)
             name = next((n for n in {o.name for o in ann.objects} | set(vocab.names) if word in (n, plural(n))), None)
-            if name:
+            if name and name not in ann.inexhaustive:
                 k = sum(o.name == name for o in ann.objects)
                 return "" if k_said == k else f"there are {k}"
         return None

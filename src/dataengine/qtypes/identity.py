@@ -20,7 +20,10 @@ class Identity(QuestionType):
             if c and sum(1 for p in objs if color_of(p.attributes) == c) == 1:
                 out.append(Candidate(f"What is the {c} object in the image?", f"The {c} object is a {o.name}.",
                                      o.name, others(vocab.names, o.name)))
-        absent = [c for c in vocab.names if c not in names]
+        # known absent first (LVIS's negatives), then the pool's other names; never a name whose
+        # instances the annotation may have missed
+        absent = list(dict.fromkeys(ann.absent + [c for c in vocab.names if c not in names and c not in ann.inexhaustive]))
+        absent = [c for c in absent if c not in names]
         if len(absent) >= 3:
             for n in sorted(set(names)):
                 out.append(Candidate("Which of these objects can be seen in the image?", f"A {n} can be seen in the image.", n, absent))
@@ -38,7 +41,7 @@ class Identity(QuestionType):
             present = {o.name for o in ann.objects}
             if not any(same(a, n) for n in present):
                 return f"no {a} in the image"
-            if any(same(o, n) for o in item.options if not same(o, a) for n in present):
+            if any(same(o, n) for o in item.options if not same(o, a) for n in present | set(ann.inexhaustive)):
                 return "a distractor is also in the image"
             return ""
         return None

@@ -237,6 +237,19 @@ def annotate(image_id: str, image_path: str, facts: dict, size: int = 96) -> Ima
     )
 
 
+def object_mask(ann: ImageAnnotation):
+    """Which object each pixel shows (object id + 1; 0: none), redrawn from the annotation when its
+    shapes are the world's; None otherwise. Vision pretraining labels patches by it."""
+    import numpy as np
+    if not ann.objects or any(o.name not in CATEGORIES for o in ann.objects) or len(ann.objects) > 250:
+        return None
+    img = Image.new("L", (ann.width, ann.height), 0)
+    d = ImageDraw.Draw(img)
+    for o in ann.objects:  # in list order, as the world draws them
+        _draw_shape(d, o.name, o.bbox, o.id + 1)
+    return np.asarray(img)
+
+
 def build_pool(image_root: Path, prefix: str, seeds: range, size: int = 96) -> list[ImageAnnotation]:
     """Render and save images for the given seeds; return their annotations (images already on disk are kept)."""
     out = []
