@@ -7,6 +7,7 @@ Predictions are appended as batches finish, so a killed evaluation resumes where
 from __future__ import annotations
 
 import hashlib
+import json
 import math
 import re
 from pathlib import Path
@@ -208,6 +209,9 @@ def run_evaluate(vlm: Model, questions: list[Question], image_root: str | Path, 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     partial = out_dir / ("predictions.partial.jsonl" if world == 1 else f"predictions.partial.rank{rank}of{world}.jsonl")
+    _check_partial(partial, {"model": model_id(vlm), "benchmark": benchmark, "method": method, "held_out": held_out,
+                             "blind": blind, "prompt": prompt if method == "letter" else None,
+                             "questions": hashlib.sha1("\n".join(q.question_id for q in questions).encode()).hexdigest()})
     done = read_jsonl(partial, Prediction) if partial.exists() else []
 
     def append(preds):
@@ -232,7 +236,35 @@ def run_evaluate(vlm: Model, questions: list[Question], image_root: str | Path, 
         import torch.distributed as dist
         dist.barrier()
     partial.unlink(missing_ok=True)
+    partial.with_suffix(".meta.json").unlink(missing_ok=True)
     return result
+
+
+def model_id(model) -> str:
+    """What a model is, for telling one evaluation's partial answers from another's: a hash of some
+    of its weights (in process), or its server and name."""
+    if hasattr(model, "client"):
+        return f"{model.client.cfg.base_urls[0]}#{model.client.cfg.model}"
+    if hasattr(model, "model"):
+        h = hashlib.sha1()
+        for _, p in list(model.model.named_parameters())[:4]:
+            h.update(p.detach().float().cpu().numpy().tobytes())
+        return h.hexdigest()
+    return type(model).__name__
+
+
+def _check_partial(partial: Path, what: dict) -> None:
+    """Partial answers are resumed only by the evaluation that wrote them; another's are refused in
+    one line, never merged into new results."""
+    meta = partial.with_suffix(".meta.json")
+    if partial.exists() and meta.exists():
+        old = json.loads(meta.read_text())
+        diff = [k for k in what if old.get(k) != what[k]]
+        if diff:
+            raise DataError(f"{partial}: partial answers of another evaluation ({', '.join(diff)} differ): remove them "
+                            f"or evaluate into another --out")
+    partial.parent.mkdir(parents=True, exist_ok=True)
+    write_json(meta, what)
 
 
 def load_results(out_dir: str | Path) -> EvalResult:

@@ -26,8 +26,12 @@ for _form in ("direct", "choice", "both"):
 def to_llava(samples: list[Sample], form: str = "both") -> list[dict]:
     """`direct`: question -> answer sentence; `choice`: question + options -> letter; `both`: one of each."""
     FORMS.get(form)
+    from .filter import check_format
     out = []
     for s in samples:
+        if (problem := check_format(s)):
+            raise DataError(f"sample {s.id}: {problem}: not exported")
+        s = s.model_copy(update={"instruction": s.instruction.replace("<image>", "").strip()})
         extra = {"qtype": s.qtype, "short_answer": s.short_answer, "source": s.source, "generator": s.generator}
         if form in ("direct", "both"):
             out.append({"id": f"{s.id}-direct", "image": s.image, "conversations": [

@@ -214,6 +214,22 @@ def read_text(path: str | Path) -> str:
             raise DataError(f"{path}: not UTF-8 text (byte {e.start})") from None
 
 
+def read_table(path: str | Path, delimiter: str = "\t") -> list[dict]:
+    """The rows of a TSV (or, with ",", CSV) file as dicts by the header; fields may be huge (base64
+    images). DataError if the file is not UTF-8 or has no rows."""
+    import csv
+    import sys
+    csv.field_size_limit(sys.maxsize)
+    with open_text(path, newline="") as f:
+        try:
+            rows = list(csv.DictReader(f, delimiter=delimiter))
+        except UnicodeDecodeError as e:
+            raise DataError(f"{path}: not UTF-8 text (byte {e.start})") from None
+    if not rows:
+        raise DataError(f"{path}: no rows")
+    return rows
+
+
 M = TypeVar("M", bound=BaseModel)
 
 

@@ -36,9 +36,10 @@ def test_two_gloo_processes_match_one(tmp_path, world, tiny_vlm):
     one = json.loads((tmp_path / "one" / "train_log.json").read_text())
     two = json.loads((tmp_path / "two" / "train_log.json").read_text())
     assert one["steps"] == two["steps"] == 8 and len(one["losses"]) == len(two["losses"]) == 8
-    # the same batches each step; per-process token means averaged vs one token mean: close, not equal
+    # the same batches each step; per-process token means averaged vs one token mean: equal to float
+    # rounding (a real fault, a batch seen twice or lost, moves a loss by far more)
     for a, b in zip(one["losses"], two["losses"]):
-        assert abs(a - b) <= 0.05 * a, (one["losses"], two["losses"])
+        assert abs(a - b) <= 1e-3 * a, (one["losses"], two["losses"])
     assert one["losses"][-1] < one["losses"][0]
 
     bench = ["--benchmark", str(world.benchmark), "--image-root", str(world.image_root), "--model", str(tmp_path / "one")]

@@ -101,7 +101,9 @@ def test_a_stopped_training_resumes_from_its_last_checkpoint(lora, world, tmp_pa
         m.setattr(transformers.Trainer, "__init__", init_with_kill)
         with pytest.raises(KeyboardInterrupt):
             train(build_tiny(corpus(data), TINY), data, world.image_root, tmp_path / "cut", cfg)
-    assert sorted(p.name for p in (tmp_path / "cut" / "trainer").iterdir()) == ["checkpoint-2"]
+    assert sorted(p.name for p in (tmp_path / "cut" / "trainer").iterdir()) == ["checkpoint-2", "run.json"]
+    if not lora:  # a full checkpoint loads on its own: its processor was saved beside its weights
+        assert VLM.load(tmp_path / "cut" / "trainer" / "checkpoint-2").prompt("Hi?") == VLM.load(tmp_path / "whole").prompt("Hi?")
     assert not (tmp_path / "cut" / "model.safetensors").exists()
     resumed = train(build_tiny(corpus(data), TINY), data, world.image_root, tmp_path / "cut", cfg)
     assert len(resumed["losses"]) == 3  # steps 3, 4 and 5 only
@@ -110,3 +112,96 @@ def test_a_stopped_training_resumes_from_its_last_checkpoint(lora, world, tmp_pa
     a = VLM.load(tmp_path / "whole").model.state_dict()
     b = VLM.load(tmp_path / "cut").model.state_dict()
     assert all(torch.allclose(a[k], b[k], atol=1e-5) for k in a)
+
+
+def _tiny(world):
+    from dataengine.models.tiny import build_tiny
+    from dataengine.world.build import corpus
+    from tests.support.configs import TINY
+    return build_tiny(corpus(read_jsonl(world.original, Sample)), TINY)
+
+
+def test_the_same_seed_gives_the_same_weights_in_every_mode(world, tmp_path):
+    import torch
+    data = read_jsonl(world.original, Sample)[:24]
+    for name, lora in (("full", None), ("lora", LoraConfig(r=4, alpha=8))):
+        runs = [train(_tiny(world), data, world.image_root, tmp_path / f"{name}{i}", TrainConfig(epochs=1, batch_size=8, lora=lora, seed=s))
+                for i, s in enumerate((3, 3, 4))]
+        a, b, c = (VLM.load(tmp_path / f"{name}{i}").model.state_dict() for i in range(3))
+        assert all(torch.equal(a[k], b[k]) for k in a), name  # same seed: identical, bit for bit
+        assert any(not torch.equal(a[k], c[k]) for k in a), name  # another seed: another model
+        assert runs[0]["losses"] == runs[1]["losses"]
+
+
+def test_a_checkpoint_is_resumed_only_by_the_training_that_wrote_it(world, tmp_path):
+    import pytest
+    import transformers
+    from transformers import TrainerCallback
+
+    from dataengine.errors import DataError
+    data = read_jsonl(world.original, Sample)[:40]
+    cfg = TrainConfig(epochs=1, batch_size=8, save_steps=2, sampling="sequential")
+
+    class Kill(TrainerCallback):
+        def on_step_end(self, args, state, control, **kw):
+            if state.global_step == 3:
+                raise KeyboardInterrupt
+    original_init = transformers.Trainer.__init__
+
+    def init_with_kill(self, *a, **kw):
+        original_init(self, *a, **kw)
+        self.add_callback(Kill())
+    with pytest.MonkeyPatch.context() as m:
+        m.setattr(transformers.Trainer, "__init__", init_with_kill)
+        with pytest.raises(KeyboardInterrupt):
+            train(_tiny(world), data, world.image_root, tmp_path / "out", cfg)
+    for other, what in ((dict(data=data[:32]), "other data"), (dict(cfg=cfg.model_copy(update={"lr": 1e-3})), "other settings")):
+        kw = {"data": data, "cfg": cfg} | other
+        with pytest.raises(DataError, match=f"out/trainer: holds the checkpoints of a training with {what}"):
+            train(_tiny(world), kw["data"], world.image_root, tmp_path / "out", kw["cfg"])
+    assert train(_tiny(world), data, world.image_root, tmp_path / "out", cfg)["steps"] == 5  # its own: resumed
+
+
+def test_items_that_cannot_be_trained_on_are_named_before_any_step(world, tmp_path):
+    import pytest
+
+    from dataengine.errors import DataError
+    good = read_jsonl(world.original, Sample)[:4]
+    for bad, needle in ((good[0].model_copy(update={"short_answer": " "}), "empty short answer"),
+                        (good[0].model_copy(update={"instruction": ""}), "empty question"),
+                        (good[0].model_copy(update={"image": ""}), "no image"),
+                        (good[0].model_copy(update={"instruction": "what " * 1500}), r"\d+ tokens with its image, more than the model.s 1024")):
+        with pytest.raises(DataError, match=f"sample {bad.id}: {needle}"):
+            train(_tiny(world), good[1:] + [bad], world.image_root, tmp_path / "m", TrainConfig(epochs=1, batch_size=8))
+    assert not (tmp_path / "m" / "model.safetensors").exists()
+
+
+def test_partial_answers_of_another_evaluation_are_refused(world, tmp_path):
+    import pytest
+
+    from dataengine.benchmarks.seed import read_seed
+    from dataengine.errors import DataError
+    from dataengine.evaluate import run_evaluate
+    qs = read_seed(world.benchmark)
+    a, b = _tiny(world), _tiny(world)
+    for p in b.model.parameters():
+        p.data.add_(0.01)
+
+    class Stop(Exception):
+        pass
+    calls = []
+    original = a.score_options
+
+    def stop_after_one(items):
+        calls.append(1)
+        if len(calls) > 1:
+            raise Stop
+        return original(items)
+    a.score_options = stop_after_one
+    with pytest.raises(Stop):
+        run_evaluate(a, qs, world.image_root, tmp_path / "ev", batch_size=8)
+    assert (tmp_path / "ev" / "predictions.partial.jsonl").exists()
+    with pytest.raises(DataError, match="partial answers of another evaluation \\(model differ\\)"):
+        run_evaluate(b, qs, world.image_root, tmp_path / "ev", batch_size=8)
+    a.score_options = original
+    assert run_evaluate(a, qs, world.image_root, tmp_path / "ev", batch_size=8).total == len(qs)  # its own: resumed

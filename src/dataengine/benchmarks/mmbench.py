@@ -6,7 +6,7 @@ import re
 from pathlib import Path
 
 from ..errors import DataError
-from ..records import LETTERS, QTYPES, Question, open_text
+from ..records import LETTERS, QTYPES, Question, read_table
 
 MMBENCH_FIELDS = ("index", "question", "A", "B", "answer", "category", "image")
 
@@ -68,19 +68,10 @@ def read_mmbench(path: str | Path, image_dir: str | Path) -> list[Question]:
     already (index + k * 1,000,000, the options rotated): those rows are grouped by `index % 1e6` as
     rotation k of their question. Categories become the question types (numbered in sorted order;
     their names carry through to the results)."""
-    import csv
-    import sys
     path, image_dir = Path(path), Path(image_dir)
     if not path.exists():
         raise DataError(f"{path}: benchmark file not found")
-    csv.field_size_limit(sys.maxsize)
-    with open_text(path, newline="") as f:
-        try:
-            rows = list(csv.DictReader(f, delimiter="\t"))
-        except UnicodeDecodeError as e:
-            raise DataError(f"{path}: not UTF-8 text (byte {e.start})") from None
-    if not rows:
-        raise DataError(f"{path}: no rows")
+    rows = read_table(path)
     missing = [c for c in MMBENCH_FIELDS if c not in rows[0]]
     if missing:
         hint = " (the test split has no answers; score it on the MMBench server)" if missing == ["answer"] else ""

@@ -3,12 +3,11 @@ VLMEvalKit's prediction files (xlsx, tsv, csv or jsonl with `index` and `predict
 lmms-eval's logged samples (jsonl with `doc_id` and `filtered_resps` / `resps`)."""
 from __future__ import annotations
 
-import csv
 import json
 from pathlib import Path
 
 from ..errors import DataError
-from ..records import Question, open_text, read_text
+from ..records import Question, read_table, read_text
 
 
 def _rows(path: Path) -> list[dict]:
@@ -25,8 +24,7 @@ def _rows(path: Path) -> list[dict]:
         head = [str(h) if h is not None else "" for h in rows[0]]
         return [dict(zip(head, r)) for r in rows[1:]]
     if suffix in (".tsv", ".csv"):
-        with open_text(path, newline="") as f:
-            return list(csv.DictReader(f, delimiter="\t" if suffix == ".tsv" else ","))
+        return read_table(path, "\t" if suffix == ".tsv" else ",")
     if suffix in (".jsonl", ".json"):
         text = read_text(path)
         try:

@@ -2,14 +2,12 @@
 question, answer (Yes / No), category (POPE's split, MME's subtask)."""
 from __future__ import annotations
 
-import csv
-import sys
 from pathlib import Path
 
 from pydantic import BaseModel
 
 from ..errors import DataError
-from ..records import open_text
+from ..records import read_table
 from .mmbench import _decode, _write_image
 
 FIELDS = ("index", "image", "question", "answer", "category")
@@ -28,14 +26,7 @@ def read_yes_no_tsv(path: str | Path, image_dir: str | Path) -> list[YesNoItem]:
     """The rows of a VLMEvalKit yes/no TSV, their images written once into `image_dir` (named by
     index and content, so two files never share a picture they do not share)."""
     path, image_dir = Path(path), Path(image_dir)
-    csv.field_size_limit(sys.maxsize)
-    with open_text(path, newline="") as f:
-        try:
-            rows = list(csv.DictReader(f, delimiter="\t"))
-        except UnicodeDecodeError as e:
-            raise DataError(f"{path}: not UTF-8 text (byte {e.start})") from None
-    if not rows:
-        raise DataError(f"{path}: no rows")
+    rows = read_table(path)
     missing = [c for c in FIELDS if c not in rows[0]]
     if missing:
         raise DataError(f"{path}: missing column {missing[0]!r}")

@@ -11,7 +11,12 @@ from typing import Iterable
 from pydantic import BaseModel, ConfigDict, field_validator
 
 from ..registry import Registry
-from .families import IDEFICS3_TEMPLATE, LLAVA_QUESTION_FIRST_TEMPLATE, LLAVA_TEMPLATE, QWEN2_TEMPLATE
+from .families import (
+    IDEFICS3_TEMPLATE,
+    LLAVA_QUESTION_FIRST_TEMPLATE,
+    LLAVA_TEMPLATE,
+    QWEN2_TEMPLATE,
+)
 
 
 class TinyConfig(BaseModel):
@@ -144,7 +149,8 @@ def _qwen(cfg: TinyConfig, corpus: list[str], version: str):
     from .families import FAMILIES
     from .vlm import image_only_processor
     tokenizer = train_tokenizer(corpus, cfg.vocab_size, {"image_token": "<|image_pad|>", "vision_start_token": "<|vision_start|>",
-                                                         "vision_end_token": "<|vision_end|>"})
+                                                         "vision_end_token": "<|vision_end|>", "im_start_token": "<|im_start|>",
+                                                         "im_end_token": "<|im_end|>"})
     size, patch, merge = cfg.image_size, cfg.patch_size // 2, 2  # 2x2 patches merge into one token, as many tokens as LLaVA's
     ip = _pil("Qwen2VLImageProcessor")(min_pixels=size * size, max_pixels=size * size, patch_size=patch,
                                        merge_size=merge, temporal_patch_size=2)

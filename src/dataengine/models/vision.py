@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
-
 import torch
 from rich.progress import Progress
 from torch import nn
@@ -24,7 +23,6 @@ from ..qtypes.geometry import contact
 from ..qtypes.vocabulary import color_of, size_of
 from ..records import ImageAnnotation
 from .vlm import VLM
-
 
 KINDS = ("name", "color", "size", "text")
 # Further per-patch labels `pretrain_vision` can teach (`labels=`): relations between the objects,

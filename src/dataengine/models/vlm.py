@@ -69,8 +69,14 @@ class VLM:
         from transformers import AutoModelForImageTextToText, AutoProcessor
 
         path = Path(path)
+        if (path / "adapter_config.json").exists() and not (path / "config.json").exists():
+            raise DataError(f"{path}: LoRA adapters only, not a whole model: apply them to the model they were trained "
+                            f"from (peft), or use the merged model the training saved at its end")
         if not (path / "config.json").exists():
             raise DataError(f"{path}: no model here (config.json missing)")
+        if not any((path / f).exists() for f in ("tokenizer.json", "tokenizer_config.json", "tokenizer.model")):
+            raise DataError(f"{path}: weights but no tokenizer or processor files (a training checkpoint?): copy "
+                            f"tokenizer*, processor_config.json and chat_template.* from the model it was trained from")
         kind = json.loads((path / "config.json").read_text()).get("model_type")
         if kind not in FAMILIES:
             raise DataError(f"{path}: model type {kind!r} is not supported yet (supported: {', '.join(FAMILIES.names())})")
@@ -103,6 +109,11 @@ class VLM:
         return FAMILIES.get(self.kind)
 
     def prompt(self, question: str) -> str:
+        # an image placeholder inside the text (LLaVA data carries "<image>") would be a second image
+        # the model is not given: stripped, as LLaVA's own preprocessing does
+        for token in {"<image>", getattr(self.processor, "image_token", None) or "<image>"}:
+            question = question.replace(token, "")
+        question = question.strip()
         if self.family.chat_template is None:
             return question  # no chat format (PaliGemma): the processor puts the image tokens and BOS first
         messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": question}]}]
@@ -139,10 +150,34 @@ class VLM:
         types = {k: v[i] + [self.family.answer_type_ids[k]] * len(answer) for k, v in prompts.types.items()}
         return Encoded(prompt + answer, [-100] * len(prompt) + answer, types)
 
+    def prompt_length(self, question: str) -> int:
+        """Tokens of a prompt with its image placeholder expanded (a blank picture of the model's size)."""
+        size = getattr(self.processor.image_processor, "crop_size", None) or {"height": 64, "width": 64}
+        img = Image.new("RGB", (size.get("width", 64), size.get("height", 64)))
+        return len(self.encode_prompts([question], [img]).ids[0])
+
+    def answer_format(self) -> tuple[str, str]:
+        """The text the model's own format puts before and after an answer, after the generation prompt:
+        what its chat template writes for an assistant turn (LLaVA: " " and "</s>"; Qwen2-VL: "" and
+        "<|im_end|>\n"); PaliGemma, whose processor ends the prompt with a newline: "" and EOS."""
+        if self.family.chat_template is None or getattr(self.processor, "chat_template", None) is None:
+            return "", self.tokenizer.eos_token
+        user = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "Q"}]}]
+        mark = "\x00ANSWER\x00"
+        prompt = self.processor.apply_chat_template(user, add_generation_prompt=True)
+        full = self.processor.apply_chat_template(user + [{"role": "assistant", "content": [{"type": "text", "text": mark}]}])
+        if not full.startswith(prompt) or mark not in full:
+            return " ", self.tokenizer.eos_token  # a template that does not extend its generation prompt
+        before, after = full[len(prompt):].split(mark, 1)
+        return before, after
+
     def encode_answer(self, answer: str) -> list[int]:
-        # Encoded apart from the prompt (as lm-eval does) so every option shares the same prefix.
-        ids = self.tokenizer(" " + answer.strip(), add_special_tokens=False)["input_ids"]
-        return ids + [self.tokenizer.eos_token_id]
+        """The tokens of the model saying `answer` in its own format (`answer_format`), encoded apart
+        from the prompt (as lm-eval does) so every option shares the same prefix."""
+        if not hasattr(self, "_answer_format"):
+            self._answer_format = self.answer_format()
+        before, after = self._answer_format
+        return self.tokenizer(before + answer.strip() + after, add_special_tokens=False)["input_ids"]
 
     def encode_batch(self, questions: list[str], images: list[Image.Image], answers: list[str]) -> dict[str, torch.Tensor]:
         """A training batch: loss on the answer tokens only."""

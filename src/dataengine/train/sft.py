@@ -55,10 +55,15 @@ def train(vlm: VLM, samples: list[Sample], image_root: str | Path, out_dir: str 
     from transformers import Trainer, TrainerCallback
     from transformers.trainer_callback import PrinterCallback
 
+    from transformers import set_seed
+
     cfg = cfg or TrainConfig()
     out_dir = Path(out_dir)
     if not samples:
         raise DataError(f"{out_dir}: nothing to train on (the training set is empty)")
+    check_trainable(vlm, samples, cfg.target)
+    set_seed(cfg.seed)  # before anything random is drawn: LoRA's adapters are initialised next
+    fingerprint = _fingerprint(vlm, samples, cfg)
     model, family = vlm.model, vlm.family
     for name, p in model.named_parameters():
         if family.is_vision(name):
@@ -87,6 +92,11 @@ def train(vlm: VLM, samples: list[Sample], image_root: str | Path, out_dir: str 
             if logs and "loss" in logs:
                 losses.append(float(logs["loss"]))
 
+        def on_save(self, args, state, control, **kw):
+            # every checkpoint loadable on its own: the processor (tokenizer, template) beside its weights
+            if state.is_world_process_zero:
+                vlm.processor.save_pretrained(Path(args.output_dir) / f"checkpoint-{state.global_step}")
+
     args = training_args(cfg, out_dir, steps, vlm.device)
     random.Random(cfg.seed).shuffle(samples := list(samples))
     trainer = Trainer(model=model, args=args, train_dataset=SampleDataset(samples, Path(image_root)),
@@ -94,6 +104,7 @@ def train(vlm: VLM, samples: list[Sample], image_root: str | Path, out_dir: str 
     trainer.remove_callback(PrinterCallback)  # our progress bar and train_log.json replace its prints
     torch.manual_seed(cfg.seed)
     resume = _last_checkpoint(out_dir / "trainer") if cfg.save_steps else None
+    _check_resume(out_dir / "trainer", fingerprint, resume)
     if resume and not cfg.lora:
         _restore_weights(model, resume)
     trainer.train(resume_from_checkpoint=resume)
@@ -105,6 +116,57 @@ def train(vlm: VLM, samples: list[Sample], image_root: str | Path, out_dir: str 
         write_json(out_dir / "train_log.json", log)
         shutil.rmtree(out_dir / "trainer", ignore_errors=True)  # the checkpoints served their purpose; they are large
     return {"steps": steps, "samples": len(samples), "losses": losses}
+
+
+def check_trainable(vlm: VLM, samples: list[Sample], target: str) -> None:
+    """The rules every item must meet to be trained on (the filter's, for what training reads): a
+    question, a non-empty target, a picture, and a length the language model can take (image tokens
+    included). DataError naming the item otherwise, before any step is taken."""
+    limit = getattr(vlm.model.config.get_text_config(), "max_position_embeddings", None)
+    fixed = None
+    for s in samples:
+        where = f"sample {s.id}"
+        if not s.instruction.strip():
+            raise DataError(f"{where}: empty question")
+        if not str(getattr(s, target, "")).strip():
+            raise DataError(f"{where}: empty {target.replace('_', ' ')}: nothing to learn to say")
+        if not s.image.strip():
+            raise DataError(f"{where}: no image (items without a picture are not supported)")
+        if limit:
+            if fixed is None:  # the prompt's own tokens: template and image tokens, measured once
+                fixed = vlm.prompt_length("")
+            n = fixed + len(vlm.tokenizer(s.instruction, add_special_tokens=False)["input_ids"]) + \
+                len(vlm.encode_answer(getattr(s, target)))
+            if n > limit:
+                raise DataError(f"{where}: {n} tokens with its image, more than the model's {limit}")
+
+
+def _fingerprint(vlm: VLM, samples: list[Sample], cfg: TrainConfig) -> dict:
+    """What a training is: its starting weights, its data and its settings (for checking a resume)."""
+    import hashlib
+    weights = hashlib.sha1()
+    for _, p in list(vlm.model.named_parameters())[:4]:
+        weights.update(p.detach().float().cpu().numpy().tobytes())
+    data = hashlib.sha1("\n".join(s.model_dump_json() for s in samples).encode()).hexdigest()
+    settings = cfg.model_dump(mode="json", exclude={"save_steps"})
+    return {"model": weights.hexdigest(), "data": data, "settings": settings}
+
+
+def _check_resume(folder: Path, fingerprint: dict, resume: str | None) -> None:
+    """A checkpoint is resumed only by the training that wrote it: the same starting model, data and
+    settings. Another's is refused in one line (its weights, optimizer and data position would
+    silently take over)."""
+    import json
+    record = folder / "run.json"
+    if resume and record.exists():
+        old = json.loads(record.read_text())
+        diff = [k for k in ("model", "data", "settings") if old.get(k) != fingerprint[k]]
+        if diff:
+            what = {"model": "another starting model", "data": "other data", "settings": "other settings"}
+            raise DataError(f"{folder}: holds the checkpoints of a training with {', '.join(what[k] for k in diff)}; "
+                            f"remove the folder or train into another --out")
+    folder.mkdir(parents=True, exist_ok=True)
+    write_json(record, fingerprint)
 
 
 def _last_checkpoint(folder: Path) -> str | None:
