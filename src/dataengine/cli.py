@@ -204,10 +204,14 @@ def evaluate(model: str = typer.Option(..., help="A checkpoint folder, or a serv
                       model__dtype={"bf16": "bfloat16", "fp16": "float16"}.get(dtype, dtype))
         inputs = Inputs(benchmark, image_root, image_root, image_root, image_root)
         _, questions = stages.read_questions(inputs, cfg.evaluate.circular)
+        reused = (out / "results.json").exists()
         with _progress() as p:
             llm = lambda: stack.enter_context(stages.open_llm(cfg.llm, out, out / "llm_cache.sqlite"))  # noqa: E731
             res = stages.evaluate_model(model, questions, image_root, out, cfg, benchmark=benchmark.name, progress=p, llm=llm,
                                         served_name=served_model)
+    if reused:
+        console.print(f"[yellow]{out}: already evaluated; its results are read back (evaluate into another --out "
+                      f"to evaluate again)[/yellow]")
     console.print(run_table([res], [stages.blind_results(out)], name=f"{benchmark.name} ({cfg.evaluate.method})"))
     if scores := stages.circular_summary(out):
         o = scores["overall"]
@@ -227,6 +231,7 @@ def score(benchmark: Path = typer.Option(..., help="SEED-Bench JSON or MMBench T
           out: Path = typer.Option(..., help="An evaluation folder (predictions, bad cases, results) that `plan` reads."),
           image_root: Optional[Path] = typer.Option(None, help="For an MMBench TSV: where its images are written."),
           config: Optional[Path] = _CONFIG, judge: bool = typer.Option(False, help="An LLM names the option of a reply that names none."),
+          held_out: Optional[float] = typer.Option(None, help="Share of each type held out as the report part (config default 0.7; 0: no split)."),
           llm_url: list[str] = _LLM_URL, llm_local: bool = _LLM_LOCAL):
     """Score predictions made elsewhere (no model needed), with VLMEvalKit's reading of replies."""
     from . import stages
@@ -234,7 +239,7 @@ def score(benchmark: Path = typer.Option(..., help="SEED-Bench JSON or MMBench T
     from .report.terminal import l2_table, run_table
     with _errors(), contextlib.ExitStack() as stack:
         cfg = _config(config, evaluate__judge="llm" if judge else None, llm__base_urls=llm_url or None,
-                      llm__local=True if llm_local else None)
+                      llm__local=True if llm_local else None, evaluate__held_out=held_out)
         root = image_root or out / "benchmark_images"
         _, questions = stages.read_questions(Inputs(benchmark, root, root, root, root))
         llm = lambda: stack.enter_context(stages.open_llm(cfg.llm, out, out / "llm_cache.sqlite"))  # noqa: E731
@@ -349,6 +354,8 @@ def generate(plan_file: Path = typer.Option(..., "--plan"), pool: Path = typer.O
              oversample: Optional[int] = typer.Option(None, help="Candidates per wanted item (config default: 3; use 1 for an LLM)."),
              max_images: Optional[float] = typer.Option(None, help="Images tried per wanted item (config default: all).")):
     """Generate items per the plan, with the grounded generator or an LLM."""
+    from collections import Counter
+
     from . import stages
     from .llm.prompt import PromptStore
     from .records import ImageAnnotation, Sample
@@ -367,6 +374,11 @@ def generate(plan_file: Path = typer.Option(..., "--plan"), pool: Path = typer.O
     if made.usage:
         console.print(f"LLM: {made.usage.summary(g.client.cfg)}")
     console.print(f"wrote {len(made.items)} items to {out}")
+    got = Counter(s.qtype for s in made.items)
+    for t, n in sorted(the_plan.counts().items()):
+        if got[t] < n:
+            console.print(f"[yellow]type {t}: {got[t]} of the {n} items asked for: the pool has no more images that can "
+                          f"give one (or the LLM wrote no more usable ones)[/yellow]")
 
 
 @app.command("filter")
@@ -503,12 +515,15 @@ def pool(out: Path = typer.Option(..., help="JSONL of ImageAnnotation records, f
             anns = read_coco(coco_captions, coco_instances, image_root, coco_image_dir, lvis, report=report)
         else:
             anns = read_folder(image_root, captions, report=report)
-    write_jsonl(out, anns)
-    console.print(f"wrote {len(anns)} annotated images to {out}")
+    left_out = ", ".join(f"{what}: {n}" for what, n in sorted(report.items()))
+    if not anns:
+        _fail(DataError(f"{out}: no image of the source could be kept, so no pool was written"
+                        + (f" (left out: {left_out})" if left_out else "")))
     if report:
-        console.print("left out: " + ", ".join(f"{n} {what}{'s' if n != 1 and not what.endswith(')') else ''}"
-                                               for what, n in sorted(report.items())))
+        console.print(f"left out: {left_out}")
+    write_jsonl(out, anns)
     write_json(out.with_suffix(".report.json"), dict(report))
+    console.print(f"wrote {len(anns)} annotated images to {out}")
 
 
 @app.command()

@@ -77,6 +77,13 @@ class ModelConfig(Section):
     # instruction data: the pool's captions, region descriptions ("regions") or both; "none" skips.
     align: Literal["none", "caption", "regions", "both", "relations"] = "regions"
     align_epochs: float = Field(1.0, ge=0)
+
+    @field_validator("vision_pretrain_steps")
+    @classmethod
+    def enough_steps(cls, v: int) -> int:
+        if 0 < v < 10:
+            raise ValueError(f"{v} steps: at least 10 (or 0 to skip vision pretraining)")
+        return v
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"  # for evaluation; bfloat16 for 7B models on a GPU
 
 

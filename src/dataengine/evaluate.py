@@ -55,7 +55,8 @@ def split(questions: list[Question], held_out: float) -> dict[str, str]:
     report: set[str] = set()
     for ids in by_type.values():
         ranked = sorted(ids, key=lambda i: hashlib.sha1(i.encode()).hexdigest())
-        report.update(ranked[:round(len(ranked) * held_out)])
+        # at least one question a type stays in the diagnosis part, so planning sees every type
+        report.update(ranked[:min(round(len(ranked) * held_out), len(ranked) - 1)])
     return {qid: "report" if b in report else "diagnosis" for qid, b in base.items()}
 
 
@@ -212,7 +213,9 @@ def run_evaluate(vlm: Model, questions: list[Question], image_root: str | Path, 
     _check_partial(partial, {"model": model_id(vlm), "benchmark": benchmark, "method": method, "held_out": held_out,
                              "blind": blind, "prompt": prompt if method == "letter" else None,
                              "questions": hashlib.sha1("\n".join(q.question_id for q in questions).encode()).hexdigest()})
-    done = read_jsonl(partial, Prediction) if partial.exists() else []
+    done = read_jsonl(partial, Prediction, torn_ok=True) if partial.exists() else []
+    if done:  # rewritten without a line a kill cut short, so what is appended next starts on a line of its own
+        write_jsonl(partial, done)
 
     def append(preds):
         with partial.open("a", encoding="utf-8") as f:

@@ -10,6 +10,8 @@ from .errors import DataError
 
 def resolve(image_root: str | Path, rel: str, where: str = "") -> Path:
     root = Path(image_root).resolve()
+    if "\x00" in rel:
+        raise DataError(f"{rel!r}: {where}: a path with a NUL character")
     path = (root / rel).resolve()
     if not path.is_relative_to(root):
         raise DataError(f"{rel}: {where}: image path leaves the image root {root.name}/")

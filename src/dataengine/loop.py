@@ -31,6 +31,7 @@ from .records import (
     Sample,
     read_jsonl,
     write_json,
+    write_text,
 )
 from .report.terminal import (
     counts_table,
@@ -72,12 +73,19 @@ class Loop:
         """Refuse to mix configs in one run directory; the config is written once the inputs have loaded."""
         path = self.run_dir / "config.yaml"
         # Compared as configs, not text: a field added by a newer version (at its default) is no change.
+        if self.run_dir.exists() and not self.run_dir.is_dir():
+            raise DataError(f"{self.run_dir}: a file, not a run directory")
+        if path.exists() and not path.read_text().strip():
+            path.unlink()  # left empty by a kill before configs were written atomically: as if never written
         if path.exists() and load_config(path) != self.cfg:
             raise DataError(f"{path}: this run directory was made with another config; use a new --run-dir "
                             f"or the same config to resume")
         if write and not path.exists():
-            self.run_dir.mkdir(parents=True, exist_ok=True)
-            path.write_text(dump_config(self.cfg))
+            try:
+                self.run_dir.mkdir(parents=True, exist_ok=True)
+                write_text(path, dump_config(self.cfg))
+            except OSError as e:
+                raise DataError(f"{self.run_dir}: cannot write the run directory ({e.strerror})") from None
 
     def _check_type_map(self, benchmark: list[Question]) -> None:
         """A name in generate.type_map that no benchmark item carries is most likely a typo."""

@@ -127,6 +127,7 @@ class Question(BaseModel):
     # CircularEval: the question all rotations of these options share, and which rotation this is
     group: str = ""
     rotation: int = 0
+    order: int | None = None  # its place in the benchmark file, skipped questions counted (lmms-eval's doc_id)
 
     @property
     def text(self) -> str:
@@ -233,19 +234,25 @@ def read_table(path: str | Path, delimiter: str = "\t") -> list[dict]:
 M = TypeVar("M", bound=BaseModel)
 
 
-def read_jsonl(path: str | Path, model: type[M]) -> list[M]:
+def read_jsonl(path: str | Path, model: type[M], torn_ok: bool = False) -> list[M]:
+    """The records of a JSON-lines file; DataError naming the file, line and field of a bad one.
+    `torn_ok`: a last line cut short (no newline: the writer was killed mid-line) is dropped, as a
+    file appended to as work finishes is read on resume."""
     path = Path(path)
     out = []
     with open_text(path) as f:
-        for n, line in _lines(f, path):
-            if not line.strip():
-                continue
-            try:
-                out.append(model.model_validate_json(line))
-            except ValidationError as e:
-                err = e.errors()[0]
-                where = ".".join(str(x) for x in err["loc"]) or "record"
-                raise DataError(f"{path}: line {n}: {where}: {err['msg']}") from None
+        lines = list(_lines(f, path))
+    for n, line in lines:
+        if not line.strip():
+            continue
+        try:
+            out.append(model.model_validate_json(line))
+        except ValidationError as e:
+            if torn_ok and n == len(lines) and not line.endswith("\n"):
+                break
+            err = e.errors()[0]
+            where = ".".join(str(x) for x in err["loc"]) or "record"
+            raise DataError(f"{path}: line {n}: {where}: {err['msg']}") from None
     return out
 
 
@@ -264,6 +271,16 @@ def write_jsonl(path: str | Path, records: Iterable[BaseModel]) -> Path:
     with tmp.open("w", encoding="utf-8") as f:
         for r in records:
             f.write(r.model_dump_json() + "\n")
+    os.replace(tmp, path)
+    return path
+
+
+def write_text(path: str | Path, text: str) -> Path:
+    """Write atomically (a temporary name, then renamed): a kill leaves the old file or the new one."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
     os.replace(tmp, path)
     return path
 

@@ -16,6 +16,7 @@ writes its outputs (atomically) and returns what it made; none prints.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import math
 import random
@@ -99,7 +100,7 @@ def open_llm(cfg: LLMConfig, log_dir: str | Path, cache: str | Path | None, log:
             url = stack.enter_context(LocalLLM(Path(log_dir) / "llm_server.log"))
             cfg = local_config(cfg).model_copy(update={"base_urls": [url]})
             log(f"local LLM ({cfg.model}) serving at {url}")
-        client = LLMClient(cfg, cache_path=cache)
+        client = LLMClient(cfg, cache_path=cache, notify=log)
         stack.callback(client.close)
         yield client
 
@@ -127,6 +128,9 @@ def plan_round(eval_dir: str | Path, out: str | Path, cfg: RunConfig, seed: int,
     followed (`previous_plan`), history-aware strategies see each type's change and items."""
     eval_dir = Path(eval_dir)
     res = load_results(eval_dir).part("diagnosis")
+    if not res.per_type:
+        raise DataError(f"{eval_dir / 'results.json'}: no question in the diagnosis part to plan from "
+                        f"(evaluate.held_out holds every question out)")
     bad = diagnosis_badcases(eval_dir)
     s = cfg.sample
     names = {t: r.name for t, r in res.per_type.items()}
@@ -159,9 +163,18 @@ def read_plan(path: str | Path) -> Plan:
     if not path.exists():
         raise DataError(f"{path}: plan file not found")
     try:
-        return Plan.model_validate_json(read_text(path))
+        the_plan = Plan.model_validate_json(read_text(path))
     except ValidationError as e:
         raise DataError(f"{path}: {problem(e)}") from None
+    from .qtypes import QUESTION_TYPES
+    for t, g in the_plan.generator_types().items():
+        if g not in QUESTION_TYPES:
+            raise DataError(f"{path}: types.{t}: no generator writes question type {g} (SEED-Bench types 1-9)")
+    if the_plan.budget > 0 and not any(the_plan.counts().values()):
+        raise DataError(f"{path}: asks for no items")
+    if not the_plan.types:
+        raise DataError(f"{path}: asks for no items (no types)")
+    return the_plan
 
 
 # ---- generate ----
@@ -389,8 +402,17 @@ def evaluate_model(model, questions: list[Question], image_root: str | Path, out
         judge = llm_judge(llm())
 
     def run(where: Path, blind: bool) -> EvalResult:
+        what = {"benchmark": benchmark, "questions": hashlib.sha1("\n".join(q.question_id for q in questions).encode()).hexdigest(),
+                "method": e.method, "held_out": e.held_out, "prompt": e.prompt if e.method == "letter" else None, "blind": blind}
+        meta = where / "evaluation.json"
         if (where / "results.json").exists():
+            old = json.loads(meta.read_text()) if meta.exists() else what
+            diff = [k for k in what if old.get(k) != what[k]]
+            if diff:
+                raise DataError(f"{where}: holds the results of another evaluation ({', '.join(diff)} differ): "
+                                f"evaluate into another --out, or remove it")
             return load_results(where)
+        write_json(meta, what)
         return run_evaluate(vlm(), questions, image_root, where, e.method, e.batch_size, benchmark=benchmark,
                             progress=progress, held_out=e.held_out, blind=blind, prompt=e.prompt,
                             max_new_tokens=e.max_new_tokens, judge=judge)

@@ -20,6 +20,9 @@ OPTS = ["red", "blue", "green", "black"]
     ("Option A", ("A", "letter")), ("A above", ("A", "letter")), ("A cat", ("A", "letter")),
     ("The correct answer is **B**. The others are wrong because the picture is clearly of something else", ("B", "letter")),
     ("It is blue.", ("B", "option")), ("green", ("C", "option")),
+    # "answer is" takes a capital letter standing alone, not the start of a word
+    ("The answer is a dog.", (None, "none")), ("The answer is blue", ("B", "option")), ("answer is b", (None, "none")),
+    ("The answer is Black.", ("D", "option")), ("I think the answer is B because A and C are wrong", ("B", "letter")),
     ("purple", (None, "none")), ("", (None, "none")), ("A or B", (None, "none")),  # two letters: none
     ("blue and green", (None, "none")),  # two options' texts
     ("Z", (None, "none")), ("Cannot determine the answer", (None, "none")),

@@ -36,7 +36,9 @@ def letter_prompt(q: Question, layout: str = "llava") -> str:
 REFUSALS = ("Sorry, I can't help with images of people yet.", "I can't process this file.",
             "I'm sorry, but without the image provided", "Cannot determine the answer")
 _PUNCTUATION = str.maketrans({c: " " for c in ".()[],:;!*#{}"})
-_ANSWER_IS = re.compile(r"(?i)(?:correct\s+)?answer\s+is\s+\**([A-H])\**")
+# VLMEvalKit's rule for verbose replies ("The correct answer is **B**."), with the letter required to
+# stand alone in capitals: its own pattern ignores case and would read "the answer is a dog" as A.
+_ANSWER_IS = re.compile(r"(?i:(?:correct\s+)?answer\s+is)\s+\**([A-H])\**(?![A-Za-z])")
 
 
 def extract_letter(text: str, options: list[str]) -> tuple[str | None, str]:
@@ -54,8 +56,8 @@ def extract_letter(text: str, options: list[str]) -> tuple[str | None, str]:
     if not named and "Z" in words:  # "Z": the reply itself says no option fits
         return None, "none"
     m = _ANSWER_IS.search(text)
-    if m and m.group(1).upper() in letters:
-        return m.group(1).upper(), "letter"
+    if m and m.group(1) in letters:
+        return m.group(1), "letter"
     low = text.lower()
     if len(low) <= 2 * sum(len(o) for o in options):
         hits = [l for l, o in zip(letters, options) if o.lower() in low]

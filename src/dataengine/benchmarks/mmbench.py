@@ -82,7 +82,7 @@ def read_mmbench(path: str | Path, image_dir: str | Path) -> list[Question]:
         if short:
             raise DataError(f"{path}: question {r.get('index') or f'#{n}'}: missing field {short[0]!r}")
         idx = r["index"].strip()
-        if not idx.isdigit():
+        if not (idx.isascii() and idx.isdigit()):
             raise DataError(f"{path}: row {n + 1}: index {idx!r} is not a whole number")
         if idx in seen:
             raise DataError(f"{path}: question {idx}: the index appears twice")
@@ -115,7 +115,7 @@ def read_mmbench(path: str | Path, image_dir: str | Path) -> list[Question]:
         return own[idx]
 
     out = []
-    for r in rows:
+    for n, r in enumerate(rows):
         idx = r["index"].strip()
         where = f"{path}: question {idx}"
         rel = picture(idx)
@@ -130,7 +130,8 @@ def read_mmbench(path: str | Path, image_dir: str | Path) -> list[Question]:
         out.append(Question(question_id=idx, question=r["question"].strip(), hint="" if hint == "nan" else hint,
                             options=options, answer=answer, qtype=cats[r["category"]], image=rel, category=r["category"],
                             l2_category=(r.get("l2-category") or r.get("l2_category") or None),
-                            group=str(int(idx) % COPY) if copies else "", rotation=int(idx) // COPY if copies else 0))
+                            group=str(int(idx) % COPY) if copies else "", rotation=int(idx) // COPY if copies else 0,
+                            order=n))
     return out
 
 

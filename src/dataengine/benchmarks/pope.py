@@ -114,6 +114,8 @@ def read_pope(path: str | Path, image_dir: str | Path | None = None) -> list[Pop
         return [PopeItem(question_id=i, image=x.image, text=x.question, label=x.label, category=x.category)
                 for i, x in enumerate(read_yes_no_tsv(path, image_dir))]
     items = read_jsonl(path, PopeItem)
+    if not items:
+        raise DataError(f"{path}: no questions")
     for item in items:
         item.label = item.label.strip().lower()
         if item.label not in ("yes", "no"):

@@ -93,7 +93,7 @@ def read_seed(path: str | Path) -> list[Question]:
         ids.add(qid)
         out.append(Question(question_id=qid, question=_text(q, "question", where),
                             options=[_text(q, f"choice_{x}", where) for x in "abcd"], answer=answer, qtype=qtype,
-                            image=image, category=names[qtype] if names else QTYPES[qtype][0]))
+                            image=image, category=names[qtype] if names else QTYPES[qtype][0], order=n))
     if skipped:
         kinds = ", ".join(f"{n} {kind}" for kind, n in skipped.items())
         print(f"{path}: skipped {kinds} questions (this evaluator reads questions about one image)")

@@ -31,13 +31,19 @@ def read_yes_no_tsv(path: str | Path, image_dir: str | Path) -> list[YesNoItem]:
     if missing:
         raise DataError(f"{path}: missing column {missing[0]!r}")
     image_dir.mkdir(parents=True, exist_ok=True)
+    seen: set[str] = set()
+    for r in rows:
+        idx = (r["index"] or "").strip()
+        if not (idx.isascii() and idx.isdigit()):
+            raise DataError(f"{path}: index {idx!r} is not a whole number")
+        if idx in seen:
+            raise DataError(f"{path}: question {idx}: the index appears twice")
+        seen.add(idx)
     own = {}
     for r in rows:
         img = (r["image"] or "").strip()
         if not (img.isdigit() and len(img) < 16):
             idx = (r["index"] or "").strip()
-            if not idx.isdigit():
-                raise DataError(f"{path}: index {idx!r} is not a whole number")
             own[idx] = _write_image(_decode(img, f"{path}: question {idx}"), idx, image_dir)
     out = []
     for r in rows:

@@ -18,15 +18,18 @@ import json
 import logging
 import os
 import random
+import re
 import sqlite3
 import time
 from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
 from pathlib import Path
-from typing import Literal
+from typing import Callable, Literal
 
 import httpx
 from pydantic import BaseModel, ConfigDict
+
+from ..errors import DataError
 
 log = logging.getLogger("dataengine.llm")
 
@@ -59,6 +62,10 @@ class LLMConfig(BaseModel):
 
 class LLMError(Exception):
     """A request that could not be answered (after retries, or not retryable)."""
+
+
+class LLMAuthError(LLMError, DataError):
+    """The server refused the credentials (401 / 403): no request can succeed, so the run stops."""
 
 
 @dataclass
@@ -179,6 +186,7 @@ class LLMClient:
     cache_path: str | Path | None = None
     transport: httpx.AsyncBaseTransport | None = None  # tests pass a mock transport
     usage: Usage = field(default_factory=Usage)
+    notify: Callable[[str], None] = lambda msg: None  # long waits are said here (the run's log)
 
     def __post_init__(self):
         if not self.cfg.base_urls:
@@ -187,8 +195,18 @@ class LLMClient:
         self._next_url = 0
 
     def _headers(self) -> dict[str, str]:
-        key = os.environ.get(self.cfg.api_key_env) if self.cfg.api_key_env else None
+        key = self._key()
         return {"Authorization": f"Bearer {key}"} if key else {}
+
+    def _key(self) -> str | None:
+        return os.environ.get(self.cfg.api_key_env) if self.cfg.api_key_env else None
+
+    def redact(self, text: str) -> str:
+        """The text with the API key (and any bearer token) taken out: for every stored or printed error."""
+        key = self._key()
+        if key:
+            text = text.replace(key, "[redacted]")
+        return re.sub(r"(?i)(bearer\s+)[A-Za-z0-9._~+/=-]{8,}", r"\1[redacted]", text)
 
     def body(self, messages: list[dict], schema: dict | None = None, seed: int | None = None,
              max_tokens: int | None = None) -> dict:
@@ -219,11 +237,18 @@ class LLMClient:
                 resp = await http.post(url, json=body, headers=self._headers())
                 if resp.status_code == 200:
                     data = resp.json()
-                    data["choices"][0]["message"]["content"]  # noqa: B018 - check the shape before caching
+                    _completion(data, cached=False)  # usable (text found), before it is cached
                     return data
+                if resp.status_code in (401, 403):
+                    raise LLMAuthError(f"{url}: HTTP {resp.status_code}: the server refused the credentials "
+                                       f"(the key in the variable llm.api_key_env names, {self.cfg.api_key_env}): "
+                                       f"{self.redact(resp.text[:200])}")
                 if resp.status_code not in RETRY_STATUS:
-                    raise LLMError(f"{url}: HTTP {resp.status_code}: {resp.text[:200]}")
+                    raise LLMError(f"{url}: HTTP {resp.status_code}: {self.redact(resp.text[:200])}")
                 last, wait = f"HTTP {resp.status_code}", retry_after(resp)
+                if wait is not None and wait > self.cfg.max_backoff:
+                    self.notify(f"{url} asks to wait {wait:.0f} s; waiting {self.cfg.max_backoff:.0f} s (llm.max_backoff)")
+                    wait = self.cfg.max_backoff
             except (httpx.TransportError, httpx.TimeoutException) as e:
                 last = f"{type(e).__name__}"
             except (ValueError, KeyError, IndexError, TypeError):
@@ -235,6 +260,8 @@ class LLMClient:
                 wait = base / 2 + random.uniform(0, base / 2)
             self.usage.retries += 1
             log.info("retrying after %s (attempt %d, waiting %.1fs)", last, attempt + 1, wait)
+            if wait > 5:
+                self.notify(f"LLM: {last}; retrying in {wait:.0f} s (attempt {attempt + 2} of {self.cfg.max_retries + 1})")
             await asyncio.sleep(wait)
         raise LLMError(f"{self.cfg.base_urls[0]}: gave up after {self.cfg.max_retries + 1} attempts: {last}")
 
@@ -249,12 +276,17 @@ class LLMClient:
         async def one(http, body) -> Completion | LLMError:
             key = self.key(body)
             if self.cache and (hit := self.cache.get(key)) is not None:
-                c = _completion(hit, cached=True)
-                self.usage.add(c)
-                return hit if raw else c
+                try:
+                    c = _completion(hit, cached=True)
+                    self.usage.add(c)
+                    return hit if raw else c
+                except (KeyError, IndexError, TypeError, ValueError):
+                    pass  # an unusable answer cached by an older version: asked again
             async with sem:
                 try:
                     data = await self._post(http, body, limits)
+                except LLMAuthError:
+                    raise  # no request can succeed: the run stops, in one line
                 except LLMError as e:
                     self.usage.failed += 1
                     return e
@@ -279,7 +311,22 @@ class LLMClient:
             self.cache.close()
 
 
+def _count(v) -> int:
+    """A token count from a usage field, which is bookkeeping: anything not a number counts 0."""
+    try:
+        return max(0, int(float(v)))
+    except (TypeError, ValueError):
+        return 0
+
+
 def _completion(data: dict, cached: bool) -> Completion:
-    u = data.get("usage") or {}
-    return Completion(text=data["choices"][0]["message"].get("content") or "", cached=cached,
-                      prompt_tokens=int(u.get("prompt_tokens") or 0), completion_tokens=int(u.get("completion_tokens") or 0))
+    """The text of a chat completion: `message.content` as a string, or as a list of parts (the
+    OpenAI format allows it). KeyError / TypeError / ValueError when there is no usable text."""
+    content = data["choices"][0]["message"].get("content")
+    if isinstance(content, list):
+        content = "".join(p.get("text", "") for p in content if isinstance(p, dict) and p.get("type", "text") == "text")
+    if content is not None and not isinstance(content, str):
+        raise TypeError("message.content is neither text nor a list of parts")
+    u = data.get("usage") if isinstance(data.get("usage"), dict) else {}
+    return Completion(text=content or "", cached=cached, prompt_tokens=_count(u.get("prompt_tokens")),
+                      completion_tokens=_count(u.get("completion_tokens")))

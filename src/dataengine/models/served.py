@@ -32,8 +32,11 @@ def served_model_name(base_url: str, api_key: str | None = None) -> str:
     try:
         r = httpx.get(base_url.rstrip("/") + "/models", timeout=10,
                       headers={"Authorization": f"Bearer {api_key}"} if api_key else {})
+    except httpx.HTTPError as e:
+        raise DataError(f"{base_url}: cannot reach the server ({type(e).__name__})") from None
+    try:
         return r.json()["data"][0]["id"]
-    except (httpx.HTTPError, ValueError, KeyError, IndexError, TypeError):
+    except (ValueError, KeyError, IndexError, TypeError):
         raise DataError(f"{base_url}: no model listed at /models; name one (--served-model)") from None
 
 
@@ -94,7 +97,8 @@ class ServedVLM:
             lps = answer.get("prompt_logprobs")
             if not isinstance(lps, list):
                 raise DataError(f"{self.client.cfg.base_urls[0]}: the server returns no prompt log-probabilities "
-                                f"(vLLM does), so options cannot be scored by likelihood: use --method letter")
+                                f"(vLLM does), so options cannot be scored by likelihood: use a generation method "
+                                f"(--method letter for multiple choice, --method generate for yes/no)")
             vals = [next(iter(t.values()))["logprob"] if isinstance(t, dict) and t else 0.0 for t in lps if t is not None]
             out.append((sum(vals), len(lps)))
         return out

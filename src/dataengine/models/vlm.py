@@ -94,10 +94,19 @@ class VLM:
         return cls(model, processor, device)
 
     def save(self, path: str | Path) -> None:
+        """Weights (safetensors) and processor into `path`, written under a temporary folder and moved in
+        with config.json last: a kill at any moment leaves no folder that looks like a model."""
+        import shutil
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
-        self.model.save_pretrained(path, safe_serialization=True)
-        self.processor.save_pretrained(path)
+        tmp = path / ".saving"
+        shutil.rmtree(tmp, ignore_errors=True)
+        self.model.save_pretrained(tmp, safe_serialization=True)
+        self.processor.save_pretrained(tmp)
+        files = sorted(tmp.iterdir(), key=lambda f: f.name == "config.json")
+        for f in files:
+            os.replace(f, path / f.name)
+        tmp.rmdir()
 
     # ---- prompts and encodings ----
     @property

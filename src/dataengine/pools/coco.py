@@ -2,6 +2,7 @@
 objects. These are loaded whole, as COCO's own tools do."""
 from __future__ import annotations
 
+import json
 import re
 from collections import Counter
 from pathlib import Path, PurePosixPath
@@ -9,7 +10,7 @@ from pathlib import Path, PurePosixPath
 from ..errors import DataError
 from ..images import resolve
 from ..records import ImageAnnotation, ObjectAnn
-from .common import NUMBER, Box, clip_box, field, label, load_json, picture_size, xywh
+from .common import Box, clip_box, field, label, load_json, numbers, picture_size, xywh
 
 
 def _iou(a: Box, b: Box) -> float:
@@ -34,12 +35,20 @@ def _add_coco_objects(records: dict[int, ImageAnnotation], path: Path, captions_
     object, not a second one. LVIS's per-image lists say which categories are not exhaustively
     annotated (not counted) and which are known absent."""
     data = load_json(path)
-    names, synonyms = {}, {}
+    raw, synonyms = {}, {}
     for n, cat in enumerate(field(data, "categories", list, str(path))):
         where = f"{path}: category {label(cat, 'id', n)}"
         cid = field(cat, "id", int, where)
-        names[cid] = display_name(field(cat, "name", str, where))
-        synonyms[cid] = {names[cid]} | {display_name(x) for x in cat.get("synonyms") or [] if isinstance(x, str)}
+        if cid in raw:
+            raise DataError(f"{where}: the category id appears twice")
+        raw[cid] = field(cat, "name", str, where)
+        synonyms[cid] = {display_name(x) for x in cat.get("synonyms") or [] if isinstance(x, str)}
+    # a disambiguator is dropped only where no other category would then share the name ("bow (weapon)"
+    # and "bow (decorative ribbons)" keep theirs)
+    short = Counter(display_name(r) for r in raw.values())
+    names = {cid: display_name(r) if short[display_name(r)] == 1 else r.replace("_", " ") for cid, r in raw.items()}
+    for cid in synonyms:
+        synonyms[cid] |= {names[cid]}
     if lvis:
         for n, img in enumerate(field(data, "images", list, str(path))):
             where = f"{path}: image {label(img, 'id', n)}"
@@ -47,7 +56,10 @@ def _add_coco_objects(records: dict[int, ImageAnnotation], path: Path, captions_
             if rec is None:
                 continue
             for key, target in (("not_exhaustive_category_ids", rec.inexhaustive), ("neg_category_ids", rec.absent)):
-                for cid in img.get(key) or []:
+                ids = img.get(key) or []
+                if not isinstance(ids, list) or not all(isinstance(c, int) and not isinstance(c, bool) for c in ids):
+                    raise DataError(f"{where}: field {key!r} should be a list of category ids, got {json.dumps(ids)[:40]}")
+                for cid in ids:
                     if cid not in names:
                         raise DataError(f"{where}: {key}: unknown category {cid}")
                     if names[cid] not in target:
@@ -65,14 +77,15 @@ def _add_coco_objects(records: dict[int, ImageAnnotation], path: Path, captions_
         if category not in names:
             raise DataError(f"{where}: unknown category_id {category}")
         name = names[category]
-        if ann.get("iscrowd"):
+        crowd = ann.get("iscrowd", 0)
+        if crowd not in (0, 1) or isinstance(crowd, bool):
+            raise DataError(f"{where}: field 'iscrowd' should be 0 or 1, got {json.dumps(crowd)[:20]}")
+        if crowd:
             if name not in rec.inexhaustive:
                 rec.inexhaustive.append(name)
             report["crowd region"] += 1
             continue
-        bbox = field(ann, "bbox", list, where)
-        if len(bbox) != 4 or not all(isinstance(v, NUMBER) and not isinstance(v, bool) for v in bbox):
-            raise DataError(f"{where}: field 'bbox' should be [x, y, width, height]")
+        bbox = numbers(field(ann, "bbox", list, where), 4, "bbox", where)
         box = clip_box(xywh(*bbox), rec.width, rec.height, report)
         if box is None:
             continue
@@ -99,11 +112,15 @@ def read_coco(captions_json: str | Path, instances_json: str | Path, image_root:
     for n, img in enumerate(field(data, "images", list, str(captions_json))):
         where = f"{captions_json}: image {label(img, 'id', n)}"
         iid = field(img, "id", int, where)
+        if iid in records:
+            raise DataError(f"{where}: the image id appears twice")
         file_name = field(img, "file_name", str, where)
         rel = str(PurePosixPath(image_dir, file_name)) if image_dir else file_name
         resolve(image_root, rel, where)
-        records[iid] = ImageAnnotation(image_id=f"coco_{iid}", image=rel, width=field(img, "width", int, where),
-                                       height=field(img, "height", int, where))
+        width, height = field(img, "width", int, where), field(img, "height", int, where)
+        if width <= 0 or height <= 0:
+            raise DataError(f"{where}: width and height should be positive, got {width} x {height}")
+        records[iid] = ImageAnnotation(image_id=f"coco_{iid}", image=rel, width=width, height=height)
     for n, ann in enumerate(field(data, "annotations", list, str(captions_json))):
         where = f"{captions_json}: annotation {label(ann, 'id', n)}"
         iid = field(ann, "image_id", int, where)
@@ -113,8 +130,13 @@ def read_coco(captions_json: str | Path, instances_json: str | Path, image_root:
         if caption and caption not in records[iid].captions:
             records[iid].captions.append(caption)
     if check_pictures:
+        listed = len(records)
         records = {i: r for i, r in records.items()
                    if picture_size(image_root, r.image, f"{captions_json}: image {i}", report) is not None}
+        if listed and not records:
+            first = Path(image_root) / next(iter(data["images"]))["file_name"]
+            raise DataError(f"{captions_json}: none of its {listed} pictures is under {image_root} (e.g. {first}): "
+                            f"a wrong --image-root, or a missing --coco-image-dir?")
     _add_coco_objects(records, Path(instances_json), captions_json, report)
     if lvis_json is not None:
         _add_coco_objects(records, Path(lvis_json), captions_json, report, lvis=True)

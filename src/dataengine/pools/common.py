@@ -3,6 +3,7 @@ file opening with one-line errors. Boxes become (x1, y1, x2, y2) in pixels."""
 from __future__ import annotations
 
 import json
+import math
 from collections import Counter
 from pathlib import Path
 from typing import Any, TextIO
@@ -27,10 +28,19 @@ def field(item: Any, key: str, kind: type | tuple[type, ...], where: str) -> Any
     if key not in item:
         raise DataError(f"{where}: missing field {key!r}")
     value = item[key]
-    # bool is an int to Python, but true/false is never a valid id or coordinate
-    if not isinstance(value, kind) or isinstance(value, bool):
+    # bool is an int to Python, but true/false is never a valid id or coordinate; NaN and infinity
+    # (which JSON readers accept) are never a valid coordinate either
+    if not isinstance(value, kind) or isinstance(value, bool) or (isinstance(value, float) and not math.isfinite(value)):
         raise DataError(f"{where}: field {key!r} should be {KINDS[kind]}, got {json.dumps(value)[:40]}")
     return value
+
+
+def numbers(value: Any, n: int, what: str, where: str) -> list[float]:
+    """A list of `n` finite numbers (a box), or DataError naming `what`."""
+    if not (isinstance(value, list) and len(value) == n and all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in value)):
+        raise DataError(f"{where}: field {what!r} should be {n} finite numbers, got {json.dumps(value)[:60]}")
+    return [float(v) for v in value]
 
 
 def label(item: Any, key: str, n: int) -> str:

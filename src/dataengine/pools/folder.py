@@ -10,7 +10,7 @@ from pathlib import Path
 from ..errors import DataError
 from ..images import resolve
 from ..records import ImageAnnotation, TextAnn
-from .common import NUMBER, clip_box, field, open_text, picture_size
+from .common import clip_box, field, numbers, open_text, picture_size
 
 
 def _relative(image_root: Path, rel: str, where: str) -> str:
@@ -66,9 +66,7 @@ def read_folder(image_root: str | Path, captions_jsonl: str | Path, report: Coun
                 rec.captions.append(c)
         for k, t in enumerate(texts):
             twhere = f"{where}: texts[{k}]"
-            word, bbox = field(t, "text", str, twhere).strip(), field(t, "bbox", list, twhere)
-            if len(bbox) != 4 or not all(isinstance(v, NUMBER) and not isinstance(v, bool) for v in bbox):
-                raise DataError(f"{twhere}: field 'bbox' should be [x1, y1, x2, y2]")
-            if word and (b := clip_box(tuple(map(float, bbox)), rec.width, rec.height, report)) is not None:
+            word, bbox = field(t, "text", str, twhere).strip(), numbers(field(t, "bbox", list, twhere), 4, "bbox", twhere)
+            if word and (b := clip_box(tuple(bbox), rec.width, rec.height, report)) is not None:
                 rec.texts.append(TextAnn(text=word, bbox=b))
     return list(records.values())

@@ -82,6 +82,8 @@ def _vg_record(image_root: Path, vg_dir: Path, info: dict, rows: dict[str, dict]
     rel = _vg_image_path(info, where)
     resolve(image_root, rel, where)
     width, height = field(info, "width", int, where), field(info, "height", int, where)
+    if width <= 0 or height <= 0:
+        raise DataError(f"{where}: width and height should be positive, got {width} x {height}")
     if check_pictures and picture_size(image_root, rel, where, report) is None:
         return None
 
@@ -106,7 +108,10 @@ def _vg_record(image_root: Path, vg_dir: Path, info: dict, rows: dict[str, dict]
         oid = field(entry, "object_id", int, where)
         obj = objects.setdefault(merged.get(oid, oid), _vg_object(entry, where))
         # objects without attributes are listed with no "attributes" field at all
-        for a in entry.get("attributes") or []:
+        attrs = entry.get("attributes") or []
+        if not isinstance(attrs, list):
+            raise DataError(f"{where}: object {obj.id}: field 'attributes' should be a list, got {json.dumps(attrs)[:40]}")
+        for a in attrs:
             if not isinstance(a, str):
                 raise DataError(f"{where}: object {obj.id}: attribute {json.dumps(a)[:40]} is not a string")
             if (a := clean(a)) and a not in obj.attributes:

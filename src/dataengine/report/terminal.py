@@ -45,7 +45,7 @@ def accuracy_table(results: list[EvalResult], title: str = "Accuracy per questio
         table.add_row(type_label(t, names[t]), *cells)
     table.add_row("overall", *[f"{r.accuracy:.1%}" for r in results], style="bold")
     for label, rows in (extra or {}).items():
-        table.add_row(label, *[f"{r.accuracy:.1%}" if r else "-" for r in rows], style="dim")
+        table.add_row(label, *[f"{r.accuracy:.1%}" if r and r.total else "-" for r in rows], style="dim")
     return table
 
 

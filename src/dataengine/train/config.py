@@ -4,7 +4,7 @@ Imports nothing heavy, so a run's config is checked without loading torch.
 """
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from ..registry import Registry
 
@@ -39,10 +39,10 @@ for _name, _fields in {
 class TrainConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
     preset: str | None = None  # one of PRESETS; the fields given beside it win
-    epochs: float = 1.0
-    lr: float = 5e-4
-    batch_size: int = 16
-    grad_accum: int = 1
+    epochs: float = Field(1.0, gt=0)
+    lr: float = Field(5e-4, gt=0)
+    batch_size: int = Field(16, ge=1)
+    grad_accum: int = Field(1, ge=1)
     warmup_ratio: float = 0.03
     scheduler: str = "cosine"
     weight_decay: float = 0.0

@@ -52,10 +52,8 @@ class Collator:
 def train(vlm: VLM, samples: list[Sample], image_root: str | Path, out_dir: str | Path,
           cfg: TrainConfig | None = None, progress: Progress | None = None) -> dict:
     """Fine-tune `vlm` in place on `samples`; save it to `out_dir`; return the loss log."""
-    from transformers import Trainer, TrainerCallback
+    from transformers import Trainer, TrainerCallback, set_seed
     from transformers.trainer_callback import PrinterCallback
-
-    from transformers import set_seed
 
     cfg = cfg or TrainConfig()
     out_dir = Path(out_dir)

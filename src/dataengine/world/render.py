@@ -8,6 +8,7 @@ OCR text, captions), so the loop never knows which kind of pool it is given.
 from __future__ import annotations
 
 import math
+import os
 import random
 from dataclasses import dataclass
 from pathlib import Path
@@ -259,7 +260,9 @@ def build_pool(image_root: Path, prefix: str, seeds: range, size: int = 96) -> l
         rel = f"{prefix}/{prefix}_{seed:06d}.png"
         img, facts = render_scene(seed, size)
         target = Path(image_root) / rel
-        if not target.exists():
-            img.save(target)
+        if not target.exists():  # written aside and renamed: a kill never leaves a cut picture
+            tmp = target.with_name(target.name + ".tmp.png")
+            img.save(tmp)
+            os.replace(tmp, target)
         out.append(annotate(f"{prefix}_{seed:06d}", rel, facts, size))
     return out
