@@ -29,3 +29,13 @@ def test_load_image_converts_and_names_bad_files(tmp_path):
     (tmp_path / "bad.png").write_bytes(b"not a picture")
     with pytest.raises(DataError, match=r"bad.png: question q1: cannot read image"):
         load_image(tmp_path, "bad.png", where="question q1")
+
+
+def test_huge_pictures_are_named_or_decoded_small(tmp_path, monkeypatch):
+    Image.new("RGB", (2000, 1600), (10, 200, 30)).save(tmp_path / "big.jpg")
+    small = load_image(tmp_path, "big.jpg", max_side=128)
+    assert 128 <= min(small.size) and max(small.size) <= 500  # decoded at 1/8 scale, not 2000 x 1600
+    assert load_image(tmp_path, "big.jpg").size == (2000, 1600)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # what a decompression bomb looks like to Pillow
+    with pytest.raises(DataError, match="big.jpg: question 3: the picture is larger than Pillow's safety limit"):
+        load_image(tmp_path, "big.jpg", where="question 3")

@@ -171,3 +171,35 @@ def test_loop_with_an_llm_server_counts_usage_and_never_writes_the_key(tmp_path,
     for f in run.rglob("*"):
         if f.is_file():
             assert secret.encode() not in f.read_bytes(), f
+
+
+def test_kills_at_many_moments_end_in_the_uninterrupted_results(tmp_path):
+    """SIGKILL the loop again and again at moments spread over its run (inside writes too), then let
+    it finish: every artifact is whole and the results are those of an uninterrupted run."""
+    import random
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    cfg_file = tmp_path / "run.yaml"
+    cfg_file.write_text(dump_config(small_config(rounds=1)))
+
+    def cmd(run):
+        return [sys.executable, "-m", "dataengine.cli", "loop", "--config", str(cfg_file), "--run-dir", str(run)]
+    t0 = time.monotonic()
+    subprocess.run(cmd(tmp_path / "whole"), check=True, capture_output=True)
+    whole = time.monotonic() - t0
+    run, rng = tmp_path / "killed", random.Random(7)
+    for _ in range(6):
+        proc = subprocess.Popen(cmd(run), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(rng.uniform(0.5, whole * 0.6))
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    done = subprocess.run(cmd(run), capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    a, b = (json.loads((r / "summary.json").read_text()) for r in (tmp_path / "whole", run))
+    assert a["rounds"] == b["rounds"]
+    for f in ("round_1/generated.jsonl", "round_1/filtered.jsonl", "round_0/eval/predictions.jsonl", "round_1/eval/predictions.jsonl"):
+        assert (tmp_path / "whole" / f).read_bytes() == (run / f).read_bytes(), f
+    assert not list(run.rglob("*.tmp")) and not list(run.rglob(".saving"))

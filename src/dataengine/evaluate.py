@@ -91,7 +91,10 @@ def evaluate(vlm: Model, questions: list[Question], image_root: str | Path, meth
     task = progress.add_task("evaluate", total=len(questions), completed=len(finished)) if progress else None
     for start in range(0, len(todo), batch_size):
         chunk = todo[start:start + batch_size]
-        load = (lambda rel, where: blank_image(image_root, rel)) if blind else (lambda rel, where: load_image(image_root, rel, where))
+        # a picture far larger than the model's input is decoded at a reduced scale (JPEG), bounding memory
+        side = 2 * vlm.input_side if getattr(vlm, "input_side", None) else None
+        load = (lambda rel, where: blank_image(image_root, rel)) if blind else \
+            (lambda rel, where: load_image(image_root, rel, where, max_side=side))
         images = [load(q.image, f"{source}: question {q.question_id}") for q in chunk]
         preds = []
         if method == "likelihood":

@@ -7,7 +7,7 @@ from tests.support.fake_llm import FakeLLM
 
 
 def client(urls, tmp_path=None, **kw) -> LLMClient:
-    cfg = LLMConfig(base_urls=urls, backoff=0.01, max_backoff=0.05, timeout=0.5, **kw)
+    cfg = LLMConfig(base_urls=urls, **({"backoff": 0.01, "max_backoff": 0.05, "timeout": 0.5} | kw))
     return LLMClient(cfg, cache_path=tmp_path / "cache.sqlite" if tmp_path else None)
 
 
@@ -41,7 +41,7 @@ def test_client_errors_are_not_retried():
 
 def test_retry_after_is_honoured():
     with FakeLLM(script=[429], retry_after="1") as srv:
-        c = client([srv.url])
+        c = client([srv.url], max_backoff=2.0)  # up to the configured limit
         t = time.monotonic()
         [out] = c.run(bodies(c, 1))
     assert not isinstance(out, LLMError) and time.monotonic() - t >= 1.0
@@ -110,3 +110,58 @@ def test_structured_output_formats():
         c = LLMClient(LLMConfig(base_urls=["http://x/v1"], structured=mode))
         assert c.body([], schema)["response_format"]["type"] == expect
     assert "response_format" not in LLMClient(LLMConfig(base_urls=["http://x/v1"], structured="none")).body([], schema)
+
+
+def test_answers_of_unexpected_but_valid_shape(tmp_path):
+    """Content as a list of parts (the API allows it) and usage fields that are not numbers are read;
+    an answer with no text is retried, and never cached."""
+    def odd(body):
+        i = int(body["messages"][0]["content"].split()[-1])
+        if i == 0:
+            return {"choices": [{"message": {"role": "assistant", "content": [{"type": "text", "text": "part one, "},
+                                                                             {"type": "text", "text": "part two"}]}}],
+                    "usage": {"prompt_tokens": "12", "completion_tokens": None}}
+        return {"choices": [{"message": {"role": "assistant", "content": "plain"}}], "usage": "n/a"}
+    with FakeLLM(answer=odd) as srv:
+        c = client([srv.url], tmp_path)
+        out = c.run(bodies(c, 2))
+    assert [o.text for o in out] == ["part one, part two", "plain"] and c.usage.prompt_tokens == 12
+    calls = []
+
+    def no_text_then_text(body):
+        calls.append(1)
+        return {"choices": [{"message": {"role": "assistant", "content": {"not": "text"}}}]} if len(calls) == 1 else "fine"
+    with FakeLLM(answer=no_text_then_text) as srv:
+        c = client([srv.url], tmp_path / "b")
+        [out] = c.run(bodies(c, 1))
+        [again] = c.run(bodies(c, 1))
+    assert out.text == "fine" and again.cached and len(calls) == 2  # the unusable answer was asked again, not cached
+
+
+def test_a_refused_key_stops_the_run_in_one_line_and_is_never_repeated(tmp_path, monkeypatch):
+    import pytest
+
+    from dataengine.errors import DataError
+    secret = "sk-test-do-not-print-9f8e7d6c"
+    monkeypatch.setenv("DE_KEY", secret)
+
+    with FakeLLM(script=[401] * 20) as srv:
+        srv_body = srv
+        c = client([srv.url], tmp_path, api_key_env="DE_KEY")
+        with pytest.raises(DataError) as e:
+            c.run(bodies(c, 5))
+    assert "HTTP 401: the server refused the credentials" in str(e.value) and secret not in str(e.value)
+    assert len(srv_body.bodies) <= 5  # no retries
+    assert c.redact(f"got Authorization: Bearer {secret} back") == "got Authorization: Bearer [redacted] back"
+    assert c.redact(f"key={secret}") == "key=[redacted]"
+
+
+def test_a_long_retry_after_is_capped_and_said(tmp_path):
+    said = []
+    with FakeLLM(script=[429], retry_after="3600") as srv:
+        c = client([srv.url], tmp_path)
+        c.notify = said.append
+        t0 = time.monotonic()
+        [out] = c.run(bodies(c, 1))
+    assert not isinstance(out, LLMError) and time.monotonic() - t0 < 5
+    assert said and "asks to wait 3600 s; waiting 0 s (llm.max_backoff)" in said[0]

@@ -117,6 +117,25 @@ class VLM:
     def family(self) -> Family:
         return FAMILIES.get(self.kind)
 
+    @property
+    def _cache_arg(self) -> str:
+        """The forward argument that takes a KV cache: `cache` in recent transformers, `past_key_values` before."""
+        import inspect
+        return "cache" if "cache" in inspect.signature(self.model.forward).parameters else "past_key_values"
+
+    @property
+    def input_side(self) -> int | None:
+        """The side, in pixels, the processor resizes images to (for decoding large pictures small)."""
+        ip = self.processor.image_processor
+        for size in (getattr(ip, "crop_size", None), getattr(ip, "size", None)):
+            if size is None:
+                continue
+            get = size.get if isinstance(size, dict) else lambda k: getattr(size, k, None)  # noqa: E731 - a dict or a SizeDict
+            side = get("height") or get("shortest_edge") or get("longest_edge")
+            if side:
+                return int(side)
+        return None
+
     def prompt(self, question: str) -> str:
         # an image placeholder inside the text (LLaVA data carries "<image>") would be a second image
         # the model is not given: stripped, as LLaVA's own preprocessing does
@@ -276,11 +295,11 @@ class VLM:
         for r, a in enumerate(answers):
             opt[r, :len(a)] = torch.tensor(a)
             opt_mask[r, :len(a)] = 1
-        cache = out.past_key_values
+        cache = out.cache if "cache" in out else out.past_key_values  # transformers 5.2x renamed it
         cache.batch_select_indices(owner.to(dev))
         opt_pos = mask.sum(-1)[owner].unsqueeze(1) + torch.arange(longest) + first_pos
         logits = self.model(input_ids=opt.to(dev), attention_mask=torch.cat([mask[owner], opt_mask], 1).to(dev),
-                            position_ids=opt_pos.to(dev), past_key_values=cache, use_cache=False).logits.float()
+                            position_ids=opt_pos.to(dev), use_cache=False, **{self._cache_arg: cache}).logits.float()
         logp = torch.log_softmax(logits[:, :-1], dim=-1)
         opt, opt_mask = opt.to(dev), opt_mask.to(dev)
         tok0 = first[owner.to(dev)].gather(1, opt[:, :1]).squeeze(1)

@@ -29,15 +29,15 @@ from .config import TrainConfig
 
 
 class SampleDataset(Dataset):
-    def __init__(self, samples: list[Sample], image_root: Path):
-        self.samples, self.image_root = samples, Path(image_root)
+    def __init__(self, samples: list[Sample], image_root: Path, max_side: int | None = None):
+        self.samples, self.image_root, self.max_side = samples, Path(image_root), max_side
 
     def __len__(self):
         return len(self.samples)
 
     def __getitem__(self, i):
         s = self.samples[i]
-        return s, load_image(self.image_root, s.image, where=f"sample {s.id}")
+        return s, load_image(self.image_root, s.image, where=f"sample {s.id}", max_side=self.max_side)
 
 
 class Collator:
@@ -97,7 +97,7 @@ def train(vlm: VLM, samples: list[Sample], image_root: str | Path, out_dir: str 
 
     args = training_args(cfg, out_dir, steps, vlm.device)
     random.Random(cfg.seed).shuffle(samples := list(samples))
-    trainer = Trainer(model=model, args=args, train_dataset=SampleDataset(samples, Path(image_root)),
+    trainer = Trainer(model=model, args=args, train_dataset=SampleDataset(samples, Path(image_root), 2 * vlm.input_side if vlm.input_side else None),
                       data_collator=Collator(vlm, cfg.target), callbacks=[Log()], optimizers=(_optimizer(model, cfg, family), None))
     trainer.remove_callback(PrinterCallback)  # our progress bar and train_log.json replace its prints
     torch.manual_seed(cfg.seed)
