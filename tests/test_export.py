@@ -55,3 +55,16 @@ def test_cli_export_and_import_round_trip(samples, world, tmp_path):
     r = CliRunner().invoke(app, ["import", str(tmp_path / "ds"), "--out", str(tmp_path / "back.jsonl"), "--image-root", str(tmp_path / "img")])
     assert r.exit_code == 0, r.output
     assert read_jsonl(tmp_path / "back.jsonl", Sample) == samples
+
+
+def test_items_without_a_picture_or_with_a_path_out_of_the_root_are_not_exported(samples, tmp_path):
+    from dataengine.filter import filter_samples
+    item = samples[0]
+    for bad, needle in ((item.model_copy(update={"image": ""}), "no image"),
+                        (item.model_copy(update={"image": "../x.png"}), "leaves the image root"),
+                        (item.model_copy(update={"image": "/etc/x.png"}), "leaves the image root"),
+                        (item.model_copy(update={"answer": ""}), "empty field")):
+        with pytest.raises(DataError, match=f"sample {item.id}: .*{needle}"):
+            export_llava([bad], tmp_path / "x.json")
+    kept, dropped, _ = filter_samples([item.model_copy(update={"image": ""})])
+    assert not kept and dropped[0][1] == "no image"

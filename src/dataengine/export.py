@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import re
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from .benchmarks.answers import LETTER_INSTRUCTION
 from .errors import DataError
@@ -31,6 +31,8 @@ def to_llava(samples: list[Sample], form: str = "both") -> list[dict]:
     for s in samples:
         if (problem := check_format(s)):
             raise DataError(f"sample {s.id}: {problem}: not exported")
+        if PurePosixPath(s.image).is_absolute() or ".." in PurePosixPath(s.image).parts:
+            raise DataError(f"sample {s.id}: image path {s.image!r} leaves the image root: not exported")
         s = s.model_copy(update={"instruction": s.instruction.replace("<image>", "").strip()})
         extra = {"qtype": s.qtype, "short_answer": s.short_answer, "source": s.source, "generator": s.generator}
         if form in ("direct", "both"):

@@ -24,6 +24,8 @@ from .records import LETTERS, QTYPES, ImageAnnotation, Question, Sample
 def check_format(s: Sample) -> str | None:
     if not s.instruction.strip() or not s.answer.strip() or not s.short_answer.strip():
         return "empty field"
+    if not s.image.strip():
+        return "no image"  # text-only items are not supported: refused, not trained on a folder
     if s.qtype not in QTYPES:
         return "unknown question type"
     if len(s.options) != 4 or any(not o.strip() for o in s.options):
