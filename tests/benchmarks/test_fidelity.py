@@ -246,7 +246,7 @@ def test_score_predictions_made_elsewhere(tmp_path, world):
     (tmp_path / "bad.jsonl").write_text(json.dumps({"index": 99999, "prediction": "A"}) + "\n")
     r = CliRunner().invoke(app, ["score", "--benchmark", str(world.benchmark), "--predictions", str(tmp_path / "bad.jsonl"),
                                  "--out", str(tmp_path / "ev3")])
-    assert r.exit_code == 2 and "bad.jsonl: row 1: question 99999 is not in the benchmark" in " ".join(r.output.split())
+    assert r.exit_code == 2 and "bad.jsonl: line 1: question 99999 is not in the benchmark" in " ".join(r.output.split())
 
 
 def test_picture_names_come_from_content_so_files_never_share_the_wrong_one(tmp_path):
