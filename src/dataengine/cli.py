@@ -561,7 +561,10 @@ def import_cmd(inp: Path = typer.Argument(..., help="A LLaVA conversation JSON, 
 
 
 @app.command()
-def report(run_dir: Path = typer.Argument(Path("runs/default"))):
+def report(run_dir: Path = typer.Argument(Path("runs/default")),
+           compare: list[Path] = typer.Option([], help="Other run directories whose curves are overlaid (--html)."),
+           html: Optional[Path] = typer.Option(None, help="Also write one self-contained HTML report (plots, examples, ledger)."),
+           image_root: Optional[Path] = typer.Option(None, help="--html: the pictures, for thumbnails (default: the run's world)")):
     """Print the accuracy table of a run, round by round, and the items ABS planned per type."""
     from .report.terminal import counts_table, run_plans, run_report, run_results
     results = run_results(run_dir)
@@ -569,6 +572,10 @@ def report(run_dir: Path = typer.Argument(Path("runs/default"))):
         _fail(DataError(f"{run_dir}: no evaluated rounds here"))
     console.print(run_report(run_dir, results))
     console.print(counts_table(run_plans(run_dir)[:len(results) - 1]))
+    if html:
+        from .report.html import write_html
+        with _errors():
+            console.print(f"wrote {write_html([run_dir, *compare], html, image_root)}")
 
 
 def main() -> None:

@@ -14,6 +14,7 @@ import os
 import random
 import re
 import shutil
+import time
 from pathlib import Path
 
 import torch
@@ -105,15 +106,17 @@ def train(vlm: VLM, samples: list[Sample], image_root: str | Path, out_dir: str 
     _check_resume(out_dir / "trainer", fingerprint, resume)
     if resume and not cfg.lora:
         _restore_weights(model, resume)
+    started = time.perf_counter()
     trainer.train(resume_from_checkpoint=resume)
+    seconds = round(time.perf_counter() - started, 1)
     if cfg.lora:
         vlm.model = model.merge_and_unload()
     if trainer.is_world_process_zero():
         vlm.save(out_dir)
-        log = {"steps": steps, "samples": len(samples), "losses": losses}
+        log = {"steps": steps, "samples": len(samples), "losses": losses, "seconds": seconds}
         write_json(out_dir / "train_log.json", log)
         shutil.rmtree(out_dir / "trainer", ignore_errors=True)  # the checkpoints served their purpose; they are large
-    return {"steps": steps, "samples": len(samples), "losses": losses}
+    return {"steps": steps, "samples": len(samples), "losses": losses, "seconds": seconds}
 
 
 def check_trainable(vlm: VLM, samples: list[Sample], target: str) -> None:
