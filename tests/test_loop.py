@@ -74,7 +74,7 @@ def test_cli_stages_one_by_one(tmp_path, world):
     ok = lambda res: (res.exit_code == 0) or pytest.fail(res.output)
     w = world
     ok(r.invoke(app, ["init-model", str(tmp_path / "m0"), "--corpus-from", str(w.original), "--pool", str(w.pool),
-                      "--image-root", str(w.image_root), "--vision-steps", "5"]))
+                      "--image-root", str(w.image_root), "--vision-steps", "10"]))
     ok(r.invoke(app, ["train", "--model", str(tmp_path / "m0"), "--data", str(w.original), "--image-root", str(w.image_root),
                       "--out", str(tmp_path / "m1"), "--epochs", "1"]))
     ok(r.invoke(app, ["evaluate", "--model", str(tmp_path / "m1"), "--benchmark", str(w.benchmark),

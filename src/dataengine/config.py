@@ -43,6 +43,12 @@ class WorldConfig(Section):
     image_size: int = 96
     # Round 0's training set is deliberately imbalanced, so the loop has weaknesses to find.
     starter: dict[int, int] = {1: 400, 2: 400, 3: 400, 4: 30, 5: 400, 6: 30, 7: 30, 8: 400, 9: 30}
+    # For hallucination work (HA-DPO): shapes that go together (render.PARTNERS) with this chance, and
+    # starter items that describe an image and that ask whether an object is there (yes / no), as
+    # LLaVA's instruction mix carries detailed descriptions and VQAv2's yes/no questions.
+    cooccurrence: float = Field(0.0, ge=0, le=1)
+    descriptions: int = Field(0, ge=0)
+    existence: int = Field(0, ge=0)
 
 
 class DataConfig(Section):

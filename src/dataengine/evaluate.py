@@ -6,8 +6,8 @@ Predictions are appended as batches finish, so a killed evaluation resumes where
 """
 from __future__ import annotations
 
+import functools
 import hashlib
-import json
 import math
 import re
 from pathlib import Path
@@ -25,8 +25,10 @@ from .records import (
     Prediction,
     Question,
     TypeResult,
+    append_jsonl,
+    finish_partial,
     qtype_name,
-    read_jsonl,
+    resume_jsonl,
     write_json,
     write_jsonl,
 )
@@ -213,18 +215,11 @@ def run_evaluate(vlm: Model, questions: list[Question], image_root: str | Path, 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     partial = out_dir / ("predictions.partial.jsonl" if world == 1 else f"predictions.partial.rank{rank}of{world}.jsonl")
-    _check_partial(partial, {"model": model_id(vlm), "benchmark": benchmark, "method": method, "held_out": held_out,
-                             "blind": blind, "prompt": prompt if method == "letter" else None,
-                             "questions": hashlib.sha1("\n".join(q.question_id for q in questions).encode()).hexdigest()})
-    done = read_jsonl(partial, Prediction, torn_ok=True) if partial.exists() else []
-    if done:  # rewritten without a line a kill cut short, so what is appended next starts on a line of its own
-        write_jsonl(partial, done)
-
-    def append(preds):
-        with partial.open("a", encoding="utf-8") as f:
-            for p in preds:
-                f.write(p.model_dump_json() + "\n")
-
+    what = {"model": model_id(vlm), "benchmark": benchmark, "method": method, "held_out": held_out, "blind": blind,
+            "prompt": prompt if method == "letter" else None,
+            "questions": hashlib.sha1("\n".join(q.question_id for q in questions).encode()).hexdigest()}
+    done = resume_jsonl(partial, Prediction, what, kind="answers")
+    append = functools.partial(append_jsonl, partial)
     mine = questions[rank::world]
     preds = evaluate(vlm, mine, image_root, method, batch_size, source=benchmark or "benchmark",
                      done=done, on_batch=append, progress=progress if rank == 0 else None,
@@ -241,8 +236,7 @@ def run_evaluate(vlm: Model, questions: list[Question], image_root: str | Path, 
     if world > 1:
         import torch.distributed as dist
         dist.barrier()
-    partial.unlink(missing_ok=True)
-    partial.with_suffix(".meta.json").unlink(missing_ok=True)
+    finish_partial(partial)
     return result
 
 
@@ -257,20 +251,6 @@ def model_id(model) -> str:
             h.update(p.detach().float().cpu().numpy().tobytes())
         return h.hexdigest()
     return type(model).__name__
-
-
-def _check_partial(partial: Path, what: dict) -> None:
-    """Partial answers are resumed only by the evaluation that wrote them; another's are refused in
-    one line, never merged into new results."""
-    meta = partial.with_suffix(".meta.json")
-    if partial.exists() and meta.exists():
-        old = json.loads(meta.read_text())
-        diff = [k for k in what if old.get(k) != what[k]]
-        if diff:
-            raise DataError(f"{partial}: partial answers of another evaluation ({', '.join(diff)} differ): remove them "
-                            f"or evaluate into another --out")
-    partial.parent.mkdir(parents=True, exist_ok=True)
-    write_json(meta, what)
 
 
 def load_results(out_dir: str | Path) -> EvalResult:

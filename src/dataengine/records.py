@@ -256,6 +256,40 @@ def read_jsonl(path: str | Path, model: type[M], torn_ok: bool = False) -> list[
     return out
 
 
+def resume_jsonl(path: str | Path, model: type[M], what: dict, kind: str = "work") -> list[M]:
+    """The records a killed run appended to `path`, to resume from (a last line cut short by the
+    kill is dropped and the file rewritten without it, so appends start on a line of their own).
+    `what` identifies the run (model, inputs, settings) and is kept beside the file (`.meta.json`):
+    records of another run are refused in one line naming what differs, never mixed in."""
+    path = Path(path)
+    meta = path.with_suffix(".meta.json")
+    if path.exists() and meta.exists():
+        old = json.loads(meta.read_text())
+        diff = [k for k in what if old.get(k) != what[k]]
+        if diff:
+            raise DataError(f"{path}: partial {kind} of another run ({', '.join(diff)} differ): remove it "
+                            f"or write into another --out")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_json(meta, what)
+    done = read_jsonl(path, model, torn_ok=True) if path.exists() else []
+    if done:
+        write_jsonl(path, done)
+    return done
+
+
+def append_jsonl(path: str | Path, records: Iterable[BaseModel]) -> None:
+    """Add records to a file that grows as work finishes (see `resume_jsonl`)."""
+    with Path(path).open("a", encoding="utf-8") as f:
+        for r in records:
+            f.write(r.model_dump_json() + "\n")
+
+
+def finish_partial(path: str | Path) -> None:
+    """Remove a partial file and its `.meta.json` once the whole result is written."""
+    Path(path).unlink(missing_ok=True)
+    Path(path).with_suffix(".meta.json").unlink(missing_ok=True)
+
+
 def _lines(f: TextIO, path: Path) -> Iterator[tuple[int, str]]:
     try:
         yield from enumerate(f, 1)
@@ -263,11 +297,17 @@ def _lines(f: TextIO, path: Path) -> Iterator[tuple[int, str]]:
         raise DataError(f"{path}: not UTF-8 text (byte {e.start})") from None
 
 
+def temp_name(path: Path) -> Path:
+    """A temporary name beside `path`, private to this process: under torchrun several processes may
+    write the same file at once, and a shared temporary name would be renamed away under one of them."""
+    return path.with_name(f"{path.name}.{os.getpid()}.tmp")
+
+
 def write_jsonl(path: str | Path, records: Iterable[BaseModel]) -> Path:
     """Write atomically: a crash leaves either the old file or the new one, never half."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
+    tmp = temp_name(path)
     with tmp.open("w", encoding="utf-8") as f:
         for r in records:
             f.write(r.model_dump_json() + "\n")
@@ -279,7 +319,7 @@ def write_text(path: str | Path, text: str) -> Path:
     """Write atomically (a temporary name, then renamed): a kill leaves the old file or the new one."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
+    tmp = temp_name(path)
     tmp.write_text(text, encoding="utf-8")
     os.replace(tmp, path)
     return path
@@ -288,7 +328,7 @@ def write_text(path: str | Path, text: str) -> Path:
 def write_json(path: str | Path, data) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
+    tmp = temp_name(path)
     if isinstance(data, BaseModel):
         data = data.model_dump(mode="json")
     tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")

@@ -201,7 +201,7 @@ def test_partial_answers_of_another_evaluation_are_refused(world, tmp_path):
     with pytest.raises(Stop):
         run_evaluate(a, qs, world.image_root, tmp_path / "ev", batch_size=8)
     assert (tmp_path / "ev" / "predictions.partial.jsonl").exists()
-    with pytest.raises(DataError, match="partial answers of another evaluation \\(model differ\\)"):
+    with pytest.raises(DataError, match="partial answers of another run \\(model differ\\)"):
         run_evaluate(b, qs, world.image_root, tmp_path / "ev", batch_size=8)
     a.score_options = original
     assert run_evaluate(a, qs, world.image_root, tmp_path / "ev", batch_size=8).total == len(qs)  # its own: resumed

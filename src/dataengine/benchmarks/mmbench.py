@@ -142,7 +142,7 @@ def _write_image(data: bytes, index: str, image_dir: Path) -> str:
     rel = f"{index}-{hashlib.sha1(data).hexdigest()[:12]}{_image_ext(data)}"
     if not (image_dir / rel).exists():
         # Atomic, so an image cut short by a killed run is never taken as extracted.
-        tmp = image_dir / f"{rel}.tmp"
+        tmp = image_dir / f"{rel}.{os.getpid()}.tmp"
         tmp.write_bytes(data)
         os.replace(tmp, image_dir / rel)
     return rel

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import random
 
+from ..qtypes.geometry import grid_cell
 from ..records import ImageAnnotation, Sample
 from ..registry import Registry
 
@@ -21,13 +22,6 @@ for _kind in ("none", "caption", "regions", "both", "relations"):
     KINDS.register(_kind, _kind)
 
 
-def _where(box, w: float, h: float) -> str:
-    cx, cy = (box[0] + box[2]) / 2 / w, (box[1] + box[3]) / 2 / h
-    row = "top" if cy < 1 / 3 else "bottom" if cy > 2 / 3 else "middle"
-    col = "left" if cx < 1 / 3 else "right" if cx > 2 / 3 else "center"
-    return "center" if row == "middle" and col == "center" else f"{row} {col}"
-
-
 def region_text(ann: ImageAnnotation) -> str | None:
     """The region phrases and the signs from top to bottom, left to right, each with where it lies
     ("a small red ball at the top left; a sign reading "STOP" at the bottom right."); None when the
@@ -37,7 +31,7 @@ def region_text(ann: ImageAnnotation) -> str | None:
     if not parts:
         return None
     parts.sort(key=lambda p: ((p[0][1] + p[0][3]) / 2, (p[0][0] + p[0][2]) / 2))
-    return "; ".join(f"{text} at the {_where(box, w, h)}" for box, text in parts) + "."
+    return "; ".join(f"{text} at the {grid_cell(box, w, h)}" for box, text in parts) + "."
 
 
 def relation_text(ann: ImageAnnotation) -> str | None:

@@ -74,12 +74,12 @@ class VLM:
                             f"from (peft), or use the merged model the training saved at its end")
         if not (path / "config.json").exists():
             raise DataError(f"{path}: no model here (config.json missing)")
-        if not any((path / f).exists() for f in ("tokenizer.json", "tokenizer_config.json", "tokenizer.model")):
-            raise DataError(f"{path}: weights but no tokenizer or processor files (a training checkpoint?): copy "
-                            f"tokenizer*, processor_config.json and chat_template.* from the model it was trained from")
         kind = json.loads((path / "config.json").read_text()).get("model_type")
         if kind not in FAMILIES:
             raise DataError(f"{path}: model type {kind!r} is not supported yet (supported: {', '.join(FAMILIES.names())})")
+        if not any((path / f).exists() for f in ("tokenizer.json", "tokenizer_config.json", "tokenizer.model")):
+            raise DataError(f"{path}: weights but no tokenizer or processor files (a training checkpoint?): copy "
+                            f"tokenizer*, processor_config.json and chat_template.* from the model it was trained from")
         family = FAMILIES.get(kind)
         try:
             processor = AutoProcessor.from_pretrained(path)

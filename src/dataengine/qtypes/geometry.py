@@ -52,3 +52,29 @@ def quadrant(box: Box, width: int, height: int) -> str | None:
     if abs(cx - width / 2) < margin or abs(cy - height / 2) < margin:
         return None
     return ("top" if cy < height / 2 else "bottom") + " " + ("left" if cx < width / 2 else "right")
+
+
+# The 3x3 grid region descriptions place objects on ("a small red ball at the top left").
+CELLS = ("top left", "top center", "top right", "middle left", "center", "middle right",
+         "bottom left", "bottom center", "bottom right")
+_ROWS = {"top": (0, 1 / 3), "middle": (1 / 3, 2 / 3), "bottom": (2 / 3, 1)}
+_COLS = {"left": (0, 1 / 3), "center": (1 / 3, 2 / 3), "right": (2 / 3, 1)}
+
+
+def grid_cell(box: Box, width: float, height: float) -> str:
+    """The cell of `CELLS` that holds the box's centre."""
+    cx, cy = (box[0] + box[2]) / 2 / (width or 1), (box[1] + box[3]) / 2 / (height or 1)
+    row = "top" if cy < 1 / 3 else "bottom" if cy > 2 / 3 else "middle"
+    col = "left" if cx < 1 / 3 else "right" if cx > 2 / 3 else "center"
+    return "center" if row == "middle" and col == "center" else f"{row} {col}"
+
+
+def in_grid_cell(box: Box, width: float, height: float, name: str, margin: float = 1 / 12) -> bool:
+    """Whether the box's centre lies in cell `name` of `CELLS`, or in the row ("top", "bottom") or
+    column ("left", "right") it names, or within `margin` (a share of the side) of it: a centre near
+    a grid line may be said to lie on either side of it."""
+    cx, cy = (box[0] + box[2]) / 2 / (width or 1), (box[1] + box[3]) / 2 / (height or 1)
+    name = {"center": "middle center", "left": "any left", "right": "any right"}.get(name, name)
+    row, _, col = name.partition(" ")
+    (r0, r1), (c0, c1) = _ROWS.get(row, (0, 1)), _COLS.get(col, (0, 1))
+    return r0 - margin <= cy <= r1 + margin and c0 - margin <= cx <= c1 + margin

@@ -69,3 +69,16 @@ class TrainConfig(BaseModel):
         if isinstance(data, dict) and data.get("preset"):
             return PRESETS.get(PRESETS.check(data["preset"])) | data
         return data
+
+
+class DPOTrainConfig(TrainConfig):
+    """Direct Preference Optimization (Rafailov et al. 2023, arXiv 2305.18290) on preference pairs,
+    with HA-DPO's settings (arXiv 2311.16839): beta 0.1, the frozen starting model as the reference
+    (under LoRA, the same model with its adapters disabled), the vision tower frozen, and an
+    optional SFT term on the chosen side (`sft_weight`, HA-DPO's gamma; 0.5 in its MiniGPT-4 recipe)."""
+    beta: float = Field(0.1, gt=0)
+    sft_weight: float = Field(0.0, ge=0)
+    freeze_vision: bool = True
+    lr: float = Field(5e-5, gt=0)
+    batch_size: int = Field(8, ge=1)
+    epochs: float = Field(2.0, gt=0)

@@ -21,12 +21,13 @@ import torch
 from PIL import Image
 from rich.progress import Progress
 from torch.utils.data import Dataset
+from transformers import TrainerCallback
 
 from ..errors import DataError
 from ..images import load_image
 from ..models.vlm import VLM
 from ..records import Sample, write_json
-from .config import TrainConfig
+from .config import LoraConfig, TrainConfig
 
 
 class SampleDataset(Dataset):
@@ -53,7 +54,7 @@ class Collator:
 def train(vlm: VLM, samples: list[Sample], image_root: str | Path, out_dir: str | Path,
           cfg: TrainConfig | None = None, progress: Progress | None = None) -> dict:
     """Fine-tune `vlm` in place on `samples`; save it to `out_dir`; return the loss log."""
-    from transformers import Trainer, TrainerCallback, set_seed
+    from transformers import Trainer, set_seed
     from transformers.trainer_callback import PrinterCallback
 
     cfg = cfg or TrainConfig()
@@ -62,61 +63,82 @@ def train(vlm: VLM, samples: list[Sample], image_root: str | Path, out_dir: str 
         raise DataError(f"{out_dir}: nothing to train on (the training set is empty)")
     check_trainable(vlm, samples, cfg.target)
     set_seed(cfg.seed)  # before anything random is drawn: LoRA's adapters are initialised next
-    fingerprint = _fingerprint(vlm, samples, cfg)
+    identity = fingerprint(vlm, samples, cfg)
     model, family = vlm.model, vlm.family
     for name, p in model.named_parameters():
         if family.is_vision(name):
             p.requires_grad_(not cfg.freeze_vision)
     if cfg.lora:
-        from peft import LoraConfig as PeftLora
-        from peft import get_peft_model
-        # A regex, so the vision tower's attention (also q_proj/k_proj/v_proj) gets no adapter, as in LLaVA.
-        target = family.lora_targets(cfg.lora.target_modules)
-        projector = sorted({m.group(2) for n, _ in model.named_parameters() if (m := re.search(family.projector, n))})
-        model = get_peft_model(model, PeftLora(r=cfg.lora.r, lora_alpha=cfg.lora.alpha, lora_dropout=cfg.lora.dropout,
-                                               target_modules=target,
-                                               modules_to_save=projector if cfg.lora.train_projector else None))
+        model = with_lora(model, family, cfg.lora)
     world = int(os.environ.get("WORLD_SIZE", "1"))  # processes under torchrun share each step's batch
     steps = math.ceil(len(samples) / (cfg.batch_size * cfg.grad_accum * world) * cfg.epochs)
-    losses: list[float] = []
-
-    class Log(TrainerCallback):
-        task = progress.add_task("train", total=steps) if progress else None
-
-        def on_step_end(self, args, state, control, **kw):
-            if progress:
-                progress.update(self.task, completed=state.global_step)
-
-        def on_log(self, args, state, control, logs=None, **kw):
-            if logs and "loss" in logs:
-                losses.append(float(logs["loss"]))
-
-        def on_save(self, args, state, control, **kw):
-            # every checkpoint loadable on its own: the processor (tokenizer, template) beside its weights
-            if state.is_world_process_zero:
-                vlm.processor.save_pretrained(Path(args.output_dir) / f"checkpoint-{state.global_step}")
-
+    log = StepLog(vlm, steps, progress)
     args = training_args(cfg, out_dir, steps, vlm.device)
     random.Random(cfg.seed).shuffle(samples := list(samples))
     trainer = Trainer(model=model, args=args, train_dataset=SampleDataset(samples, Path(image_root), 2 * vlm.input_side if vlm.input_side else None),
-                      data_collator=Collator(vlm, cfg.target), callbacks=[Log()], optimizers=(_optimizer(model, cfg, family), None))
+                      data_collator=Collator(vlm, cfg.target), callbacks=[log], optimizers=(param_groups_optimizer(model, cfg, family), None))
     trainer.remove_callback(PrinterCallback)  # our progress bar and train_log.json replace its prints
     torch.manual_seed(cfg.seed)
-    resume = _last_checkpoint(out_dir / "trainer") if cfg.save_steps else None
-    _check_resume(out_dir / "trainer", fingerprint, resume)
+    resume = last_checkpoint(out_dir / "trainer") if cfg.save_steps else None
+    check_resume(out_dir / "trainer", identity, resume)
     if resume and not cfg.lora:
-        _restore_weights(model, resume)
+        restore_weights(model, resume)
     started = time.perf_counter()
     trainer.train(resume_from_checkpoint=resume)
     seconds = round(time.perf_counter() - started, 1)
-    if cfg.lora:
+    return finish(vlm, model, trainer, out_dir, {"steps": steps, "samples": len(samples), "losses": log.losses, "seconds": seconds})
+
+
+def with_lora(model, family, lora: LoraConfig):
+    """`model` with LoRA adapters on the language model's layers (`lora.target_modules`), and the
+    projector trained fully beside them when `lora.train_projector` (as LLaVA does)."""
+    from peft import LoraConfig as PeftLora
+    from peft import get_peft_model
+    # A regex, so the vision tower's attention (also q_proj/k_proj/v_proj) gets no adapter, as in LLaVA.
+    target = family.lora_targets(lora.target_modules)
+    projector = sorted({m.group(2) for n, _ in model.named_parameters() if (m := re.search(family.projector, n))})
+    return get_peft_model(model, PeftLora(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout, target_modules=target,
+                                          modules_to_save=projector if lora.train_projector else None))
+
+
+class StepLog(TrainerCallback):
+    """Progress per step, the logged losses (and, for DPO, its reward figures), and the processor
+    saved beside every checkpoint so each one loads on its own."""
+
+    def __init__(self, vlm: VLM, steps: int, progress: Progress | None = None, keys: tuple[str, ...] = ()):
+        self.vlm, self.progress, self.keys = vlm, progress, keys
+        self.task = progress.add_task("train", total=steps) if progress else None
+        self.losses: list[float] = []
+        self.figures: dict[str, list[float]] = {k: [] for k in keys}
+
+    def on_step_end(self, args, state, control, **kw):
+        if self.progress:
+            self.progress.update(self.task, completed=state.global_step)
+
+    def on_log(self, args, state, control, logs=None, **kw):
+        if logs and "loss" in logs:
+            self.losses.append(float(logs["loss"]))
+            for k in self.keys:
+                if k in logs:
+                    self.figures[k].append(float(logs[k]))
+
+    def on_save(self, args, state, control, **kw):
+        if state.is_world_process_zero:
+            self.vlm.processor.save_pretrained(Path(args.output_dir) / f"checkpoint-{state.global_step}")
+
+
+def finish(vlm: VLM, model, trainer, out_dir: Path, log: dict) -> dict:
+    """After training `model` (vlm's, or it with LoRA adapters): adapters merged back, the model and
+    train_log.json saved (by the first process), the checkpoints removed (they served their purpose;
+    they are large). Returns `log`."""
+    from peft import PeftModel
+    if isinstance(model, PeftModel):
         vlm.model = model.merge_and_unload()
     if trainer.is_world_process_zero():
         vlm.save(out_dir)
-        log = {"steps": steps, "samples": len(samples), "losses": losses, "seconds": seconds}
         write_json(out_dir / "train_log.json", log)
-        shutil.rmtree(out_dir / "trainer", ignore_errors=True)  # the checkpoints served their purpose; they are large
-    return {"steps": steps, "samples": len(samples), "losses": losses, "seconds": seconds}
+        shutil.rmtree(out_dir / "trainer", ignore_errors=True)
+    return log
 
 
 def check_trainable(vlm: VLM, samples: list[Sample], target: str) -> None:
@@ -142,7 +164,7 @@ def check_trainable(vlm: VLM, samples: list[Sample], target: str) -> None:
                 raise DataError(f"{where}: {n} tokens with its image, more than the model's {limit}")
 
 
-def _fingerprint(vlm: VLM, samples: list[Sample], cfg: TrainConfig) -> dict:
+def fingerprint(vlm: VLM, samples: list[Sample], cfg: TrainConfig) -> dict:
     """What a training is: its starting weights, its data and its settings (for checking a resume)."""
     import hashlib
     weights = hashlib.sha1()
@@ -153,7 +175,7 @@ def _fingerprint(vlm: VLM, samples: list[Sample], cfg: TrainConfig) -> dict:
     return {"model": weights.hexdigest(), "data": data, "settings": settings}
 
 
-def _check_resume(folder: Path, fingerprint: dict, resume: str | None) -> None:
+def check_resume(folder: Path, fingerprint: dict, resume: str | None) -> None:
     """A checkpoint is resumed only by the training that wrote it: the same starting model, data and
     settings. Another's is refused in one line (its weights, optimizer and data position would
     silently take over)."""
@@ -170,26 +192,29 @@ def _check_resume(folder: Path, fingerprint: dict, resume: str | None) -> None:
     write_json(record, fingerprint)
 
 
-def _last_checkpoint(folder: Path) -> str | None:
+def last_checkpoint(folder: Path) -> str | None:
     from transformers.trainer_utils import get_last_checkpoint
     return get_last_checkpoint(str(folder)) if folder.is_dir() else None
 
 
-def _restore_weights(model, checkpoint: str) -> None:
+def restore_weights(model, checkpoint: str) -> None:
     """The Trainer reloads a checkpoint with `load_state_dict`, which misses the key renaming that
     `from_pretrained` applies to saved VLMs, and so would resume from the untrained weights."""
     saved = type(model).from_pretrained(checkpoint, dtype=model.dtype)
     model.load_state_dict(saved.state_dict())
 
 
-def training_args(cfg: TrainConfig, out_dir: Path, steps: int, device: str):
+def training_args(cfg: TrainConfig, out_dir: Path, steps: int, device: str, cls=None, **extra):
+    """The Trainer's arguments from a training config (`cls`: TrainingArguments or a subclass such as
+    TRL's DPOConfig, given `extra` fields of its own)."""
     from transformers import TrainingArguments
 
+    cls = cls or TrainingArguments
     world = int(os.environ.get("WORLD_SIZE", "1"))
     # recent transformers renamed gradient checkpointing
     names = {f.name for f in dataclasses.fields(TrainingArguments)}
     checkpointing = "activation_checkpointing" if "activation_checkpointing" in names else "gradient_checkpointing"
-    return TrainingArguments(
+    return cls(
         output_dir=str(out_dir / "trainer"), per_device_train_batch_size=cfg.batch_size,
         gradient_accumulation_steps=cfg.grad_accum, num_train_epochs=cfg.epochs, learning_rate=cfg.lr,
         lr_scheduler_type=cfg.scheduler, warmup_steps=max(1, int(cfg.warmup_ratio * steps)), weight_decay=cfg.weight_decay,
@@ -200,11 +225,11 @@ def training_args(cfg: TrainConfig, out_dir: Path, steps: int, device: str):
         # Under torchrun / accelerate launch on CPU, processes talk over gloo (nccl needs GPUs).
         ddp_backend="gloo" if device == "cpu" and world > 1 else None,
         deepspeed=cfg.deepspeed, fsdp=cfg.fsdp or None, fsdp_config=cfg.fsdp_config, bf16=cfg.bf16,
-        **{checkpointing: cfg.gradient_checkpointing},
+        **{checkpointing: cfg.gradient_checkpointing}, **extra,
     )
 
 
-def _optimizer(model, cfg: TrainConfig, family) -> torch.optim.Optimizer:
+def param_groups_optimizer(model, cfg: TrainConfig, family) -> torch.optim.Optimizer:
     """AdamW, with the vision tower and projector in a group of their own (`vision_lr`), as LLaVA-style
     recipes give the projector its own learning rate."""
     vision, text = [], []

@@ -5,12 +5,14 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..benchmarks.answers import LETTER_INSTRUCTION
+from ..benchmarks.pope import build_pope
 from ..benchmarks.seed import write_seed
 from ..errors import DataError
 from ..generate import GroundedGenerator, generate
+from ..generate.align import alignment_samples
 from ..qtypes.counting import NUMBERS
 from ..qtypes.geometry import CONTACTS, DIRECTIONS, QUADRANTS
-from ..records import Inputs, Question, Sample, write_jsonl
+from ..records import ImageAnnotation, Inputs, Question, Sample, write_jsonl
 from .render import CATEGORIES, COLORS, SETTINGS, VOCABULARY, WORDS, build_pool
 
 
@@ -26,11 +28,11 @@ def build_world(cfg, out: str | Path) -> Inputs:
         return inputs
     size = w.image_size
     # Disjoint seed ranges keep the benchmark's scenes out of the pool by construction.
-    pool = build_pool(inputs.image_root, "pool", range(cfg.seed * 10**6, cfg.seed * 10**6 + w.pool_size), size)
+    pool = build_pool(inputs.image_root, "pool", range(cfg.seed * 10**6, cfg.seed * 10**6 + w.pool_size), size, w.cooccurrence)
     # Four scenes a question; more when a small benchmark happens to lack a type (signs are rare).
     first, scenes = cfg.seed * 10**6 + 500_000, w.benchmark_per_type * 4
     while True:
-        bench = build_pool(inputs.image_root, "bench", range(first, first + scenes), size)
+        bench = build_pool(inputs.image_root, "bench", range(first, first + scenes), size, w.cooccurrence)
         items = generate({t: w.benchmark_per_type for t in range(1, 10)}, bench, GroundedGenerator(VOCABULARY, source="bench"),
                          seed=cfg.seed + 7)
         short = {t: w.benchmark_per_type - sum(s.qtype == t for s in items) for t in range(1, 10)}
@@ -42,10 +44,28 @@ def build_world(cfg, out: str | Path) -> Inputs:
     write_seed(inputs.benchmark, [Question(question_id=f"{i:05d}", question=s.instruction, options=s.options,
                                            answer=s.choice_answer, qtype=s.qtype, image=s.image) for i, s in enumerate(items)])
     # The starter set draws from the second half of the pool; later rounds may use all of it.
-    starter = generate(dict(w.starter), pool[len(pool) // 2:], GroundedGenerator(VOCABULARY, source="starter"), seed=cfg.seed + 11)
+    half = pool[len(pool) // 2:]
+    starter = generate(dict(w.starter), half, GroundedGenerator(VOCABULARY, source="starter"), seed=cfg.seed + 11)
+    if w.descriptions:
+        starter += alignment_samples(half[:w.descriptions], "regions", seed=cfg.seed + 13)
+    if w.existence:
+        starter += existence_samples(half, w.existence, seed=cfg.seed + 17)
     write_jsonl(inputs.pool, pool)
     write_jsonl(inputs.original, starter)
     return inputs
+
+
+def existence_samples(pool: list[ImageAnnotation], n: int, seed: int = 0) -> list[Sample]:
+    """`n` yes/no questions "Is there a <name> in the image?" over the pool, half of them about an
+    object the image shows and half about one it does not (drawn at random, POPE's random split),
+    as training items (short answer "yes" / "no")."""
+    import random
+    items = build_pope(pool, "random", per_image=1, seed=seed)
+    random.Random(seed).shuffle(items)
+    yes = [i for i in items if i.label == "yes"][:(n + 1) // 2]
+    no = [i for i in items if i.label == "no"][:n // 2]
+    return [Sample(id=f"exist-{k}", image=i.image, instruction=i.text, answer=f"{i.label.capitalize()}.", short_answer=i.label,
+                   options=[], choice_answer="", qtype=0, source="existence") for k, i in enumerate(yes + no)]
 
 
 def corpus(samples: list[Sample]) -> list[str]:

@@ -28,6 +28,10 @@ COLORS = {
 CATEGORIES = ["ball", "box", "pyramid", "star", "ring", "cross"]
 SIZES = {"small": 9, "large": 17}  # half extent in pixels at 96 px (scaled with the image)
 WORDS = ["STOP", "OPEN", "EXIT", "SALE", "PARK", "TAXI"]
+# Shapes that go together, as a fork goes with a knife in COCO: with `cooccurrence` p, a scene's next
+# shape is, with probability p, the partner of one it already holds. A model that learns these
+# priors from descriptions will name a partner that is not there (HA-DPO's hallucinations).
+PARTNERS = {"ball": "ring", "ring": "ball", "box": "pyramid", "pyramid": "box", "star": "cross", "cross": "star"}
 # The world's words, where the grounded generator draws wrong options from on the world's pool.
 VOCABULARY = Vocabulary(names=tuple(CATEGORIES), colors=tuple(COLORS), settings=tuple(SETTINGS), texts=tuple(WORDS))
 
@@ -112,8 +116,10 @@ def _font(px: int):
         return ImageFont.load_default()
 
 
-def render_scene(seed: int, size: int = 96) -> tuple[Image.Image, dict]:
-    """Draw one scene; return the image and the raw facts needed for its annotation."""
+def render_scene(seed: int, size: int = 96, cooccurrence: float = 0.0) -> tuple[Image.Image, dict]:
+    """Draw one scene; return the image and the raw facts needed for its annotation. `cooccurrence`:
+    the chance that each further shape is the partner (`PARTNERS`) of one already drawn (0: none;
+    the scene of a seed is then the same as it always was)."""
     rng = random.Random(seed)
     setting = rng.choice(SETTINGS)
     colors = _visible_colors(setting)
@@ -188,8 +194,11 @@ def render_scene(seed: int, size: int = 96) -> tuple[Image.Image, dict]:
             taken += [outer.box, inner.box]
             break
     while len(objs) < n:
+        partners = sorted({PARTNERS[o.cat] for o in objs} - {o.cat for o in objs} - {repeat})
         if repeat and copies > sum(o.cat == repeat for o in objs):
             cat = repeat
+        elif cooccurrence and partners and rng.random() < cooccurrence:
+            cat = rng.choice(partners)
         else:
             cat = rng.choice([c for c in CATEGORIES if c != repeat])
         o = _Obj(cat, rng.choice(colors), rng.choice(list(SIZES)), (0, 0, 0, 0))
@@ -251,17 +260,17 @@ def object_mask(ann: ImageAnnotation):
     return np.asarray(img)
 
 
-def build_pool(image_root: Path, prefix: str, seeds: range, size: int = 96) -> list[ImageAnnotation]:
+def build_pool(image_root: Path, prefix: str, seeds: range, size: int = 96, cooccurrence: float = 0.0) -> list[ImageAnnotation]:
     """Render and save images for the given seeds; return their annotations (images already on disk are kept)."""
     out = []
     folder = Path(image_root) / prefix
     folder.mkdir(parents=True, exist_ok=True)
     for seed in seeds:
         rel = f"{prefix}/{prefix}_{seed:06d}.png"
-        img, facts = render_scene(seed, size)
+        img, facts = render_scene(seed, size, cooccurrence)
         target = Path(image_root) / rel
         if not target.exists():  # written aside and renamed: a kill never leaves a cut picture
-            tmp = target.with_name(target.name + ".tmp.png")
+            tmp = target.with_name(f"{target.name}.{os.getpid()}.tmp.png")
             img.save(tmp)
             os.replace(tmp, target)
         out.append(annotate(f"{prefix}_{seed:06d}", rel, facts, size))

@@ -1,0 +1,134 @@
+"""Hallucination-aware preference pairs (HA-DPO, arXiv 2311.16839, section 3): the model's own
+description with hallucinations is the rejected side, the same description corrected the chosen
+side. Both sides pass the same style rewrite, so a pair differs in its facts and not in its style
+(HA-DPO's "style-consistent" pairs: a corrected text in another style would teach the style).
+
+Pairs are JSON lines of `PreferencePair`, and convert to TRL's conversational preference format
+(`prompt`, `chosen`, `rejected`, `images`) for `DPOTrainer`, or export as a Hugging Face dataset
+with the images embedded.
+"""
+from __future__ import annotations
+
+import hashlib
+import re
+from pathlib import Path
+from typing import Callable
+
+from pydantic import BaseModel, Field
+
+from ..errors import DataError
+from ..images import load_image, resolve
+from ..records import ImageAnnotation
+from .hallucination import Judged, correct
+
+
+class PreferencePair(BaseModel):
+    """One DPO pair: for `image` and `prompt`, `chosen` is preferred to `rejected`."""
+    id: str
+    image: str
+    prompt: str
+    chosen: str
+    rejected: str
+    reasons: list[str] = Field(default_factory=list)  # what was false in the rejected side
+    detector: str = "grounded"
+    source: str = "hadpo"
+
+
+def plain_style(text: str) -> str:
+    """The grounded style rewrite: one space between words, a capital at the start, a full stop at
+    the end. Applied to both sides, it leaves a pair's difference in its facts."""
+    text = re.sub(r"\s+", " ", text).strip()
+    if not text:
+        return text
+    text = text[0].upper() + text[1:]
+    return text if text.endswith((".", "!", "?")) else text + "."
+
+
+def make_pairs(judged: list[Judged], pool: dict[str, ImageAnnotation], names: list[str], exhaustive: bool = True,
+               corrections: dict[str, str] | None = None,
+               restyle: Callable[[list[str]], dict[str, str]] | None = None) -> list[PreferencePair]:
+    """A pair per description with at least one hallucinated sentence: chosen = the corrected text,
+    rejected = the original, both after the same style rewrite. `corrections` (by description id)
+    replace the grounded corrector (`hallucination.correct`), e.g. an LLM's; `restyle` maps texts
+    to their rewrites (default `plain_style`). A description without a correction, or whose sides
+    come out empty or equal, makes no pair. DataError for a description whose image is not in `pool`."""
+    fixed = []
+    for j in judged:
+        if not j.hallucinated:
+            continue
+        if j.image not in pool:
+            raise DataError(f"description {j.id}: image {j.image} is not in the pool")
+        text = corrections.get(j.id, "") if corrections is not None else correct(j.text, pool[j.image], names, exhaustive)
+        if text.strip():
+            fixed.append((j, text))
+    texts = [t for j, text in fixed for t in (text, j.text)]
+    styled = restyle(texts) if restyle else {t: plain_style(t) for t in texts}
+    pairs = []
+    for j, text in fixed:
+        chosen, rejected = styled.get(text, ""), styled.get(j.text, "")
+        if not chosen.strip() or not rejected.strip() or chosen == rejected:
+            continue
+        key = hashlib.sha1(f"{j.id}|{chosen}|{rejected}".encode()).hexdigest()[:10]
+        pairs.append(PreferencePair(id=f"pair-{key}", image=j.image, prompt=j.prompt, chosen=chosen, rejected=rejected,
+                                    reasons=[r for s in j.sentences for r in s.reasons], detector=j.detector))
+    return pairs
+
+
+def check_pairs(pairs: list[PreferencePair], image_root: str | Path, where: str = "pairs") -> None:
+    """Every pair names a picture that opens and has both sides; DataError naming the pair otherwise."""
+    if not pairs:
+        raise DataError(f"{where}: no preference pairs")
+    for p in pairs:
+        if not p.chosen.strip() or not p.rejected.strip():
+            raise DataError(f"{where}: pair {p.id}: an empty {'chosen' if not p.chosen.strip() else 'rejected'} side")
+        load_image(image_root, p.image, where=f"pair {p.id}", max_side=32)
+
+
+def to_trl(pairs: list[PreferencePair], image_root: str | Path) -> list[dict]:
+    """Rows in TRL's conversational preference format, the image as a PIL picture:
+    {"images": [img], "prompt": [user turn with {"type": "image"}], "chosen": [assistant turn],
+    "rejected": [assistant turn]}."""
+    rows = []
+    for p in pairs:
+        img = load_image(image_root, p.image, where=f"pair {p.id}")
+        rows.append({
+            "images": [img],
+            "prompt": [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": p.prompt}]}],
+            "chosen": [{"role": "assistant", "content": [{"type": "text", "text": p.chosen}]}],
+            "rejected": [{"role": "assistant", "content": [{"type": "text", "text": p.rejected}]}],
+        })
+    return rows
+
+
+def export_pairs_hf(pairs: list[PreferencePair], image_root: str | Path, out_dir: str | Path) -> Path:
+    """One Parquet file (`pairs.parquet`) with the pair fields and each image's bytes: loads with
+    `datasets.load_dataset("parquet", data_dir=out_dir)`; `import_pairs_hf` reads it back."""
+    import datasets
+    check_pairs(pairs, image_root, str(out_dir))
+    features = datasets.Features({k: datasets.Value("string") for k in ("id", "image_path", "prompt", "chosen", "rejected",
+                                                                        "detector", "source")}
+                                 | {"image": datasets.Image(), "reasons": datasets.Sequence(datasets.Value("string"))})
+    rows = [p.model_dump(exclude={"image"}) | {"image_path": p.image,
+                                               "image": {"path": p.image, "bytes": resolve(image_root, p.image).read_bytes()}}
+            for p in pairs]
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    datasets.Dataset.from_list(rows, features=features).to_parquet(str(out_dir / "pairs.parquet"))
+    return out_dir
+
+
+def import_pairs_hf(data_dir: str | Path, image_root: str | Path) -> list[PreferencePair]:
+    """Pairs back from `export_pairs_hf`; each image is written to its path under `image_root`."""
+    import datasets
+    files = sorted(str(p) for p in Path(data_dir).glob("*.parquet"))
+    if not files:
+        raise DataError(f"{data_dir}: no Parquet files here")
+    ds = datasets.load_dataset("parquet", data_files=files, split="train").cast_column("image", datasets.Image(decode=False))
+    out = []
+    for row in ds:
+        path = resolve(image_root, row["image_path"], where=f"pair {row['id']}")
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(row["image"]["bytes"])
+        out.append(PreferencePair(image=row["image_path"], **{k: row[k] for k in PreferencePair.model_fields if k != "image"}))
+    return out

@@ -1,0 +1,88 @@
+"""Train with Direct Preference Optimization on preference pairs (`generate/pairs.py`), through
+TRL's `DPOTrainer` (Rafailov et al. 2023, arXiv 2305.18290; HA-DPO's use of it for hallucinations,
+arXiv 2311.16839).
+
+The same model families as supervised training: TRL renders each pair with the model's own chat
+template and processor, which gives the same answer tokens as this project's encoding (a test
+checks it per family). Like `sft.train`, it saves a plain checkpoint with its processor, writes
+train_log.json, and resumes a stopped run from its last checkpoint (`save_steps`) only when that
+checkpoint is of the same starting model, pairs and settings.
+"""
+from __future__ import annotations
+
+import copy
+import math
+import os
+import random
+import time
+from pathlib import Path
+
+import torch
+from rich.progress import Progress
+
+from ..models.vlm import VLM
+from .config import DPOTrainConfig
+from .sft import (
+    StepLog,
+    check_resume,
+    fingerprint,
+    finish,
+    last_checkpoint,
+    param_groups_optimizer,
+    restore_weights,
+    training_args,
+    with_lora,
+)
+
+# What TRL logs per step that says how the preference is learnt.
+FIGURES = ("rewards/chosen", "rewards/rejected", "rewards/margins", "rewards/accuracies")
+
+
+def train_dpo(vlm: VLM, pairs: list, image_root: str | Path, out_dir: str | Path, cfg: DPOTrainConfig | None = None,
+              progress: Progress | None = None) -> dict:
+    """DPO of `vlm` in place on `pairs` (PreferencePair records); the result is saved to `out_dir`.
+    Returns the log: steps, pairs, losses and TRL's reward figures per logged step, seconds.
+    DataError for no pairs, an empty side, or a picture that does not open (naming the pair)."""
+    from datasets import Dataset
+    from transformers import set_seed
+    from transformers.trainer_callback import PrinterCallback
+    from trl import DPOConfig, DPOTrainer
+
+    from ..generate.pairs import check_pairs, to_trl
+
+    cfg = cfg or DPOTrainConfig()
+    out_dir = Path(out_dir)
+    check_pairs(pairs, image_root, str(out_dir))
+    set_seed(cfg.seed)
+    identity = fingerprint(vlm, pairs, cfg)
+    model, family = vlm.model, vlm.family
+    for name, p in model.named_parameters():
+        if family.is_vision(name):
+            p.requires_grad_(not cfg.freeze_vision)
+    reference = None
+    if cfg.lora:
+        model = with_lora(model, family, cfg.lora)  # TRL disables the adapters for the reference pass
+    else:
+        reference = copy.deepcopy(model).eval().requires_grad_(False)
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    steps = math.ceil(len(pairs) / (cfg.batch_size * cfg.grad_accum * world) * cfg.epochs)
+    log = StepLog(vlm, steps, progress, keys=FIGURES)
+    losses = ["sigmoid", "sft"] if cfg.sft_weight else ["sigmoid"]
+    args = training_args(cfg, out_dir, steps, vlm.device, cls=DPOConfig, beta=cfg.beta, loss_type=losses,
+                         loss_weights=[1.0, cfg.sft_weight] if cfg.sft_weight else None, max_length=None)
+    random.Random(cfg.seed).shuffle(pairs := list(pairs))
+    data = Dataset.from_list(to_trl(pairs, image_root))
+    trainer = DPOTrainer(model=model, ref_model=reference, args=args, train_dataset=data, processing_class=vlm.processor,
+                         callbacks=[log], optimizers=(param_groups_optimizer(model, cfg, family), None))
+    trainer.remove_callback(PrinterCallback)
+    torch.manual_seed(cfg.seed)
+    resume = last_checkpoint(out_dir / "trainer") if cfg.save_steps else None
+    check_resume(out_dir / "trainer", identity, resume)
+    if resume and not cfg.lora:
+        restore_weights(model, resume)
+    started = time.perf_counter()
+    trainer.train(resume_from_checkpoint=resume)
+    seconds = round(time.perf_counter() - started, 1)
+    return finish(vlm, model, trainer, out_dir, {"steps": steps, "pairs": len(pairs), "losses": log.losses,
+                                                 **log.figures, "seconds": seconds})
+

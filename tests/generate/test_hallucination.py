@@ -1,0 +1,107 @@
+"""The grounded hallucination detector and corrector on hand-made descriptions of a hand-made image."""
+import pytest
+
+from dataengine.generate.hallucination import Judged, correct, detect, judge_sentence, sentences, shr
+from dataengine.records import ImageAnnotation, ObjectAnn, TextAnn
+
+NAMES = ["ball", "box", "pyramid", "star", "ring", "cross"]
+
+
+def image(**over) -> ImageAnnotation:
+    """96 x 96: a small red ball at the top left, two large blue boxes at the bottom (left and right),
+    a sign reading STOP in the middle."""
+    fields = dict(image_id="img", image="img.png", width=96, height=96, objects=[
+        ObjectAnn(id=0, name="ball", bbox=(8, 8, 24, 24), attributes=["red", "small"]),
+        ObjectAnn(id=1, name="box", bbox=(4, 70, 30, 92), attributes=["blue", "large"]),
+        ObjectAnn(id=2, name="box", bbox=(66, 70, 92, 92), attributes=["blue", "large"]),
+    ], texts=[TextAnn(text="STOP", bbox=(36, 40, 60, 56))])
+    return ImageAnnotation(**(fields | over))
+
+
+@pytest.mark.parametrize("sentence, reason", [
+    ("There is a star in the image.", "no star in the image"),
+    ("A small yellow ball at the top left.", "no small yellow ball in the image"),
+    ("A large red ball sits at the top left.", "no large red ball in the image"),
+    ("There are three boxes.", "2 boxes, not 3"),
+    ("There are two blue boxes and one ball.", None),
+    ("A small red ball at the bottom right.", "no ball at the bottom right"),
+    ('A sign reading "EXIT" at the center.', 'no text "EXIT" in the image'),
+    ("Two pyramids stand at the top.", "no pyramid in the image"),
+])
+def test_false_claims_are_found_with_their_reason(sentence, reason):
+    v = judge_sentence(sentence, image(), NAMES)
+    if reason is None:
+        assert v.verdict == "correct", v.reasons
+    else:
+        assert v.verdict == "hallucinated" and v.reasons == [reason]
+
+
+@pytest.mark.parametrize("sentence", [
+    "A small red ball at the top left.",
+    "A small red ball, at the top left; ",
+    "The boxes are blue.",
+    "Two large blue boxes at the bottom.",
+    'A sign reads "STOP".',
+    "A box at the bottom left and a box at the bottom right.",
+])
+def test_true_sentences_are_left_alone(sentence):
+    assert judge_sentence(sentence, image(), NAMES).verdict == "correct"
+
+
+def test_what_cannot_be_checked_is_not_judged():
+    assert judge_sentence("The picture looks bright and cheerful.", image(), NAMES).verdict == "unjudged"
+    # a name the detector does not know is no claim; one the annotation may have missed is not judged
+    assert judge_sentence("A dog runs by.", image(), NAMES).verdict == "unjudged"
+    crowd = image(inexhaustive=["star"])
+    assert judge_sentence("A star at the top right.", crowd, NAMES).verdict == "unjudged"
+    assert judge_sentence("Three balls.", image(inexhaustive=["ball"]), NAMES).verdict == "correct"  # not counted
+    # Visual Genome's annotators named what they chose: an unannotated name is not absent there ...
+    assert judge_sentence("A star at the top right.", image(), NAMES, exhaustive=False).verdict == "unjudged"
+    # ... unless the pool says it is (LVIS's negatives)
+    assert judge_sentence("A star.", image(absent=["star"]), NAMES, exhaustive=False).verdict == "hallucinated"
+
+
+def test_a_place_on_a_grid_line_may_be_said_either_way():
+    ann = image(objects=[ObjectAnn(id=0, name="ring", bbox=(26, 8, 38, 20), attributes=["white"])])  # centre x = 32 = w/3
+    assert judge_sentence("A ring at the top left.", ann, NAMES).verdict == "correct"
+    assert judge_sentence("A ring at the top center.", ann, NAMES).verdict == "correct"
+    assert judge_sentence("A ring at the top right.", ann, NAMES).verdict == "hallucinated"
+
+
+def test_sentences_and_clauses():
+    assert sentences('a red ball at the top left; a sign reading "STOP" at the center. Two boxes!') == [
+        "a red ball at the top left;", 'a sign reading "STOP" at the center.', "Two boxes!"]
+
+
+def test_correction_makes_every_sentence_true_and_keeps_the_true_ones_word_for_word():
+    text = ("a small red ball at the top left; a large yellow box at the bottom left; there are three boxes; "
+            "a star at the top right; a sign reading \"EXIT\" at the center.")
+    ann = image()
+    fixed = correct(text, ann, NAMES)
+    assert fixed == ("a small red ball at the top left; a large blue box at the bottom left; there are two boxes; "
+                     "a sign reading \"STOP\" at the center.")
+    assert all(v.verdict == "correct" for v in detect(fixed, ann, NAMES))
+
+
+def test_an_absent_object_becomes_one_the_description_left_out_or_goes():
+    ann = image()
+    assert correct("A small red ball at the top left. A large star at the bottom right.", ann, NAMES) == \
+        "A small red ball at the top left. A large blue box at the bottom left."
+    # nothing unmentioned is left: the sentence goes
+    assert correct("A small red ball. Two boxes. A star at the top right.", ann, NAMES) == "A small red ball. Two boxes."
+    # made true, a sentence that would repeat another is about an unmentioned object instead
+    assert correct("a small red ball at the top left; a yellow ball at the top left.", ann, NAMES) == \
+        "a small red ball at the top left; a large blue box at the bottom left."
+
+
+def test_counts_turn_singular_with_their_verb():
+    ann = image(objects=image().objects[:2])
+    assert correct("There are three boxes at the bottom left.", ann, NAMES) == "There is one box at the bottom left."
+
+
+def test_shr_counts_judged_sentences_only():
+    ann = image()
+    judged = [Judged(id=str(i), image="img.png", prompt="Describe.", text=t, sentences=detect(t, ann, NAMES))
+              for i, t in enumerate(["A star. A small red ball. It is nice.", "Two boxes. A cross."])]
+    assert shr(judged) == {"shr": 0.5, "hallucinated": 2, "judged": 4, "sentences": 5, "descriptions": 2}
+    assert shr([])["shr"] == 0.0

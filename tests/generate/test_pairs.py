@@ -1,0 +1,72 @@
+"""Preference pairs from judged descriptions: what they hold, TRL's format, the Hugging Face round trip."""
+import pytest
+
+from dataengine.errors import DataError
+from dataengine.generate.hallucination import Judged, detect
+from dataengine.generate.pairs import (
+    PreferencePair,
+    check_pairs,
+    export_pairs_hf,
+    import_pairs_hf,
+    make_pairs,
+    plain_style,
+    to_trl,
+)
+from dataengine.records import read_jsonl
+from dataengine.world.render import CATEGORIES
+
+
+def judged_of(pool, texts):
+    return [Judged(id=f"d{i}", image=a.image, prompt="Describe.", text=t, sentences=detect(t, a, CATEGORIES))
+            for i, (a, t) in enumerate(zip(pool, texts))]
+
+
+@pytest.fixture
+def pool(world):
+    from dataengine.records import ImageAnnotation
+    return read_jsonl(world.pool, ImageAnnotation)[:6]
+
+
+def test_a_pair_differs_in_facts_only(pool):
+    from dataengine.generate.align import region_text
+    truths = [region_text(a) for a in pool]
+    wrong = [t.rstrip(".") + "; a large purple cross at the bottom right." if "cross" not in t else t for t in truths]
+    pairs = make_pairs(judged_of(pool, wrong), {a.image: a for a in pool}, CATEGORIES)
+    hallucinated = [i for i, (t, w) in enumerate(zip(truths, wrong)) if t != w]
+    assert len(pairs) == len(hallucinated) > 0  # a description with nothing false makes no pair
+    for p in pairs:
+        assert p.rejected.endswith("a large purple cross at the bottom right.")
+        assert p.chosen != p.rejected and p.reasons == ["no cross in the image"]
+        assert p.chosen[0].isupper() and p.rejected[0].isupper()  # the same style rewrite on both sides
+        ann = next(a for a in pool if a.image == p.image)
+        assert all(v.verdict == "correct" for v in detect(p.chosen, ann, CATEGORIES))
+    assert plain_style("  a  ball\nat the top ") == "A ball at the top."
+
+
+def test_pairs_load_into_trl_and_round_trip_through_a_hf_dataset(pool, world, tmp_path):
+    pairs = [PreferencePair(id=f"p{i}", image=a.image, prompt="Describe.", chosen="A ball.", rejected="A star.",
+                            reasons=["no star in the image"]) for i, a in enumerate(pool[:3])]
+    rows = to_trl(pairs, world.image_root)
+    assert rows[0]["prompt"][0]["content"][0] == {"type": "image"} and rows[0]["chosen"][0]["role"] == "assistant"
+    assert rows[0]["images"][0].size == (64, 64)
+    from trl.data_utils import is_conversational
+    assert is_conversational(rows[0])
+    export_pairs_hf(pairs, world.image_root, tmp_path / "hf")
+    back = import_pairs_hf(tmp_path / "hf", tmp_path / "images")
+    assert back == pairs and (tmp_path / "images" / pairs[0].image).read_bytes() == (world.image_root / pairs[0].image).read_bytes()
+
+
+def test_bad_pairs_are_named(pool, world, tmp_path):
+    good = PreferencePair(id="p1", image=pool[0].image, prompt="Describe.", chosen="A ball.", rejected="A star.")
+    with pytest.raises(DataError, match="pairs: no preference pairs"):
+        check_pairs([], world.image_root)
+    with pytest.raises(DataError, match="pair p2: an empty chosen side"):
+        check_pairs([good, good.model_copy(update={"id": "p2", "chosen": " "})], world.image_root)
+    with pytest.raises(DataError, match="missing.png: pair p3: image not found"):
+        check_pairs([good.model_copy(update={"id": "p3", "image": "missing.png"})], world.image_root)
+    (tmp_path / "pairs.jsonl").write_text('{"id": "p4", "image": "x.png", "prompt": "Describe.", "chosen": "A ball."}\n')
+    with pytest.raises(DataError, match="pairs.jsonl: line 1: rejected: Field required"):
+        read_jsonl(tmp_path / "pairs.jsonl", PreferencePair)
+    j = judged_of(pool[:1], ["A large purple cross."])[0].model_copy(update={"image": "elsewhere.png"})
+    with pytest.raises(DataError, match="description d0: image elsewhere.png is not in the pool"):
+        make_pairs([j], {a.image: a for a in pool}, CATEGORIES)

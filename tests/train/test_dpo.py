@@ -1,0 +1,111 @@
+"""DPO through TRL on the tiny models: the answer tokens TRL trains are ours, the preference is
+learnt, LoRA merges back, and a stopped run resumes only its own checkpoints."""
+import pytest
+import torch
+
+from dataengine.errors import DataError
+from dataengine.generate.align import REGIONS_Q, region_text
+from dataengine.generate.pairs import PreferencePair
+from dataengine.models.vlm import VLM
+from dataengine.records import ImageAnnotation, read_jsonl
+from dataengine.train.config import DPOTrainConfig, LoraConfig
+from dataengine.train.dpo import train_dpo
+
+
+@pytest.fixture
+def pairs(world):
+    """The true region description preferred to one with a made-up cross (none of these images has one)."""
+    pool = [a for a in read_jsonl(world.pool, ImageAnnotation) if all(o.name != "cross" for o in a.objects)][:24]
+    return [PreferencePair(id=f"p{i}", image=a.image, prompt=REGIONS_Q, chosen=region_text(a),
+                           rejected=region_text(a).rstrip(".") + "; a large white cross at the top left.") for i, a in enumerate(pool)]
+
+
+def tiny(family, pairs):
+    from dataengine.models.tiny import build_tiny
+    from tests.support.configs import TINY
+    return build_tiny([p.chosen for p in pairs] + [p.rejected for p in pairs] + [REGIONS_Q], TINY.model_copy(update={"family": family}))
+
+
+@pytest.mark.parametrize("family", ["llava", "qwen2_vl"])
+def test_trl_trains_the_tokens_our_own_encoding_gives(family, pairs, world):
+    from trl.trainer.dpo_trainer import DataCollatorForVisionPreference
+
+    from dataengine.generate.pairs import to_trl
+    vlm = tiny(family, pairs)
+    batch = DataCollatorForVisionPreference(processor=vlm.processor)(to_trl(pairs[:2], world.image_root))
+    rows = batch["input_ids"].shape[0] // 2
+    for i, p in enumerate(pairs[:2]):
+        for row, text in ((i, p.chosen), (rows + i, p.rejected)):
+            ids, mask, done = batch["input_ids"][row], batch["completion_mask"][row].bool(), batch["attention_mask"][row].bool()
+            assert ids[mask].tolist() == vlm.encode_answer(text)
+            prompt = vlm.encode_prompts([p.prompt], [world_image(world, p)]).ids[0]
+            assert ids[done & ~mask].tolist() == prompt
+
+
+def world_image(world, p):
+    from dataengine.images import load_image
+    return load_image(world.image_root, p.image)
+
+
+def test_dpo_learns_the_preference_and_saves_a_plain_checkpoint(pairs, world, tmp_path):
+    vlm = tiny("llava", pairs)
+    vision = {k: v.clone() for k, v in vlm.model.state_dict().items() if "vision_tower" in k}
+    log = train_dpo(vlm, pairs, world.image_root, tmp_path / "dpo", DPOTrainConfig(epochs=3, batch_size=8, lr=2e-3))
+    assert log["losses"][0] == pytest.approx(0.693, abs=0.01)  # the policy starts as its reference: log 2
+    assert log["losses"][-1] < 0.6 and log["rewards/margins"][-1] > 0
+    after = VLM.load(tmp_path / "dpo")
+    assert all(torch.equal(after.model.state_dict()[k], v) for k, v in vision.items())  # the vision tower frozen
+    # the chosen side is now likelier than the rejected one, relative to where it started
+    start = tiny("llava", pairs)
+    item = [(world_image(world, p), p.prompt, [p.chosen, p.rejected]) for p in pairs[:8]]
+    margin = lambda m: sum(s[1] - s[0] for s in m.score_options(item, reduce="sum"))  # noqa: E731
+    assert margin(after) > margin(start)
+
+
+def test_lora_dpo_with_an_sft_term_merges_back(pairs, world, tmp_path):
+    vlm = tiny("llava", pairs)
+    before = {k: v.clone() for k, v in vlm.model.state_dict().items()}
+    log = train_dpo(vlm, pairs[:16], world.image_root, tmp_path / "lora",
+                    DPOTrainConfig(epochs=1, batch_size=8, lr=1e-3, sft_weight=0.5, lora=LoraConfig(r=4, alpha=8)))
+    assert log["losses"][0] > 0.693 + 0.5  # the SFT term on the chosen side adds its cross-entropy
+    after = VLM.load(tmp_path / "lora").model.state_dict()
+    assert set(after) == set(before)
+    changed = [k for k in before if not torch.equal(before[k], after[k])]
+    assert changed and all("q_proj" in k or "v_proj" in k or "k_proj" in k or "o_proj" in k or "multi_modal_projector" in k
+                           for k in changed)
+
+
+def test_a_stopped_dpo_resumes_only_its_own_checkpoints(pairs, world, tmp_path):
+    import transformers
+    from transformers import TrainerCallback
+    cfg = DPOTrainConfig(epochs=1, batch_size=4, save_steps=2, sampling="sequential", lr=1e-3)  # 6 steps
+    whole = train_dpo(tiny("llava", pairs), pairs, world.image_root, tmp_path / "whole", cfg)
+
+    class Kill(TrainerCallback):
+        def on_step_end(self, args, state, control, **kw):
+            if state.global_step == 3:
+                raise KeyboardInterrupt
+    original_init = transformers.Trainer.__init__
+
+    def init_with_kill(self, *a, **kw):
+        original_init(self, *a, **kw)
+        self.add_callback(Kill())
+    with pytest.MonkeyPatch.context() as m:
+        m.setattr(transformers.Trainer, "__init__", init_with_kill)
+        with pytest.raises(KeyboardInterrupt):
+            train_dpo(tiny("llava", pairs), pairs, world.image_root, tmp_path / "cut", cfg)
+    with pytest.raises(DataError, match="cut/trainer: holds the checkpoints of a training with other data"):
+        train_dpo(tiny("llava", pairs), pairs[:20], world.image_root, tmp_path / "cut", cfg)
+    resumed = train_dpo(tiny("llava", pairs), pairs, world.image_root, tmp_path / "cut", cfg)
+    assert resumed["losses"] == pytest.approx(whole["losses"][2:], rel=1e-3)
+    a, b = (VLM.load(tmp_path / d).model.state_dict() for d in ("whole", "cut"))
+    assert all(torch.allclose(a[k], b[k], atol=1e-5) for k in a)
+
+
+def test_no_pairs_or_a_broken_pair_is_refused_before_training(pairs, world, tmp_path):
+    with pytest.raises(DataError, match="no preference pairs"):
+        train_dpo(tiny("llava", pairs), [], world.image_root, tmp_path / "m")
+    bad = pairs[0].model_copy(update={"id": "broken", "image": "pool/none.png"})
+    with pytest.raises(DataError, match="pair broken: image not found"):
+        train_dpo(tiny("llava", pairs), pairs[1:4] + [bad], world.image_root, tmp_path / "m")
+    assert not (tmp_path / "m" / "model.safetensors").exists()
