@@ -315,6 +315,38 @@ def pope_eval(model: str = typer.Option(..., help="A checkpoint folder, or a ser
         console.print(f"{s:>12}: " + "  ".join(f"{k} {v:.3f}" for k, v in m.items()))
 
 
+@app.command()
+def hadpo(model: Path = typer.Option(..., help="The checkpoint to improve (a folder)."),
+          config: Optional[Path] = typer.Option(None, help="YAML run config: its data (or world), hadpo and llm sections."),
+          run_dir: Path = typer.Option(Path("runs/hadpo"), help="Where the stages' files go; re-run to resume."),
+          images: Optional[int] = typer.Option(None, help="Pool images to describe (hadpo.images)."),
+          detector: Optional[str] = typer.Option(None, help="grounded or llm (hadpo.detector).")):
+    """Hallucination-aware DPO (HA-DPO): describe -> detect -> pair -> DPO -> POPE and SHR before and after."""
+    from .hadpo import POPE_SPLITS, run_hadpo
+    from .stages import open_llm, resolve_inputs
+    with _errors(), contextlib.ExitStack() as stack:
+        cfg = _config(config, hadpo__images=images, hadpo__detector=detector)
+        inputs = resolve_inputs(cfg, run_dir)
+        client = []
+
+        def llm():
+            if not client:
+                client.append(stack.enter_context(open_llm(cfg.llm, run_dir, run_dir / "llm_cache.sqlite", log=console.print)))
+            return client[0]
+        with _progress() as p:
+            res = run_hadpo(model, cfg, inputs, run_dir, llm=llm, progress=p, log=console.print)
+    from rich.table import Table
+    table = Table(title=f"Hallucination before and after DPO on {res['pairs']} pairs ({res['heldout_images']} held-out images)")
+    for col in ("", "SHR", *(f"POPE {s} F1" for s in POPE_SPLITS), *(f"POPE {s} acc" for s in POPE_SPLITS)):
+        table.add_column(col, justify="right")
+    for when in ("before", "after"):
+        m = res[when]
+        table.add_row(when, f"{m['shr']['shr']:.1%}", *(f"{m['pope'][s]['f1']:.1%}" for s in POPE_SPLITS),
+                      *(f"{m['pope'][s]['accuracy']:.1%}" for s in POPE_SPLITS))
+    console.print(table)
+    console.print(f"model: {run_dir / 'model'}; pairs: {run_dir / 'pairs.jsonl'}")
+
+
 # ---- plan, generate, filter, mix ----
 
 @app.command()

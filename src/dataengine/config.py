@@ -29,7 +29,7 @@ from .models.tiny import TinyConfig
 from .records import read_text
 from .registry import closest
 from .sample import STRATEGIES
-from .train.config import TrainConfig
+from .train.config import DPOTrainConfig, TrainConfig
 
 
 class Section(BaseModel):
@@ -194,6 +194,34 @@ class RoundTrainConfig(TrainConfig):
     incremental: str = "all"  # "all": every round's data so far; "latest": this round's only
 
 
+class HADPOConfig(Section):
+    """The hallucination round (HA-DPO, arXiv 2311.16839): the model describes pool images, the
+    hallucinated sentences are found and corrected against the annotation, and (corrected, original)
+    pairs train it by DPO; POPE and SHR on held-out images measure it before and after."""
+    after_rounds: bool = False  # the loop adds a hallucination round after its SFT rounds
+    images: int = Field(1500, ge=1)  # pool images described for pairs
+    eval_images: int = Field(200, ge=1)  # held-out images for POPE and SHR
+    # Annotations of held-out images (POPE uses COCO val2014) and where their pictures are (default:
+    # data.image_root). None: the embedded world renders unseen scenes; a real pool gives up
+    # `eval_images` of its images that no original training item uses.
+    eval_pool: str | None = None
+    eval_image_root: str | None = None
+    # POPE's objects asked per image, present and absent alike (POPE: 3 of COCO's 80 categories; with
+    # the synthetic world's 6 shapes, 1 keeps the splits apart: at 3 they would ask the same objects).
+    pope_per_image: int = Field(3, ge=1)
+    prompt: str | None = None  # None: the tiny model's region-description request, else "Describe this image in detail."
+    max_new_tokens: int = Field(80, ge=8)
+    detector: Literal["grounded", "llm"] = "grounded"  # "llm": the `llm` section's server detects and corrects
+    style: Literal["plain", "llm"] = "plain"  # the style rewrite both sides of a pair pass
+    # "description": HA-DPO's pairs (corrected description, original); "existence": beside them,
+    # claim-level pairs in POPE's question form from the objects each description named.
+    pairs: list[Literal["description", "existence"]] = ["description"]
+    # Whether an object name the annotation does not list counts as absent (true for the synthetic
+    # world and COCO's categories; set false for sparse annotations such as Visual Genome's).
+    exhaustive: bool = True
+    train: DPOTrainConfig = DPOTrainConfig()
+
+
 class RunConfig(Section):
     seed: int = 0
     rounds: int = 3
@@ -208,6 +236,7 @@ class RunConfig(Section):
     embed: EmbedConfig = EmbedConfig()
     filter: FilterConfig = FilterConfig()
     train: RoundTrainConfig = Field(default_factory=lambda: RoundTrainConfig(epochs=2.0, freeze_vision=True))
+    hadpo: HADPOConfig = HADPOConfig()
 
 
 def load_config(path: str | Path | None) -> RunConfig:

@@ -9,6 +9,8 @@ run resumes with `dataengine loop` again and loses no finished stage.
       world/            the synthetic world (images/, pool.jsonl, benchmark.json, starter.jsonl)
       round_0/model/    the base model;  round_0/eval/  its evaluation
       round_k/plan.json generated.jsonl filtered.jsonl rejected.jsonl filter_report.json model/ eval/
+      round_n/          with hadpo.after_rounds, a hallucination round after the last: descriptions,
+                        judged.jsonl, pairs.jsonl, before/ after/ (POPE, SHR), hadpo.json, model/ eval/
       benchmark_images/ an MMBench TSV's images, written once
       ipo/prompts.jsonl, ipo/v<n>/  prompt versions (LLM generator only), llm_cache.sqlite, llm_server.log
       summary.json
@@ -16,6 +18,7 @@ run resumes with `dataengine loop` again and loses no finished stage.
 from __future__ import annotations
 
 import contextlib
+import json
 from pathlib import Path
 
 from rich.console import Console
@@ -114,19 +117,23 @@ class Loop:
         self.check_config(write=True)
         results = [self.round_zero(inputs, questions, original)]
         self._log(self.table(results))
-        if rounds > 0:
-            pool = read_jsonl(inputs.pool, ImageAnnotation)
-            guard = stages.benchmark_guard(benchmark, inputs)
-            with self._stack:
+        with self._stack:
+            if rounds > 0:
+                pool = read_jsonl(inputs.pool, ImageAnnotation)
+                guard = stages.benchmark_guard(benchmark, inputs)
                 if cfg.generate.generator == "llm" and not (self.run_dir / f"round_{rounds}" / "generated.jsonl").exists():
                     self.optimize_prompt(pool, inputs)
                 for k in range(1, rounds + 1):
                     results.append(self.round(k, inputs, questions, original, pool, guard))
                     self._log(self.table(results))
-                if self._client:
-                    self._log(f"LLM this run: {self._client.usage.summary(self._client.cfg)}")
-            self._client = None
-        self._log(counts_table(run_plans(self.run_dir)[:rounds]))
+            if cfg.hadpo.after_rounds:
+                results.append(self.hallucination_round(rounds + 1, inputs, questions))
+                self._log(self.table(results))
+            if self._client:
+                self._log(f"LLM this run: {self._client.usage.summary(self._client.cfg)}")
+        self._client = None
+        if plans := run_plans(self.run_dir)[:rounds]:
+            self._log(counts_table(plans))
         write_json(self.run_dir / "summary.json", self.summary(results))
         return results
 
@@ -161,6 +168,8 @@ class Loop:
             if self.cfg.evaluate.circular and circ:
                 row["circular"] = circ["overall"]["circular"]
             row["regressions"] = guard.get(k, [])
+            if (h := self.run_dir / f"round_{k}" / "hadpo.json").exists():
+                row["hallucination"] = hallucination_figures(json.loads(h.read_text()))
             rounds.append(row)
         # The types' names, so a benchmark's categories (MMBench's) read as themselves.
         return {"type_names": {t: x.name for r in results for t, x in r.per_type.items()}, "rounds": rounds}
@@ -246,6 +255,19 @@ class Loop:
         # 5. evaluate again
         return self._evaluate(vlm or model_dir, rd / "eval", questions, inputs)
 
+    def hallucination_round(self, k: int, inputs: Inputs, questions: list[Question]) -> EvalResult:
+        """HA-DPO from the last round's model (`hadpo.run_hadpo`), then the benchmark again, so a
+        loss elsewhere shows."""
+        from .hadpo import run_hadpo
+        rd = self.run_dir / f"round_{k}"
+        h = self.cfg.hadpo
+        self._log(f"round {k}: hallucination round (HA-DPO): {h.images} descriptions, {h.detector} detector, "
+                  f"POPE and SHR on {h.eval_images} held-out images")
+        with progress_bar(self.console) as p:
+            run_hadpo(self.model_dir(k - 1), self.cfg, inputs, rd, llm=self.llm, progress=p,
+                      log=lambda m: self._log(f"round {k}: {m}"))
+        return self._evaluate(rd / "model", rd / "eval", questions, inputs)
+
     def _warn_unplanned(self, k: int, the_plan: Plan) -> None:
         if the_plan.unmapped:
             self._log(f"[yellow]round {k}: no items for {', '.join(the_plan.unmapped)}, which no generator type writes "
@@ -262,3 +284,11 @@ class Loop:
                 self._pool_emb = AnnotationText(text).embed_images(pool)
         bad = stages.diagnosis_badcases(self.run_dir / f"round_{k - 1}" / "eval")
         return stages.select_images(the_plan, pool, bad, self.cfg, seed=self.cfg.seed * 100 + k, pool_embeddings=self._pool_emb)
+
+
+def hallucination_figures(hadpo: dict) -> dict:
+    """A hallucination round's figures for summary.json: SHR and POPE F1 per split, before and after."""
+    def short(m: dict) -> dict:
+        return {"shr": m["shr"]["shr"], "pope_f1": {s: x["f1"] for s, x in m["pope"].items()},
+                "pope_accuracy": {s: x["accuracy"] for s, x in m["pope"].items()}}
+    return {"before": short(hadpo["before"]), "after": short(hadpo["after"]), "pairs": hadpo["pairs"]}

@@ -50,3 +50,20 @@ def test_llm_detects_corrects_and_restyles_through_the_cached_client(tmp_path):
         assert make_pairs(again.detect(descs, pool), pool, [], corrections=again.correct_all(judged, pool),
                           restyle=again.restyle_all) == pairs
         assert len(srv.bodies) == calls  # no new call
+
+
+def test_the_hadpo_stages_use_the_llm_when_configured(tmp_path):
+    from dataengine.config import HADPOConfig
+    from dataengine.generate.hallucination import Judged
+    from dataengine.generate.pairs import PreferencePair
+    from dataengine.hadpo import detect_hallucinations, pair_up
+    from dataengine.records import read_jsonl
+    descs = [Description(id="d1", image="i.png", prompt="Describe.", text="A red ball. A star.")]
+    cfg = HADPOConfig(detector="llm", style="llm")
+    with FakeLLM(answer=answer) as srv:
+        client = LLMClient(LLMConfig(base_urls=[srv.url]), cache_path=tmp_path / "c.sqlite")
+        judged = detect_hallucinations(descs, [ANN], ["ball", "star"], tmp_path / "judged.jsonl", cfg, llm=lambda: client)
+        pairs = pair_up(judged, [ANN], ["ball", "star"], tmp_path / "pairs.jsonl", cfg, llm=lambda: client)
+    assert read_jsonl(tmp_path / "judged.jsonl", Judged) == judged and judged[0].detector.endswith("hallucination-v1")
+    assert [(p.chosen, p.rejected) for p in read_jsonl(tmp_path / "pairs.jsonl", PreferencePair)] == [("A RED BALL.", "A RED BALL. A STAR.")]
+    assert pairs[0].detector.endswith("hallucination-v1")

@@ -37,10 +37,10 @@ def test_a_pair_differs_in_facts_only(pool):
     for p in pairs:
         assert p.rejected.endswith("a large purple cross at the bottom right.")
         assert p.chosen != p.rejected and p.reasons == ["no cross in the image"]
-        assert p.chosen[0].isupper() and p.rejected[0].isupper()  # the same style rewrite on both sides
+        assert p.chosen[0] == p.rejected[0] == "a" and p.chosen.endswith(".")  # the model's style, both sides
         ann = next(a for a in pool if a.image == p.image)
         assert all(v.verdict == "correct" for v in detect(p.chosen, ann, CATEGORIES))
-    assert plain_style("  a  ball\nat the top ") == "A ball at the top."
+    assert plain_style("  a  ball\nat the top ") == "a ball at the top."  # the model's own case kept: on-policy
 
 
 def test_pairs_load_into_trl_and_round_trip_through_a_hf_dataset(pool, world, tmp_path):
@@ -70,3 +70,24 @@ def test_bad_pairs_are_named(pool, world, tmp_path):
     j = judged_of(pool[:1], ["A large purple cross."])[0].model_copy(update={"image": "elsewhere.png"})
     with pytest.raises(DataError, match="description d0: image elsewhere.png is not in the pool"):
         make_pairs([j], {a.image: a for a in pool}, CATEGORIES)
+
+
+def test_existence_pairs_ask_about_each_named_object_balanced(pool):
+    from dataengine.generate.pairs import existence_pairs
+    a = next(x for x in pool if len({o.name for o in x.objects}) >= 2)
+    present = sorted({o.name for o in a.objects})
+    absent = [n for n in CATEGORIES if n not in present]
+    text = f"a {present[0]} at the top left; a {absent[0]} at the center; a {present[1]} here; a {absent[1]} there."
+    pairs = existence_pairs(judged_of([a], [text]), {a.image: a}, CATEGORIES)
+    no = {p.prompt: p for p in pairs if p.chosen == "no"}
+    yes = {p.prompt: p for p in pairs if p.chosen == "yes"}
+    assert set(no) == {f"Is there a {absent[0]} in the image?", f"Is there a {absent[1]} in the image?"}
+    assert all(p.rejected == "yes" and p.reasons == [f"no {p.prompt.split()[3]} in the image"] for p in no.values())
+    assert len(yes) == 2 and set(yes) <= {f"Is there a {n} in the image?" for n in present}
+    # fewer hallucinated objects than real ones: the yes side is cut to as many as the no side
+    one_wrong = f"a {present[0]} at the top left; a {present[1]} here; a {absent[0]} there."
+    assert [p.chosen for p in existence_pairs(judged_of([a], [one_wrong]), {a.image: a}, CATEGORIES)] == ["no", "yes"]
+    # a name the annotation may have missed on this image is no claim either way
+    loose = a.model_copy(update={"inexhaustive": [absent[0]]})
+    assert {p.prompt for p in existence_pairs(judged_of([loose], [text]), {a.image: loose}, CATEGORIES) if p.chosen == "no"} \
+        == {f"Is there a {absent[1]} in the image?"}

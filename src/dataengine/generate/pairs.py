@@ -19,7 +19,7 @@ from pydantic import BaseModel, Field
 from ..errors import DataError
 from ..images import load_image, resolve
 from ..records import ImageAnnotation
-from .hallucination import Judged, correct
+from .hallucination import Judged, correct, read_claims
 
 
 class PreferencePair(BaseModel):
@@ -35,12 +35,13 @@ class PreferencePair(BaseModel):
 
 
 def plain_style(text: str) -> str:
-    """The grounded style rewrite: one space between words, a capital at the start, a full stop at
-    the end. Applied to both sides, it leaves a pair's difference in its facts."""
+    """The grounded style rewrite: one space between words and a full stop at the end, the writer's
+    own words and case kept. Applied to both sides, it leaves a pair's difference in its facts; and
+    since the rejected side is the model's own text, the pair stays close to what the model writes
+    (on-policy), which DPO under its KL term learns from best (arXiv 2501.09695)."""
     text = re.sub(r"\s+", " ", text).strip()
     if not text:
         return text
-    text = text[0].upper() + text[1:]
     return text if text.endswith((".", "!", "?")) else text + "."
 
 
@@ -72,6 +73,37 @@ def make_pairs(judged: list[Judged], pool: dict[str, ImageAnnotation], names: li
         pairs.append(PreferencePair(id=f"pair-{key}", image=j.image, prompt=j.prompt, chosen=chosen, rejected=rejected,
                                     reasons=[r for s in j.sentences for r in s.reasons], detector=j.detector))
     return pairs
+
+
+def existence_pairs(judged: list[Judged], pool: dict[str, ImageAnnotation], names: list[str], exhaustive: bool = True,
+                    question: str = "Is there a {name} in the image?") -> list[PreferencePair]:
+    """Claim-level pairs in POPE's question form, one per object a description named: an object the
+    image does not have (a hallucination) gives "Is there a <name> in the image?" with chosen "no",
+    rejected "yes"; one it has, chosen "yes", rejected "no", as many of these as of the others (so
+    the pairs do not teach "no" alone, nor "yes").
+    Each name once per image; a name the annotation does not cover (not `exhaustive`, or one of the
+    image's inexhaustive categories) is left out. The answers are the short ones POPE scores.
+    DataError for a description whose image is not in `pool`."""
+    pairs = []
+    for j in judged:
+        if j.image not in pool:
+            raise DataError(f"description {j.id}: image {j.image} is not in the pool")
+        ann = pool[j.image]
+        present = {o.name for o in ann.objects}
+        named = dict.fromkeys(m.name for s in j.sentences for m in read_claims(s.text, names).mentions)
+        for name in named:
+            if name in present:
+                chosen, rejected, reasons = "yes", "no", []
+            elif name in ann.absent or (exhaustive and name not in ann.inexhaustive):
+                chosen, rejected, reasons = "no", "yes", [f"no {name} in the image"]
+            else:
+                continue
+            prompt = question.format(name=name)
+            key = hashlib.sha1(f"{j.image}|{prompt}".encode()).hexdigest()[:10]
+            pairs.append(PreferencePair(id=f"exist-{key}", image=j.image, prompt=prompt, chosen=chosen, rejected=rejected,
+                                        reasons=reasons, detector=j.detector, source="hadpo-existence"))
+    no = [p for p in pairs if p.chosen == "no"]
+    return no + [p for p in pairs if p.chosen == "yes"][:len(no)]
 
 
 def check_pairs(pairs: list[PreferencePair], image_root: str | Path, where: str = "pairs") -> None:

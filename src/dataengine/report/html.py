@@ -204,6 +204,28 @@ def _benchmark_tables(run: Path) -> str:
     return "".join(out)
 
 
+def _hallucination(run: Path, k: int) -> str:
+    """A hallucination round (HA-DPO): SHR and POPE per split before and after DPO, and a few pairs."""
+    f = run / f"round_{k}" / "hadpo.json"
+    if not f.exists():
+        return ""
+    data = json.loads(f.read_text())
+    splits = list(data["before"]["pope"])
+    rows = [[when, f"{data[when]['shr']['shr']:.1%} ({data[when]['shr']['hallucinated']}/{data[when]['shr']['judged']})",
+             *(f"{data[when]['pope'][s]['f1']:.1%} / {data[when]['pope'][s]['accuracy']:.1%} / {data[when]['pope'][s]['yes_ratio']:.2f}"
+               for s in splits)] for when in ("before", "after")]
+    table = _table(["", "SHR (hallucinated / judged sentences)", *(f"POPE {s}: F1 / accuracy / yes-ratio" for s in splits)], rows)
+    pairs = []
+    path = run / f"round_{k}" / "pairs.jsonl"
+    if path.exists():
+        for line in path.read_text(encoding="utf-8").splitlines()[:4]:
+            p = json.loads(line)
+            pairs.append([html.escape(p["image"]), html.escape(p["rejected"]), html.escape(p["chosen"]), html.escape("; ".join(p["reasons"]))])
+    examples = _table(["image", "rejected (the model's)", "chosen (corrected)", "what was false"], pairs) if pairs else ""
+    return (f"<h2>Round {k}: hallucination round (HA-DPO), {data['pairs']} pairs, {data['heldout_images']} held-out images</h2>"
+            + table + examples)
+
+
 def write_html(run_dirs: list[str | Path], out: str | Path, image_root: str | Path | None = None) -> Path:
     """The report of the first run (and, with more, all their curves overlaid) into one HTML file.
     `image_root`: where the run's pictures are, for thumbnails (default: the run's world/images)."""
@@ -226,7 +248,9 @@ def write_html(run_dirs: list[str | Path], out: str | Path, image_root: str | Pa
              _table(["question type"] + [f"round {k}" for k in range(len(results))], acc_rows),
              "<h2>ABS: items planned per type</h2>", _shares(main)]
     for k in range(1, len(results)):
-        parts += [f"<h2>Round {k}: generated, kept and dropped per type</h2>", _filter_bars(main, k)]
+        if bars := _filter_bars(main, k):
+            parts += [f"<h2>Round {k}: generated, kept and dropped per type</h2>", bars]
+        parts.append(_hallucination(main, k))
     parts += ["<h2>What a point cost</h2>", _ledger(main), "<h2>Examples per type</h2>", _examples(main, root),
               _ipo(main), _benchmark_tables(main)]
     out = Path(out)
