@@ -26,12 +26,18 @@ def test_each_bad_case_is_rejected_with_its_reason(world, tmp_path):
         "benchmark item": good(id="f", image=bench_img),
         "benchmark image": good(id="g", image="pool/renamed_copy.png"),
         "answer letter not A-D": good(id="h", choice_answer="E"),
+        "missing image": good(id="i", image="pool/does_not_exist.png"),
     }
     kept, dropped, report = filter_samples([good()] + list(cases.values()), guard)
     assert [s.id for s in kept] == ["s1"]
     reasons = {s.id: r for s, r in dropped}
     for want, s in cases.items():
         assert reasons[s.id] == want
+    # an image the pool does not annotate is kept, unchecked, and counted as such
+    pool = read_jsonl(world.pool, ImageAnnotation)
+    other = next(a for a in pool if a.image != "pool/pool_000001.png")
+    _, _, report = filter_samples([good()], guard, {other.image: other})
+    assert report.kept == 1 and report.unverified == 1
 
 
 def test_duplicates_and_annotation_contradictions(world):

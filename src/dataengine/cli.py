@@ -82,7 +82,7 @@ def _read_all(paths: list[Path], model) -> list:
 @app.command()
 def loop(config: Optional[Path] = typer.Option(None, help="YAML run config; defaults build the embedded world."),
          run_dir: Path = typer.Option(Path("runs/default"), help="Where every round's files go; re-run to resume."),
-         rounds: Optional[int] = typer.Option(None, help="Rounds after the base round (config default: 3).")):
+         rounds: Optional[int] = typer.Option(None, min=0, help="Rounds after the base round (config default: 3).")):
     """Run evaluate -> plan -> generate -> filter -> train -> evaluate for several rounds."""
     from .config import load_config
     from .loop import Loop
@@ -231,9 +231,12 @@ def score(benchmark: Path = typer.Option(..., help="SEED-Bench JSON or MMBench T
           out: Path = typer.Option(..., help="An evaluation folder (predictions, bad cases, results) that `plan` reads."),
           image_root: Optional[Path] = typer.Option(None, help="For an MMBench TSV: where its images are written."),
           config: Optional[Path] = _CONFIG, judge: bool = typer.Option(False, help="An LLM names the option of a reply that names none."),
-          held_out: Optional[float] = typer.Option(None, help="Share of each type held out as the report part (config default 0.7; 0: no split)."),
+          held_out: Optional[float] = typer.Option(None, help="Share of each type held out as the report part (default 0: "
+                                                   "the whole set, as leaderboards report; with --config, the config's)."),
           llm_url: list[str] = _LLM_URL, llm_local: bool = _LLM_LOCAL):
     """Score predictions made elsewhere (no model needed), with VLMEvalKit's reading of replies."""
+    if held_out is None and config is None:
+        held_out = 0.0
     from . import stages
     from .records import Inputs
     from .report.terminal import l2_table, run_table
@@ -281,12 +284,16 @@ def mme_eval(model: str = typer.Option(..., help="A checkpoint folder, or a serv
 @app.command("pope-build")
 def pope_build(pool: Path = typer.Option(..., help="JSONL of image annotations."), out: Path = typer.Option(...),
                split: str = typer.Option("adversarial", help="random, popular or adversarial"),
+               per_image: int = typer.Option(3, min=1, help="Objects asked per image, present and absent alike (POPE: 3)."),
                seed: int = typer.Option(0)):
     """Build a POPE split (3 present and 3 absent objects per image) from an annotated pool."""
     from .benchmarks.pope import build_pope, write_pope
     from .records import ImageAnnotation
     with _errors():
-        items = build_pope(_read(pool, ImageAnnotation), split, seed=seed)
+        items = build_pope(_read(pool, ImageAnnotation), split, per_image=per_image, seed=seed)
+        if not items:
+            raise DataError(f"{pool}: no image has {per_image} distinct objects present and {per_image} absent "
+                            f"to ask about; try a smaller --per-image")
     write_pope(out, items)
     console.print(f"wrote {len(items)} {split} questions to {out}")
 
@@ -443,6 +450,9 @@ def filter_cmd(inp: Path = typer.Argument(..., help="Generated JSONL."), out: Pa
         f = stages.filter_items(samples, out, stages.benchmark_guard(bench, inputs), _read(pool, ImageAnnotation) if pool else None,
                                 cfg, seen=_read_all(seen, Sample), blind_model=blind_model, image_root=image_root, llm=llm)
     console.print(f"kept {f.report.kept} of {len(samples)}; dropped {f.report.dropped or 'none'}")
+    if f.report.unverified:
+        console.print(f"[yellow]{f.report.unverified} kept items are about images the pool does not annotate: "
+                      f"not checked against an annotation[/yellow]")
 
 
 @app.command()

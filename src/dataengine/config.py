@@ -38,9 +38,9 @@ class Section(BaseModel):
 
 class WorldConfig(Section):
     """The embedded synthetic world: used when `data` names no real files."""
-    pool_size: int = 5000
-    benchmark_per_type: int = 220  # 70% held out: about 150 a type, a standard error near 4 points
-    image_size: int = 96
+    pool_size: int = Field(5000, ge=1)
+    benchmark_per_type: int = Field(220, ge=1)  # 70% held out: about 150 a type, a standard error near 4 points
+    image_size: int = Field(96, ge=32)
     # Round 0's training set is deliberately imbalanced, so the loop has weaknesses to find.
     starter: dict[int, int] = {1: 400, 2: 400, 3: 400, 4: 30, 5: 400, 6: 30, 7: 30, 8: 400, 9: 30}
     # For hallucination work (HA-DPO): shapes that go together (render.PARTNERS) with this chance, and
@@ -49,6 +49,14 @@ class WorldConfig(Section):
     cooccurrence: float = Field(0.0, ge=0, le=1)
     descriptions: int = Field(0, ge=0)
     existence: int = Field(0, ge=0)
+
+    @field_validator("starter")
+    @classmethod
+    def seed_types(cls, v: dict[int, int]) -> dict[int, int]:
+        bad = next(((t, n) for t, n in v.items() if not 1 <= t <= 9 or n < 0), None)
+        if bad:
+            raise ValueError(f"type {bad[0]}: {bad[1]} items; the starter has SEED-Bench types 1-9, each with 0 or more items")
+        return v
 
 
 class DataConfig(Section):
@@ -223,8 +231,8 @@ class HADPOConfig(Section):
 
 
 class RunConfig(Section):
-    seed: int = 0
-    rounds: int = 3
+    seed: int = Field(0, ge=0)
+    rounds: int = Field(3, ge=0)
     world: WorldConfig = WorldConfig()
     data: DataConfig = DataConfig()
     model: ModelConfig = ModelConfig()
@@ -249,7 +257,9 @@ def load_config(path: str | Path | None) -> RunConfig:
         raw = yaml.safe_load(read_text(path)) or {}
         return RunConfig.model_validate(raw)
     except yaml.YAMLError as e:
-        raise DataError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
+        mark = getattr(e, "problem_mark", None)
+        where = f"line {mark.line + 1}: " if mark else ""
+        raise DataError(f"{path}: {where}not valid YAML ({str(e).splitlines()[0]})") from None
     except ValidationError as e:
         raise DataError(f"{path}: {problem(e)}") from None
 

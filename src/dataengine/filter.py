@@ -52,6 +52,7 @@ class FilterReport(BaseModel):
     kept: int
     dropped: dict[str, int]  # reason -> count
     dropped_by_type: dict[int, dict[str, int]]
+    unverified: int = 0  # kept items whose image the pool does not annotate (nothing to check them against)
 
 
 def file_hash(path: Path) -> str | None:
@@ -75,9 +76,13 @@ class BenchmarkGuard:
         self._cache: dict[str, str | None] = {}
 
     def leaks(self, s: Sample) -> str | None:
+        """Why `s` may not be trained on because of its picture: a benchmark's picture (by path or by
+        content), or no picture at that path at all ("missing image"); None when it may."""
         path = resolve(self.image_root, s.image, where=f"sample {s.id}")
         if path in self.paths:
             return "benchmark item"
+        if not path.is_file():
+            return "missing image"
         if s.image not in self._cache:
             self._cache[s.image] = file_hash(path)
         return "benchmark image" if self._cache[s.image] in self.hashes else None
@@ -129,7 +134,9 @@ def filter_samples(samples: list[Sample], guard: BenchmarkGuard | None = None,
     by_type: dict[int, Counter] = {}
     for s, r in dropped:
         by_type.setdefault(s.qtype, Counter())[r.split(":")[0]] += 1
-    report = FilterReport(kept=len(kept), dropped=dict(by_reason), dropped_by_type={t: dict(c) for t, c in by_type.items()})
+    unverified = sum(s.image not in annotations for s in kept) if annotations is not None else 0
+    report = FilterReport(kept=len(kept), dropped=dict(by_reason), dropped_by_type={t: dict(c) for t, c in by_type.items()},
+                          unverified=unverified)
     return kept, dropped, report
 
 

@@ -195,8 +195,10 @@ class Loop:
 
     def _evaluate(self, model, eval_dir: Path, questions: list[Question], inputs: Inputs) -> EvalResult:
         with progress_bar(self.console) as p:
+            # the round's model, named within the run directory (a moved run still resumes)
+            name = str(self.cfg.model.path) if eval_dir.parent.name == "round_0" and self.cfg.model.path else f"{eval_dir.parent.name}/model"
             return stages.evaluate_model(model, questions, inputs.benchmark_image_root, eval_dir, self.cfg,
-                                         benchmark=inputs.benchmark.name, progress=p, llm=self.llm)
+                                         benchmark=inputs.benchmark.name, progress=p, llm=self.llm, model_name=name)
 
     def incremental(self, k: int, all_rounds: bool = True) -> list[Sample]:
         """The kept items of rounds 1..k (or of round k alone)."""

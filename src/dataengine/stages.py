@@ -310,9 +310,12 @@ class Trained:
 def train_model(model: str | Path, data: list[Sample], image_root: str | Path, out: str | Path, cfg: TrainConfig,
                 progress: Progress | None = None) -> Trained:
     """Fine-tune the checkpoint at `model` on `data` (full or LoRA, merged back) and save it to `out`
-    (under torchrun, the first process saves). Trained in float32 (bf16 mixed precision with `cfg.bf16`)."""
+    (under torchrun, the first process saves). Trained in float32 (bf16 mixed precision with `cfg.bf16`).
+    DataError when `out` already holds a model: a finished training is never overwritten."""
     from .models.vlm import VLM
     from .train.sft import train
+    if (Path(out) / "config.json").exists():
+        raise DataError(f"{out}: already holds a trained model; train into another --out, or remove it")
     vlm = VLM.load(model)
     log = train(vlm, data, image_root, out, cfg, progress=progress)
     return Trained(vlm, log)
@@ -372,11 +375,14 @@ def base_model(cfg: RunConfig, inputs: Inputs, original: list[Sample], model_dir
 
 def evaluate_model(model, questions: list[Question], image_root: str | Path, out: str | Path, cfg: RunConfig,
                    benchmark: str = "", progress: Progress | None = None, llm: Callable[[], LLMClient] | None = None,
-                   served_name: str | None = None) -> EvalResult:
+                   served_name: str | None = None, model_name: str | None = None) -> EvalResult:
     """Evaluate a checkpoint folder (or a `VLM` in memory) into `out`: predictions.jsonl,
     badcases.jsonl, results.json, and circular.json with `evaluate.circular`. A finished evaluation
-    is read back, not redone; a killed one resumes. The model is evaluated in `model.dtype`. `model`
-    may also be a served model's base URL (`served_name` names the model; default: the first listed)."""
+    is read back, not redone; a killed one resumes; a folder holding another model's or benchmark's
+    results (or scored predictions) is refused (DataError). The model is evaluated in
+    `model.dtype`. `model` may also be a served model's base URL (`served_name` names the model;
+    default: the first listed). `model_name`: what identifies the model in evaluation.json (default:
+    its folder, resolved, or its URL)."""
     from .models.vlm import VLM, torch_dtype
     out = Path(out)
     e, dtype = cfg.evaluate, torch_dtype(cfg.model.dtype)
@@ -401,13 +407,20 @@ def evaluate_model(model, questions: list[Question], image_root: str | Path, out
             raise DataError("evaluate.judge 'llm' needs an LLM: set llm.base_urls or llm.local")
         judge = llm_judge(llm())
 
+    name = model_name
+    if name is None and not isinstance(model, VLM):
+        name = str(model) if str(model).startswith(("http://", "https://")) else str(Path(model).resolve())
+
     def run(where: Path, blind: bool) -> EvalResult:
         what = {"benchmark": benchmark, "questions": hashlib.sha1("\n".join(q.question_id for q in questions).encode()).hexdigest(),
                 "method": e.method, "held_out": e.held_out, "prompt": e.prompt if e.method == "letter" else None, "blind": blind}
+        if name is not None:
+            what["model"] = name
         meta = where / "evaluation.json"
         if (where / "results.json").exists():
             old = json.loads(meta.read_text()) if meta.exists() else what
-            diff = [k for k in what if old.get(k) != what[k]]
+            # a setting an older version did not record is no difference
+            diff = [k for k in what if old.get(k, what[k]) != what[k]]
             if diff:
                 raise DataError(f"{where}: holds the results of another evaluation ({', '.join(diff)} differ): "
                                 f"evaluate into another --out, or remove it")
@@ -436,10 +449,24 @@ def score_predictions(questions: list[Question], predictions: str | Path, out: s
     from .benchmarks.predictions import read_predictions
     from .evaluate import score_replies, split, write_evaluation
     judge = llm_judge(llm()) if cfg.evaluate.judge == "llm" and llm else None
-    preds = score_replies(questions, read_predictions(predictions, questions), split(questions, cfg.evaluate.held_out), judge)
+    out = Path(out)
+    replies = read_predictions(predictions, questions)
+    what = {"benchmark": benchmark, "questions": hashlib.sha1("\n".join(q.question_id for q in questions).encode()).hexdigest(),
+            "method": "letter", "held_out": cfg.evaluate.held_out, "prompt": None, "blind": False,
+            "model": f"predictions {Path(predictions).name} {hashlib.sha1(Path(predictions).read_bytes()).hexdigest()[:12]}"}
+    if (out / "results.json").exists():
+        old = json.loads((out / "evaluation.json").read_text()) if (out / "evaluation.json").exists() else {}
+        diff = [k for k in what if old.get(k) != what[k]]
+        if diff:
+            raise DataError(f"{out}: holds the results of another evaluation ({', '.join(diff)} differ): "
+                            f"score into another --out, or remove it")
+    preds = score_replies(questions, replies, split(questions, cfg.evaluate.held_out), judge)
     res = write_evaluation(preds, out, benchmark, "letter")
+    write_json(out / "evaluation.json", what)
     if res.circular is not None:
-        write_json(Path(out) / "circular.json", circular_scores(preds))
+        write_json(out / "circular.json", circular_scores(preds))
+    else:
+        (out / "circular.json").unlink(missing_ok=True)
     return res
 
 

@@ -257,3 +257,24 @@ def test_picture_names_come_from_content_so_files_never_share_the_wrong_one(tmp_
     qa, qb = read_mmbench(tmp_path / "a.tsv", tmp_path / "img"), read_mmbench(tmp_path / "b.tsv", tmp_path / "img")
     assert qa[0].image != qb[0].image
     assert Image.open(tmp_path / "img" / qb[0].image).getpixel((0, 0))[2] > 200
+
+
+def test_an_evaluation_folder_belongs_to_one_model_or_one_predictions_file(tmp_path, world, tiny_vlm):
+    from dataengine.benchmarks.seed import read_seed as rs
+    qs = rs(world.benchmark)
+    (tmp_path / "p.jsonl").write_text("".join(json.dumps({"index": q.question_id, "prediction": q.answer}) + "\n" for q in qs))
+    score = ["score", "--benchmark", str(world.benchmark), "--predictions", str(tmp_path / "p.jsonl"), "--out", str(tmp_path / "ev")]
+    assert CliRunner().invoke(app, score).exit_code == 0
+    assert CliRunner().invoke(app, score).exit_code == 0  # the same file scored again: the same folder
+    tiny_vlm.save(tmp_path / "m1")
+    ev = ["evaluate", "--benchmark", str(world.benchmark), "--image-root", str(world.image_root)]
+    r = CliRunner().invoke(app, [*ev, "--model", str(tmp_path / "m1"), "--out", str(tmp_path / "ev")])
+    # the scored predictions' accuracy is never read back as this model's
+    assert r.exit_code == 2 and "holds the results of another evaluation (method, held_out, model differ)" in " ".join(r.output.split())
+    assert CliRunner().invoke(app, [*ev, "--model", str(tmp_path / "m1"), "--out", str(tmp_path / "ev1")]).exit_code == 0
+    tiny_vlm.save(tmp_path / "m2")
+    r = CliRunner().invoke(app, [*ev, "--model", str(tmp_path / "m2"), "--out", str(tmp_path / "ev1")])
+    assert r.exit_code == 2 and "model differ" in " ".join(r.output.split())
+    (tmp_path / "q.jsonl").write_text((tmp_path / "p.jsonl").read_text().replace('"prediction": "A"', '"prediction": "B"'))
+    r = CliRunner().invoke(app, [*score[:4], str(tmp_path / "q.jsonl"), "--out", str(tmp_path / "ev1")])
+    assert r.exit_code == 2 and "model differ" in " ".join(r.output.split())
