@@ -8,7 +8,7 @@ seed and as mean +- standard deviation over seeds, the weakest types' gain and t
 of each strategy, and writes figures.json and a plot (accuracy per type per round, one line per
 strategy, mean over seeds). Usage:
 
-    python bench/abs_vs_uniform.py [--seeds 0 1 2] [--strategies sqrt-error uniform] [--rounds 3]
+    python bench/abs_vs_uniform.py [--seeds 0 1 2] [--strategies progress sqrt-error uniform] [--rounds 3]
                                    [--out runs/bench-abs] [--config my.yaml] [--plot docs/abs_vs_uniform.png]
 """
 from __future__ import annotations
@@ -70,7 +70,7 @@ def plot(curves: dict[str, list[dict[int, float]]], overall: dict[str, list[floa
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    ap.add_argument("--strategies", nargs="+", default=["sqrt-error", "uniform"])
+    ap.add_argument("--strategies", nargs="+", default=["progress", "sqrt-error", "uniform"])
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--out", type=Path, default=Path("runs/bench-abs"))
     ap.add_argument("--config", type=Path, default=None)
@@ -143,10 +143,11 @@ def main() -> None:
         per_type.add_row(f"{t}. {QTYPES[t][0]}", f"{curves[strategies[0]][0][t]:.1%}", *[f"{curves[s][-1][t]:.1%}" for s in strategies])
     per_type.add_row("overall", f"{mean_overall[strategies[0]][0]:.1%}", *[f"{mean_overall[s][-1]:.1%}" for s in strategies], style="bold")
     console.print(per_type)
-    if "sqrt-error" in strategies and "uniform" in strategies:
-        diff = [a - b for a, b in zip(gains["sqrt-error"], gains["uniform"])]
-        console.print(f"weak-type gain, ABS (sqrt-error) - uniform: {signed(diff)}; "
-                      f"overall, ABS - uniform: {signed([a - b for a, b in zip(overall['sqrt-error'], overall['uniform'])])}")
+    for a, b in [("sqrt-error", "uniform"), ("progress", "uniform"), ("progress", "sqrt-error")]:
+        if a in strategies and b in strategies:
+            diff = [x - y for x, y in zip(gains[a], gains[b])]
+            console.print(f"weak-type gain, {a} - {b}: {signed(diff)}; "
+                          f"overall, {a} - {b}: {signed([x - y for x, y in zip(overall[a], overall[b])])}")
     plot_path = args.plot or args.out / "abs_vs_uniform.png"
     weakest_all = {t for d in per_seed.values() for t in d["weakest"]}
     plot(curves, mean_overall, weakest_all, plot_path)
