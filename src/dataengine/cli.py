@@ -310,7 +310,10 @@ def pope_eval(model: str = typer.Option(..., help="A checkpoint folder, or a ser
     from .records import write_json
     with _errors(), contextlib.ExitStack() as stack:
         items = read_pope(questions, image_root)
-        answers = evaluate_pope(load_model(model, served_model, stack), items, image_root, method=method, rule=rule)
+        try:
+            answers = evaluate_pope(load_model(model, served_model, stack), items, image_root, method=method, rule=rule)
+        except DataError as e:
+            raise DataError(f"{questions}: {e}") from None
     metrics = pope_metrics([i.label for i in items], answers)
     splits = sorted({i.category for i in items if i.category})
     per_split = {s: pope_metrics([i.label for i in items if i.category == s], [a for i, a in zip(items, answers) if i.category == s])
@@ -534,11 +537,14 @@ def llm_serve(log: Path = typer.Option(Path("llm_server.log"))):
 
 @app.command()
 def pool(out: Path = typer.Option(..., help="JSONL of ImageAnnotation records, for generate / ipo / pope-build."),
-         image_root: Path = typer.Option(...),
+         image_root: Path = typer.Option(..., help="The folder the pool's image paths are relative to (training reads them from there)."),
          vg: Optional[Path] = typer.Option(None, help="Visual Genome folder (image_data.json, objects.json, ...)."),
-         coco_captions: Optional[Path] = typer.Option(None), coco_instances: Optional[Path] = typer.Option(None),
+         coco_captions: Optional[Path] = typer.Option(None, help="COCO captions file, e.g. captions_train2017.json."),
+         coco_instances: Optional[Path] = typer.Option(None, help="COCO instances file, e.g. instances_train2017.json (needed with --coco-captions)."),
          coco_image_dir: str = typer.Option("", help="COCO images' folder inside the image root, e.g. train2017."),
-         lvis: Optional[Path] = typer.Option(None), captions: Optional[Path] = typer.Option(None, help="A folder's JSONL of image + caption(s)."),
+         lvis: Optional[Path] = typer.Option(None, help="LVIS annotations for the same images (more names, negatives, not-exhaustive marks)."),
+         captions: Optional[Path] = typer.Option(None, help='A folder\'s JSONL: {"image": path under the image root, "caption": str '
+                                                 '(or "captions": a list), optional "texts": a list of {"text", "bbox"}} per line.'),
          limit: Optional[int] = typer.Option(None, help="Visual Genome: stop after this many images (streamed).")):
     """Turn Visual Genome, COCO (+LVIS) or a captioned folder of images into an annotation pool."""
     from collections import Counter

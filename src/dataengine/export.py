@@ -126,22 +126,27 @@ def export_hf(samples: list[Sample], image_root: str | Path, out_dir: str | Path
     return out_dir
 
 
-def import_hf(data_dir: str | Path, image_root: str | Path) -> list[Sample]:
-    """Samples back from `export_hf` shards; each image is written to its path under `image_root`."""
+def parquet_rows(data_dir: str | Path, image_root: str | Path, what: str = "row"):
+    """The rows of a folder of Parquet shards with embedded images (`image` bytes, `image_path`),
+    each image written to its path under `image_root` unless already there. DataError for a folder
+    with no shards, or an image path that leaves the root (naming the row's `id`)."""
     import datasets
-    data_dir = Path(data_dir)
-    files = sorted(str(p) for p in data_dir.glob("*.parquet"))
+    files = sorted(str(p) for p in Path(data_dir).glob("*.parquet"))
     if not files:
         raise DataError(f"{data_dir}: no Parquet shards here")
     ds = datasets.load_dataset("parquet", data_files=files, split="train").cast_column("image", datasets.Image(decode=False))
-    out = []
     for row in ds:
-        path = resolve(image_root, row["image_path"], where=f"sample {row['id']}")
+        path = resolve(image_root, row["image_path"], where=f"{what} {row['id']}")
         if not path.exists():
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_bytes(row["image"]["bytes"])
-        out.append(Sample(**{k: (row["image_path"] if k == "image" else row[k]) for k in Sample.model_fields}))
-    return out
+        yield row
+
+
+def import_hf(data_dir: str | Path, image_root: str | Path) -> list[Sample]:
+    """Samples back from `export_hf` shards; each image is written to its path under `image_root`."""
+    return [Sample(**{k: (row["image_path"] if k == "image" else row[k]) for k in Sample.model_fields})
+            for row in parquet_rows(data_dir, image_root, "sample")]
 
 
 # Where `dataengine export --to` writes: f(samples, out, form, image_root)

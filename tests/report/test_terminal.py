@@ -62,3 +62,20 @@ def test_the_loops_table_shows_the_held_out_part_with_diagnosis_blind_and_flags(
     assert rows["t4"] == ["80.0%", "80.0%"] and rows["t9"] == ["60.0%", "60.0% !"]
     assert rows["overall"] == ["70.0%", "70.0%"] and rows["diagnosis part"] == ["40.0%", "40.0%"]
     assert rows["blind (grey image)"] == ["25.0%", "-"]
+
+
+def test_progress_written_to_a_log_file_says_how_far_it_got():
+    import io
+
+    from rich.console import Console
+
+    from dataengine.report.terminal import progress_bar
+    buf = io.StringIO()
+    with progress_bar(Console(file=buf, force_terminal=False)) as p:
+        task = p.add_task("train", total=8)
+        for _ in range(8):
+            p.advance(task)
+        other = p.add_task("evaluate", total=3)
+        p.update(other, completed=3)
+    lines = [ln for ln in buf.getvalue().splitlines() if ln]  # rich ends with a blank line
+    assert [ln.split(" (")[0] for ln in lines] == ["train: 2/8", "train: 4/8", "train: 6/8", "train: 8/8", "evaluate: 3/3"]

@@ -151,16 +151,6 @@ def export_pairs_hf(pairs: list[PreferencePair], image_root: str | Path, out_dir
 
 def import_pairs_hf(data_dir: str | Path, image_root: str | Path) -> list[PreferencePair]:
     """Pairs back from `export_pairs_hf`; each image is written to its path under `image_root`."""
-    import datasets
-    files = sorted(str(p) for p in Path(data_dir).glob("*.parquet"))
-    if not files:
-        raise DataError(f"{data_dir}: no Parquet files here")
-    ds = datasets.load_dataset("parquet", data_files=files, split="train").cast_column("image", datasets.Image(decode=False))
-    out = []
-    for row in ds:
-        path = resolve(image_root, row["image_path"], where=f"pair {row['id']}")
-        if not path.exists():
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_bytes(row["image"]["bytes"])
-        out.append(PreferencePair(image=row["image_path"], **{k: row[k] for k in PreferencePair.model_fields if k != "image"}))
-    return out
+    from ..export import parquet_rows
+    return [PreferencePair(image=row["image_path"], **{k: row[k] for k in PreferencePair.model_fields if k != "image"})
+            for row in parquet_rows(data_dir, image_root, "pair")]

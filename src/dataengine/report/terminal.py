@@ -16,9 +16,39 @@ from rich.table import Table
 from ..records import QTYPES, EvalResult, is_seed_type
 
 
+class LineProgress(Progress):
+    """Progress for output that is not a terminal (a log file, a pipe), where a live bar shows
+    nothing: a line per task at each quarter done, with the time it has taken."""
+
+    def __init__(self, *columns, **kw):
+        super().__init__(*columns, **kw)
+        self._quarters: dict = {}
+
+    def _say(self, task_id) -> None:
+        task = self._tasks[task_id]
+        if not task.total:
+            return
+        quarter = int(4 * task.completed / task.total)
+        if quarter > self._quarters.get(task_id, 0):
+            self._quarters[task_id] = quarter
+            self.console.print(f"{task.description}: {task.completed:.0f}/{task.total:.0f} "
+                               f"({task.elapsed or 0:.0f} s)", highlight=False)
+
+    def update(self, task_id, **kw) -> None:
+        super().update(task_id, **kw)
+        self._say(task_id)
+
+    def advance(self, task_id, advance: float = 1) -> None:
+        super().advance(task_id, advance)
+        self._say(task_id)
+
+
 def progress_bar(console: Console | None = None) -> Progress:
-    return Progress(TextColumn("{task.description:>10}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                    console=console, transient=True)
+    """A live bar on a terminal; elsewhere, a line per quarter of each task."""
+    console = console or Console()
+    cls = Progress if console.is_terminal else LineProgress
+    return cls(TextColumn("{task.description:>10}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+               console=console, transient=True)
 
 
 def type_label(qtype: int, name: str) -> str:

@@ -14,22 +14,18 @@ import copy
 import math
 import os
 import random
-import time
 from pathlib import Path
 
-import torch
 from rich.progress import Progress
 
 from ..models.vlm import VLM
 from .config import DPOTrainConfig
 from .sft import (
     StepLog,
-    check_resume,
     fingerprint,
     finish,
-    last_checkpoint,
     param_groups_optimizer,
-    restore_weights,
+    run_trainer,
     training_args,
     with_lora,
 )
@@ -75,14 +71,7 @@ def train_dpo(vlm: VLM, pairs: list, image_root: str | Path, out_dir: str | Path
     trainer = DPOTrainer(model=model, ref_model=reference, args=args, train_dataset=data, processing_class=vlm.processor,
                          callbacks=[log], optimizers=(param_groups_optimizer(model, cfg, family), None))
     trainer.remove_callback(PrinterCallback)
-    torch.manual_seed(cfg.seed)
-    resume = last_checkpoint(out_dir / "trainer") if cfg.save_steps else None
-    check_resume(out_dir / "trainer", identity, resume)
-    if resume and not cfg.lora:
-        restore_weights(model, resume)
-    started = time.perf_counter()
-    trainer.train(resume_from_checkpoint=resume)
-    seconds = round(time.perf_counter() - started, 1)
+    seconds = run_trainer(trainer, model, cfg, out_dir, identity)
     return finish(vlm, model, trainer, out_dir, {"steps": steps, "pairs": len(pairs), "losses": log.losses,
                                                  **log.figures, "seconds": seconds})
 

@@ -78,6 +78,13 @@ def train(vlm: VLM, samples: list[Sample], image_root: str | Path, out_dir: str 
     trainer = Trainer(model=model, args=args, train_dataset=SampleDataset(samples, Path(image_root), 2 * vlm.input_side if vlm.input_side else None),
                       data_collator=Collator(vlm, cfg.target), callbacks=[log], optimizers=(param_groups_optimizer(model, cfg, family), None))
     trainer.remove_callback(PrinterCallback)  # our progress bar and train_log.json replace its prints
+    seconds = run_trainer(trainer, model, cfg, out_dir, identity)
+    return finish(vlm, model, trainer, out_dir, {"steps": steps, "samples": len(samples), "losses": log.losses, "seconds": seconds})
+
+
+def run_trainer(trainer, model, cfg: TrainConfig, out_dir: Path, identity: dict) -> float:
+    """Train, resuming from the last checkpoint under out_dir/trainer when it is this training's
+    (`check_resume`; DataError otherwise); returns the seconds it took."""
     torch.manual_seed(cfg.seed)
     resume = last_checkpoint(out_dir / "trainer") if cfg.save_steps else None
     check_resume(out_dir / "trainer", identity, resume)
@@ -85,8 +92,7 @@ def train(vlm: VLM, samples: list[Sample], image_root: str | Path, out_dir: str 
         restore_weights(model, resume)
     started = time.perf_counter()
     trainer.train(resume_from_checkpoint=resume)
-    seconds = round(time.perf_counter() - started, 1)
-    return finish(vlm, model, trainer, out_dir, {"steps": steps, "samples": len(samples), "losses": log.losses, "seconds": seconds})
+    return round(time.perf_counter() - started, 1)
 
 
 def with_lora(model, family, lora: LoraConfig):
@@ -110,6 +116,11 @@ class StepLog(TrainerCallback):
         self.task = progress.add_task("train", total=steps) if progress else None
         self.losses: list[float] = []
         self.figures: dict[str, list[float]] = {k: [] for k in keys}
+
+    def on_train_begin(self, args, state, control, **kw):
+        # a resumed run starts from its checkpoint's state: its log so far is part of this run's log
+        for logs in state.log_history:
+            self.on_log(args, state, control, logs=logs)
 
     def on_step_end(self, args, state, control, **kw):
         if self.progress:
