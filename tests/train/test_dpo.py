@@ -10,6 +10,7 @@ from dataengine.models.vlm import VLM
 from dataengine.records import ImageAnnotation, read_jsonl
 from dataengine.train.config import DPOTrainConfig, LoraConfig
 from dataengine.train.dpo import train_dpo
+from tests.support.training import killed_at_step
 
 
 @pytest.fixture
@@ -76,24 +77,11 @@ def test_lora_dpo_with_an_sft_term_merges_back(pairs, world, tmp_path):
 
 
 def test_a_stopped_dpo_resumes_only_its_own_checkpoints(pairs, world, tmp_path):
-    import transformers
-    from transformers import TrainerCallback
     cfg = DPOTrainConfig(epochs=1, batch_size=4, save_steps=2, sampling="sequential", lr=1e-3)  # 6 steps
     whole = train_dpo(tiny("llava", pairs), pairs, world.image_root, tmp_path / "whole", cfg)
 
-    class Kill(TrainerCallback):
-        def on_step_end(self, args, state, control, **kw):
-            if state.global_step == 3:
-                raise KeyboardInterrupt
-    original_init = transformers.Trainer.__init__
-
-    def init_with_kill(self, *a, **kw):
-        original_init(self, *a, **kw)
-        self.add_callback(Kill())
-    with pytest.MonkeyPatch.context() as m:
-        m.setattr(transformers.Trainer, "__init__", init_with_kill)
-        with pytest.raises(KeyboardInterrupt):
-            train_dpo(tiny("llava", pairs), pairs, world.image_root, tmp_path / "cut", cfg)
+    with killed_at_step(3):
+        train_dpo(tiny("llava", pairs), pairs, world.image_root, tmp_path / "cut", cfg)
     with pytest.raises(DataError, match="cut/trainer: holds the checkpoints of a training with other data"):
         train_dpo(tiny("llava", pairs), pairs[:20], world.image_root, tmp_path / "cut", cfg)
     resumed = train_dpo(tiny("llava", pairs), pairs, world.image_root, tmp_path / "cut", cfg)

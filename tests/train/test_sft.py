@@ -69,14 +69,14 @@ def test_large_model_options_reach_the_trainer(tmp_path):
 
 import pytest  # noqa: E402
 
+from tests.support.training import killed_at_step  # noqa: E402
+
 
 @pytest.mark.parametrize("lora", [False, True])
 def test_a_stopped_training_resumes_from_its_last_checkpoint(lora, world, tmp_path, monkeypatch):
     """Killed after step 3 (checkpoints every 2 steps), re-run: it picks up at step 2 and ends
     where an uninterrupted run ends."""
     import torch
-    import transformers
-    from transformers import TrainerCallback
 
     from dataengine.models.tiny import build_tiny
     from dataengine.world.build import corpus
@@ -86,21 +86,8 @@ def test_a_stopped_training_resumes_from_its_last_checkpoint(lora, world, tmp_pa
                       lora=LoraConfig(r=4, alpha=8) if lora else None)
     whole = train(build_tiny(corpus(data), TINY), data, world.image_root, tmp_path / "whole", cfg)
 
-    class Kill(TrainerCallback):
-        def on_step_end(self, args, state, control, **kw):
-            if state.global_step == 3:
-                raise KeyboardInterrupt
-
-    original_init = transformers.Trainer.__init__
-
-    def init_with_kill(self, *a, **kw):
-        original_init(self, *a, **kw)
-        self.add_callback(Kill())
-
-    with monkeypatch.context() as m:
-        m.setattr(transformers.Trainer, "__init__", init_with_kill)
-        with pytest.raises(KeyboardInterrupt):
-            train(build_tiny(corpus(data), TINY), data, world.image_root, tmp_path / "cut", cfg)
+    with killed_at_step(3):
+        train(build_tiny(corpus(data), TINY), data, world.image_root, tmp_path / "cut", cfg)
     assert sorted(p.name for p in (tmp_path / "cut" / "trainer").iterdir()) == ["checkpoint-2", "run.json"]
     if not lora:  # a full checkpoint loads on its own: its processor was saved beside its weights
         assert VLM.load(tmp_path / "cut" / "trainer" / "checkpoint-2").prompt("Hi?") == VLM.load(tmp_path / "whole").prompt("Hi?")
@@ -135,26 +122,13 @@ def test_the_same_seed_gives_the_same_weights_in_every_mode(world, tmp_path):
 
 def test_a_checkpoint_is_resumed_only_by_the_training_that_wrote_it(world, tmp_path):
     import pytest
-    import transformers
-    from transformers import TrainerCallback
 
     from dataengine.errors import DataError
     data = read_jsonl(world.original, Sample)[:40]
     cfg = TrainConfig(epochs=1, batch_size=8, save_steps=2, sampling="sequential")
 
-    class Kill(TrainerCallback):
-        def on_step_end(self, args, state, control, **kw):
-            if state.global_step == 3:
-                raise KeyboardInterrupt
-    original_init = transformers.Trainer.__init__
-
-    def init_with_kill(self, *a, **kw):
-        original_init(self, *a, **kw)
-        self.add_callback(Kill())
-    with pytest.MonkeyPatch.context() as m:
-        m.setattr(transformers.Trainer, "__init__", init_with_kill)
-        with pytest.raises(KeyboardInterrupt):
-            train(_tiny(world), data, world.image_root, tmp_path / "out", cfg)
+    with killed_at_step(3):
+        train(_tiny(world), data, world.image_root, tmp_path / "out", cfg)
     for other, what in ((dict(data=data[:32]), "other data"), (dict(cfg=cfg.model_copy(update={"lr": 1e-3})), "other settings")):
         kw = {"data": data, "cfg": cfg} | other
         with pytest.raises(DataError, match=f"out/trainer: holds the checkpoints of a training with {what}"):
