@@ -87,3 +87,14 @@ def test_world_then_mix(tmp_path):
 def test_config_values_are_checked_when_given_as_flags(tmp_path, fraction):
     res = CliRunner().invoke(app, ["mix", "--original", "x.jsonl", "--out", str(tmp_path / "m.jsonl"), "--fraction", fraction])
     assert res.exit_code == 2 and "train.original_fraction" in res.output
+
+
+def test_a_finished_model_is_never_overwritten(tmp_path, world, tiny_vlm):
+    tiny_vlm.save(tmp_path / "m")
+    before = (tmp_path / "m" / "model.safetensors").read_bytes()
+    r = CliRunner().invoke(app, ["init-model", str(tmp_path / "m"), "--corpus-from", str(world.original)])
+    assert r.exit_code == 2 and "already holds a model" in r.output
+    r = CliRunner().invoke(app, ["train", "--model", str(tmp_path / "m"), "--data", str(world.original),
+                                 "--image-root", str(world.image_root), "--out", str(tmp_path / "m")])
+    assert r.exit_code == 2 and "already holds a trained model" in " ".join(r.output.split())
+    assert (tmp_path / "m" / "model.safetensors").read_bytes() == before

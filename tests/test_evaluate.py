@@ -37,7 +37,7 @@ def test_letter_method_runs(tiny_vlm, world):
     assert all(pr.extracted in ("letter", "option", "none") for pr in preds)
     res = summarize(preds, method="letter")
     assert sum(res.extraction.values()) == 3 and res.extraction == {
-        how: sum(p.extracted == how for p in preds) for how in ("letter", "option", "judge", "none")}
+        how: sum(p.extracted == how for p in preds) for how in ("letter", "option", "judge", "none", "missing")}
 
 
 def test_missing_and_corrupt_images_fail_before_writing(tiny_vlm, world, tmp_path):

@@ -27,7 +27,9 @@ def test_each_bad_case_is_rejected_with_its_reason(world, tmp_path):
         "benchmark image": good(id="g", image="pool/renamed_copy.png"),
         "answer letter not A-D": good(id="h", choice_answer="E"),
         "missing image": good(id="i", image="pool/does_not_exist.png"),
+        "unreadable image": good(id="j", image="pool/not_a_picture.png"),
     }
+    (world.image_root / "pool" / "not_a_picture.png").write_text("garbage")
     kept, dropped, report = filter_samples([good()] + list(cases.values()), guard)
     assert [s.id for s in kept] == ["s1"]
     reasons = {s.id: r for s, r in dropped}

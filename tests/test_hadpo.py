@@ -125,3 +125,17 @@ def test_real_pool_holds_out_images_the_original_data_does_not_show(world):
     assert held == hadpo.heldout_images(cfg, world, pool, original)[0]  # the same ones each time
     rest = hadpo.images_to_describe(pool, held, 50, seed=0)
     assert len(rest) == 50 and not {a.image for a in rest} & {a.image for a in held}
+
+
+def test_a_run_dir_holds_the_round_of_one_model_and_config(base_run, finished, tmp_path):
+    from dataengine.errors import DataError
+    from dataengine.stages import resolve_inputs
+    run = finished[0]
+    cfg = hadpo_config()
+    inputs = resolve_inputs(cfg, run)
+    with pytest.raises(DataError, match="holds the hallucination round of another model"):
+        hadpo.run_hadpo(base_run / "round_0" / "model", cfg, inputs, run / "round_1")  # another name for the model
+    with pytest.raises(DataError, match="of another hadpo"):
+        hadpo.run_hadpo(base_run / "round_0" / "model", cfg.model_copy(update={"hadpo": cfg.hadpo.model_copy(update={"images": 30})}),
+                        inputs, run / "round_1", model_name="round_0/model")
+    assert hadpo.shr_text({"shr": 0.0, "hallucinated": 0, "judged": 0, "sentences": 7}) == "n/a (no sentence of 7 could be judged)"

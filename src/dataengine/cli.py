@@ -114,6 +114,8 @@ def init_model(out: Path = typer.Argument(...), corpus_from: Path = typer.Option
     from .records import ImageAnnotation, Sample
     with _errors():
         cfg = _config(config, model__tiny__family=family, model__vision_pretrain_steps=vision_steps)
+        if (out / "config.json").exists():
+            raise DataError(f"{out}: already holds a model; write the new one to another folder, or remove it")
         anns = _read(pool, ImageAnnotation) if pool else None
         if pool and image_root is None:
             raise DataError("--image-root is needed with --pool")
@@ -255,6 +257,8 @@ def score(benchmark: Path = typer.Option(..., help="SEED-Bench JSON or MMBench T
     x = res.extraction
     console.print(f"replies read as a letter: {x['letter']}, by option text: {x['option']}, by the LLM judge: {x['judge']}, "
                   f"unreadable: {x['none']}")
+    if x.get("missing"):
+        console.print(f"[yellow]{x['missing']} questions have no prediction in {predictions.name}; they count as wrong[/yellow]")
 
 
 @app.command("mme-eval")
@@ -332,7 +336,7 @@ def hadpo(model: Path = typer.Option(..., help="The checkpoint to improve (a fol
           images: Optional[int] = typer.Option(None, help="Pool images to describe (hadpo.images)."),
           detector: Optional[str] = typer.Option(None, help="grounded or llm (hadpo.detector).")):
     """Hallucination-aware DPO (HA-DPO): describe -> detect -> pair -> DPO -> POPE and SHR before and after."""
-    from .hadpo import POPE_SPLITS, run_hadpo
+    from .hadpo import POPE_SPLITS, run_hadpo, shr_text
     from .stages import open_llm, resolve_inputs
     with _errors(), contextlib.ExitStack() as stack:
         cfg = _config(config, hadpo__images=images, hadpo__detector=detector)
@@ -351,7 +355,7 @@ def hadpo(model: Path = typer.Option(..., help="The checkpoint to improve (a fol
         table.add_column(col, justify="right")
     for when in ("before", "after"):
         m = res[when]
-        table.add_row(when, f"{m['shr']['shr']:.1%}", *(f"{m['pope'][s]['f1']:.1%}" for s in POPE_SPLITS),
+        table.add_row(when, shr_text(m["shr"]), *(f"{m['pope'][s]['f1']:.1%}" for s in POPE_SPLITS),
                       *(f"{m['pope'][s]['accuracy']:.1%}" for s in POPE_SPLITS))
     console.print(table)
     console.print(f"model: {run_dir / 'model'}; pairs: {run_dir / 'pairs.jsonl'}")

@@ -134,7 +134,8 @@ def score_replies(questions: list[Question], replies: dict[str, str], parts: dic
         for q, letter in zip(unread, judge(unread, [replies[q.question_id] for q in unread])):
             if letter:
                 read[q.question_id] = (letter, "judge")
-    return [_prediction(q, read[q.question_id][0] or "", raw=replies.get(q.question_id, ""), extracted=read[q.question_id][1],
+    return [_prediction(q, read[q.question_id][0] or "", raw=replies.get(q.question_id, ""),
+                        extracted=read[q.question_id][1] if q.question_id in replies else "missing",
                         part=parts.get(q.question_id, "")) for q in questions]
 
 
@@ -184,7 +185,7 @@ def _summarize(preds: list[Prediction], benchmark: str, method: str) -> EvalResu
         circ = circular_scores(preds)["overall"]["circular"]
     return EvalResult(benchmark=benchmark, method=method, per_type=dict(sorted(per.items())), total=len(single),
                       correct=sum(p.correct for p in single), per_l2=dict(sorted(l2.items())), circular=circ,
-                      extraction={how: sum(p.extracted == how for p in preds) for how in ("letter", "option", "judge", "none")}
+                      extraction={how: sum(p.extracted == how for p in preds) for how in ("letter", "option", "judge", "none", "missing")}
                       if method == "letter" else {})
 
 

@@ -77,15 +77,29 @@ class BenchmarkGuard:
 
     def leaks(self, s: Sample) -> str | None:
         """Why `s` may not be trained on because of its picture: a benchmark's picture (by path or by
-        content), or no picture at that path at all ("missing image"); None when it may."""
+        content), no picture at that path at all ("missing image"), or a file that is no picture
+        ("unreadable image"); None when it may."""
         path = resolve(self.image_root, s.image, where=f"sample {s.id}")
         if path in self.paths:
             return "benchmark item"
         if not path.is_file():
             return "missing image"
         if s.image not in self._cache:
-            self._cache[s.image] = file_hash(path)
+            self._cache[s.image] = file_hash(path) if _opens(path) else "unreadable"
+        if self._cache[s.image] == "unreadable":
+            return "unreadable image"
         return "benchmark image" if self._cache[s.image] in self.hashes else None
+
+
+def _opens(path: Path) -> bool:
+    """Whether a picture's file is one PIL can read (its header and structure; not a full decode)."""
+    from PIL import Image
+    try:
+        with Image.open(path) as im:
+            im.verify()
+        return True
+    except Exception:  # PIL raises many kinds for a broken file; any of them means "cannot be trained on"
+        return False
 
 
 def filter_samples(samples: list[Sample], guard: BenchmarkGuard | None = None,

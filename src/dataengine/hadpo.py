@@ -151,16 +151,35 @@ def measure(model, anns: list[ImageAnnotation], image_root: str | Path, out_dir:
     return result
 
 
+def check_run(out: Path, what: dict) -> None:
+    """Refuse a folder holding the hallucination round of another model or settings (its
+    hadpo_run.json records them); a new folder gets the record."""
+    import json
+    path = out / "hadpo_run.json"
+    if path.exists():
+        old = json.loads(path.read_text())
+        diff = [k for k in what if old.get(k) != what[k]]
+        if diff:
+            raise DataError(f"{out}: holds the hallucination round of another {', '.join(diff)}: "
+                            f"use another --run-dir, or remove it")
+    else:
+        write_json(path, what)
+
+
 def run_hadpo(model_dir: str | Path, cfg: RunConfig, inputs: Inputs, out: str | Path, llm=None,
-              progress: Progress | None = None, log: Log = _quiet) -> dict:
+              progress: Progress | None = None, log: Log = _quiet, model_name: str | None = None) -> dict:
     """The whole round from the model in `model_dir`: measure it, describe pool images, detect,
     pair, train by DPO into out/model, measure again. Returns (and writes to out/hadpo.json) both
     measurements and each stage's counts. `llm`: a callable giving the LLM client (detector or style
-    "llm"). Resumes: a stage whose output exists is not run again. With no pair (no description
-    had a hallucination) the model is saved unchanged."""
+    "llm"). Resumes: a stage whose output exists is not run again; a folder of another model
+    (`model_name`, default its resolved folder) or other settings is refused (DataError). With no
+    pair (no description had a hallucination) the model is saved unchanged."""
     from .models.vlm import VLM
     from .train.dpo import train_dpo
     h, out = cfg.hadpo, Path(out)
+    check_run(out, {"model": model_name or str(Path(model_dir).resolve()), "seed": cfg.seed,
+                    "pool": hashlib.sha1(Path(inputs.pool).read_bytes()).hexdigest(),
+                    "hadpo": h.model_dump(mode="json", exclude={"after_rounds"})})
     pool = read_jsonl(inputs.pool, ImageAnnotation)
     original = read_jsonl(inputs.original, Sample)
     heldout, heldout_root = heldout_images(cfg, inputs, pool, original)
@@ -204,7 +223,14 @@ def run_hadpo(model_dir: str | Path, cfg: RunConfig, inputs: Inputs, out: str | 
     return result
 
 
+def shr_text(shr: dict) -> str:
+    """SHR as a person reads it: n/a when no sentence could be judged (not 0%: nothing was checked)."""
+    if not shr["judged"]:
+        return f"n/a (no sentence of {shr['sentences']} could be judged)"
+    return f"{shr['shr']:.1%} ({shr['hallucinated']}/{shr['judged']})"
+
+
 def summary_line(m: dict) -> str:
     """One line of a measurement: SHR and each POPE split's F1."""
     pope = "  ".join(f"POPE {s} F1 {m['pope'][s]['f1']:.1%}" for s in POPE_SPLITS if s in m["pope"])
-    return f"SHR {m['shr']['shr']:.1%} ({m['shr']['hallucinated']}/{m['shr']['judged']})  {pope}"
+    return f"SHR {shr_text(m['shr'])}  {pope}"

@@ -267,7 +267,7 @@ class Loop:
                   f"POPE and SHR on {h.eval_images} held-out images")
         with progress_bar(self.console) as p:
             run_hadpo(self.model_dir(k - 1), self.cfg, inputs, rd, llm=self.llm, progress=p,
-                      log=lambda m: self._log(f"round {k}: {m}"))
+                      log=lambda m: self._log(f"round {k}: {m}"), model_name=f"round_{k - 1}/model")
         return self._evaluate(rd / "model", rd / "eval", questions, inputs)
 
     def _warn_unplanned(self, k: int, the_plan: Plan) -> None:

@@ -278,3 +278,9 @@ def test_an_evaluation_folder_belongs_to_one_model_or_one_predictions_file(tmp_p
     (tmp_path / "q.jsonl").write_text((tmp_path / "p.jsonl").read_text().replace('"prediction": "A"', '"prediction": "B"'))
     r = CliRunner().invoke(app, [*score[:4], str(tmp_path / "q.jsonl"), "--out", str(tmp_path / "ev1")])
     assert r.exit_code == 2 and "model differ" in " ".join(r.output.split())
+    # a predictions file that stops short: its missing questions are named as such, and count as wrong
+    (tmp_path / "part.jsonl").write_text("".join((tmp_path / "p.jsonl").read_text().splitlines(keepends=True)[:3]))
+    r = CliRunner().invoke(app, [*score[:4], str(tmp_path / "part.jsonl"), "--out", str(tmp_path / "ev-part")])
+    res = json.loads((tmp_path / "ev-part" / "results.json").read_text())
+    assert r.exit_code == 0 and res["extraction"]["missing"] == len(qs) - 3 and res["correct"] == 3
+    assert f"{len(qs) - 3} questions have no prediction in part.jsonl" in " ".join(r.output.split())

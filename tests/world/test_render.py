@@ -46,3 +46,19 @@ def test_world_files(world):
     assert len(pool) == 400
     with Image.open(world.image_root / pool[0].image) as im:
         assert im.size == (64, 64)
+
+
+def test_a_world_folder_is_reused_only_for_its_own_config(world):
+    import pytest
+
+    from dataengine.errors import DataError
+    from dataengine.world.build import build_world
+    from tests.support.configs import small_config
+    out = world.pool.parent
+    assert build_world(small_config(), out) == world  # the same config: the files as they are
+    with pytest.raises(DataError, match="holds a world made with another seed or world config"):
+        build_world(small_config(seed=1), out)
+    other = small_config()
+    other.world.pool_size = 50
+    with pytest.raises(DataError, match="another seed or world config"):
+        build_world(other, out)

@@ -211,7 +211,8 @@ def _hallucination(run: Path, k: int) -> str:
         return ""
     data = json.loads(f.read_text())
     splits = list(data["before"]["pope"])
-    rows = [[when, f"{data[when]['shr']['shr']:.1%} ({data[when]['shr']['hallucinated']}/{data[when]['shr']['judged']})",
+    from ..hadpo import shr_text
+    rows = [[when, html.escape(shr_text(data[when]["shr"])),
              *(f"{data[when]['pope'][s]['f1']:.1%} / {data[when]['pope'][s]['accuracy']:.1%} / {data[when]['pope'][s]['yes_ratio']:.2f}"
                for s in splits)] for when in ("before", "after")]
     table = _table(["", "SHR (hallucinated / judged sentences)", *(f"POPE {s}: F1 / accuracy / yes-ratio" for s in splits)], rows)

@@ -2,6 +2,7 @@
 benchmark in SEED-Bench's JSON format, and a deliberately imbalanced starter training set."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from ..benchmarks.answers import LETTER_INSTRUCTION
@@ -12,7 +13,7 @@ from ..generate import GroundedGenerator, generate
 from ..generate.align import alignment_samples
 from ..qtypes.counting import NUMBERS
 from ..qtypes.geometry import CONTACTS, DIRECTIONS, QUADRANTS
-from ..records import ImageAnnotation, Inputs, Question, Sample, write_jsonl
+from ..records import ImageAnnotation, Inputs, Question, Sample, write_json, write_jsonl
 from .render import CATEGORIES, COLORS, SETTINGS, VOCABULARY, WORDS, build_pool
 
 
@@ -24,7 +25,12 @@ def build_world(cfg, out: str | Path) -> Inputs:
     """
     w, out = cfg.world, Path(out)
     inputs = Inputs(out / "benchmark.json", out / "images", out / "pool.jsonl", out / "starter.jsonl", out / "images")
+    made_by = json.loads(json.dumps({"seed": cfg.seed, "world": w.model_dump(mode="json")}))  # as read back
     if all(p.exists() for p in (inputs.benchmark, inputs.pool, inputs.original)):
+        meta = out / "world.json"  # what made it (a world of an older version has none: taken as it is)
+        if meta.exists() and json.loads(meta.read_text()) != made_by:
+            raise DataError(f"{out}: holds a world made with another seed or world config; build into another "
+                            f"folder, or remove it")
         return inputs
     size = w.image_size
     # Disjoint seed ranges keep the benchmark's scenes out of the pool by construction.
@@ -52,6 +58,7 @@ def build_world(cfg, out: str | Path) -> Inputs:
         starter += existence_samples(half, w.existence, seed=cfg.seed + 17)
     write_jsonl(inputs.pool, pool)
     write_jsonl(inputs.original, starter)
+    write_json(out / "world.json", made_by)
     return inputs
 
 
