@@ -69,6 +69,8 @@ def test_hallucination_round_in_the_loop(finished):
     assert set(h["before"]["pope_f1"]) == {"random", "popular", "adversarial"}
     assert 0 <= h["before"]["shr"] <= 1 and stored["before"]["shr"]["judged"] > 0
     assert "hallucination" not in summary["rounds"][0]
+    r = CliRunner().invoke(app, ["report", str(run)])
+    assert r.exit_code == 0 and "hallucination round" in r.output and "before: SHR" in r.output
     from dataengine.report.html import write_html
     page = write_html([run], run / "report.html").read_text()
     assert "hallucination round (HA-DPO)" in page and "SHR" in page and "chosen (corrected)" in page

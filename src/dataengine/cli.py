@@ -623,7 +623,16 @@ def report(run_dir: Path = typer.Argument(Path("runs/default")),
     if not results:
         _fail(DataError(f"{run_dir}: no evaluated rounds here"))
     console.print(run_report(run_dir, results))
-    console.print(counts_table(run_plans(run_dir)[:len(results) - 1]))
+    if plans := run_plans(run_dir)[:len(results) - 1]:
+        console.print(counts_table(plans))
+    for k in range(len(results)):
+        if (h := run_dir / f"round_{k}" / "hadpo.json").exists():
+            import json
+
+            from .hadpo import summary_line
+            data = json.loads(h.read_text())
+            console.print(f"round {k}, hallucination round ({data['pairs']} pairs):\n  before: {summary_line(data['before'])}"
+                          f"\n  after:  {summary_line(data['after'])}", highlight=False)
     if html:
         from .report.html import write_html
         with _errors():
