@@ -9,6 +9,8 @@ def test_save_and_load_round_trip(tiny_vlm, tmp_path):
     before = tiny_vlm.score_options([(img, "What color is the ball?", ["red", "blue", "green", "black"])])
     tiny_vlm.save(tmp_path / "m")
     assert (tmp_path / "m" / "model.safetensors").exists()
+    (tmp_path / "plain.txt").write_text("x")  # every file of the model is as readable as any file written here
+    assert {f.stat().st_mode & 0o777 for f in (tmp_path / "m").iterdir()} == {(tmp_path / "plain.txt").stat().st_mode & 0o777}
     loaded = VLM.load(tmp_path / "m")
     after = loaded.score_options([(img, "What color is the ball?", ["red", "blue", "green", "black"])])
     assert [round(x, 4) for x in before[0]] == [round(x, 4) for x in after[0]]

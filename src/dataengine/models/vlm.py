@@ -52,6 +52,12 @@ class Prompts:
     images: dict[str, torch.Tensor]
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 class VLM:
     """A vision-language model and its processor."""
 
@@ -104,7 +110,10 @@ class VLM:
         self.model.save_pretrained(tmp, safe_serialization=True)
         self.processor.save_pretrained(tmp)
         files = sorted(tmp.iterdir(), key=lambda f: f.name == "config.json")
+        # transformers writes the weights owner-only (0600); a model folder is shared like any other file
+        mode = 0o666 & ~_umask()
         for f in files:
+            os.chmod(f, mode)
             os.replace(f, path / f.name)
         tmp.rmdir()
 
