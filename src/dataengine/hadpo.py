@@ -27,7 +27,7 @@ from .errors import DataError
 from .generate.describe import DETAIL_PROMPT, Description, describe
 from .generate.hallucination import Judged, detect, shr
 from .generate.pairs import PreferencePair, existence_pairs, make_pairs
-from .records import ImageAnnotation, Inputs, Sample, read_jsonl, write_json, write_jsonl
+from .records import ImageAnnotation, Inputs, Sample, differs, read_jsonl, write_json, write_jsonl
 
 Log = Callable[[str], None]
 POPE_SPLITS = ("random", "popular", "adversarial")
@@ -86,6 +86,21 @@ def images_to_describe(pool: list[ImageAnnotation], heldout: list[ImageAnnotatio
     return rest[:n]
 
 
+def judge_grounded(descriptions: list[Description], by_image: dict[str, ImageAnnotation], names: list[str],
+                   exhaustive: bool) -> list[Judged]:
+    """The grounded detector's verdicts on each description against its image's annotation."""
+    return [Judged(id=d.id, image=d.image, prompt=d.prompt, text=d.text,
+                   sentences=detect(d.text, by_image[d.image], names, exhaustive)) for d in descriptions]
+
+
+def ticker(progress: Progress | None, what: str, total: int) -> Callable[[int], None] | None:
+    """A progress task of `total` steps, and the function that advances it (None without progress)."""
+    if progress is None:
+        return None
+    task = progress.add_task(what, total=total)
+    return lambda n: progress.advance(task, n)
+
+
 def detect_hallucinations(descriptions: list[Description], pool: list[ImageAnnotation], names: list[str], out: str | Path,
                           cfg: HADPOConfig, llm=None) -> list[Judged]:
     """A verdict per sentence of each description (hallucinated / correct / unjudged, with reasons),
@@ -99,8 +114,7 @@ def detect_hallucinations(descriptions: list[Description], pool: list[ImageAnnot
         from .generate.hallucination_llm import LLMHallucinations
         judged = LLMHallucinations(llm()).detect(descriptions, by_image)
     else:
-        judged = [Judged(id=d.id, image=d.image, prompt=d.prompt, text=d.text,
-                         sentences=detect(d.text, by_image[d.image], names, cfg.exhaustive)) for d in descriptions]
+        judged = judge_grounded(descriptions, by_image, names, cfg.exhaustive)
     write_jsonl(out, judged)
     return judged
 
@@ -137,10 +151,8 @@ def measure(model, anns: list[ImageAnnotation], image_root: str | Path, out_dir:
     if path.exists():
         return json.loads(path.read_text())
     descriptions = describe(model, anns, image_root, out_dir / "descriptions.jsonl", prompt=prompt,
-                            max_new_tokens=cfg.max_new_tokens)
-    by_image = {a.image: a for a in anns}
-    judged = [Judged(id=d.id, image=d.image, prompt=d.prompt, text=d.text,
-                     sentences=detect(d.text, by_image[d.image], names, cfg.exhaustive)) for d in descriptions]
+                            max_new_tokens=cfg.max_new_tokens, on_batch=ticker(progress, "describe", len(anns)))
+    judged = judge_grounded(descriptions, {a.image: a for a in anns}, names, cfg.exhaustive)
     write_jsonl(out_dir / "judged.jsonl", judged)
     pope = {}
     for split in POPE_SPLITS:
@@ -154,16 +166,11 @@ def measure(model, anns: list[ImageAnnotation], image_root: str | Path, out_dir:
 def check_run(out: Path, what: dict) -> None:
     """Refuse a folder holding the hallucination round of another model or settings (its
     hadpo_run.json records them); a new folder gets the record."""
-    import json
     path = out / "hadpo_run.json"
-    if path.exists():
-        old = json.loads(path.read_text())
-        diff = [k for k in what if old.get(k) != what[k]]
-        if diff:
-            raise DataError(f"{out}: holds the hallucination round of another {', '.join(diff)}: "
-                            f"use another --run-dir, or remove it")
-    else:
-        write_json(path, what)
+    if diff := differs(path, what):
+        raise DataError(f"{out}: holds the hallucination round of another {', '.join(diff)}: "
+                        f"use another --run-dir, or remove it")
+    write_json(path, what)
 
 
 def run_hadpo(model_dir: str | Path, cfg: RunConfig, inputs: Inputs, out: str | Path, llm=None,
@@ -200,7 +207,7 @@ def run_hadpo(model_dir: str | Path, cfg: RunConfig, inputs: Inputs, out: str | 
     else:
         chosen = images_to_describe(pool, heldout, h.images, cfg.seed)
         descriptions = describe(vlm(), chosen, inputs.image_root, out / "descriptions.jsonl", prompt=prompt,
-                                max_new_tokens=h.max_new_tokens)
+                                max_new_tokens=h.max_new_tokens, on_batch=ticker(progress, "describe", len(chosen)))
         judged = detect_hallucinations(descriptions, pool, names, out / "judged.jsonl", h, llm)
         log(f"descriptions: {len(descriptions)}, SHR {shr(judged)['shr']:.1%} ({h.detector} detector)")
         pairs = pair_up(judged, pool, names, pairs_path, h, llm)

@@ -256,6 +256,17 @@ def read_jsonl(path: str | Path, model: type[M], torn_ok: bool = False) -> list[
     return out
 
 
+def differs(record: str | Path, what: dict, lenient: bool = False) -> list[str]:
+    """The keys of `what` whose value differs from the JSON record at `record` (what made a file or
+    folder: model, inputs, settings); [] when there is no record. `lenient`: a key the record lacks
+    (one an older version did not write) is no difference."""
+    record = Path(record)
+    if not record.exists():
+        return []
+    old = json.loads(record.read_text())
+    return [k for k in what if (old.get(k, what[k]) if lenient else old.get(k)) != what[k]]
+
+
 def resume_jsonl(path: str | Path, model: type[M], what: dict, kind: str = "work") -> list[M]:
     """The records a killed run appended to `path`, to resume from (a last line cut short by the
     kill is dropped and the file rewritten without it, so appends start on a line of their own).
@@ -263,12 +274,9 @@ def resume_jsonl(path: str | Path, model: type[M], what: dict, kind: str = "work
     records of another run are refused in one line naming what differs, never mixed in."""
     path = Path(path)
     meta = path.with_suffix(".meta.json")
-    if path.exists() and meta.exists():
-        old = json.loads(meta.read_text())
-        diff = [k for k in what if old.get(k) != what[k]]
-        if diff:
-            raise DataError(f"{path}: partial {kind} of another run ({', '.join(diff)} differ): remove it "
-                            f"or write into another --out")
+    if path.exists() and (diff := differs(meta, what)):
+        raise DataError(f"{path}: partial {kind} of another run ({', '.join(diff)} differ): remove it "
+                        f"or write into another --out")
     path.parent.mkdir(parents=True, exist_ok=True)
     write_json(meta, what)
     done = read_jsonl(path, model, torn_ok=True) if path.exists() else []

@@ -44,6 +44,7 @@ from .records import (
     Question,
     Sample,
     read_jsonl,
+    differs,
     read_text,
     write_json,
     write_jsonl,
@@ -418,10 +419,7 @@ def evaluate_model(model, questions: list[Question], image_root: str | Path, out
             what["model"] = name
         meta = where / "evaluation.json"
         if (where / "results.json").exists():
-            old = json.loads(meta.read_text()) if meta.exists() else what
-            # a setting an older version did not record is no difference
-            diff = [k for k in what if old.get(k, what[k]) != what[k]]
-            if diff:
+            if diff := differs(meta, what, lenient=True):  # a setting an older version did not record is no difference
                 raise DataError(f"{where}: holds the results of another evaluation ({', '.join(diff)} differ): "
                                 f"evaluate into another --out, or remove it")
             return load_results(where)
@@ -455,9 +453,8 @@ def score_predictions(questions: list[Question], predictions: str | Path, out: s
             "method": "letter", "held_out": cfg.evaluate.held_out, "prompt": None, "blind": False,
             "model": f"predictions {Path(predictions).name} {hashlib.sha1(Path(predictions).read_bytes()).hexdigest()[:12]}"}
     if (out / "results.json").exists():
-        old = json.loads((out / "evaluation.json").read_text()) if (out / "evaluation.json").exists() else {}
-        diff = [k for k in what if old.get(k) != what[k]]
-        if diff:
+        # results with no record of what made them are not taken for these predictions' either
+        if diff := differs(out / "evaluation.json", what) if (out / "evaluation.json").exists() else list(what):
             raise DataError(f"{out}: holds the results of another evaluation ({', '.join(diff)} differ): "
                             f"score into another --out, or remove it")
     preds = score_replies(questions, replies, split(questions, cfg.evaluate.held_out), judge)

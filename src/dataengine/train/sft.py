@@ -26,7 +26,7 @@ from transformers import TrainerCallback
 from ..errors import DataError
 from ..images import load_image
 from ..models.vlm import VLM
-from ..records import Sample, write_json
+from ..records import Sample, differs, write_json
 from .config import LoraConfig, TrainConfig
 
 
@@ -190,15 +190,11 @@ def check_resume(folder: Path, fingerprint: dict, resume: str | None) -> None:
     """A checkpoint is resumed only by the training that wrote it: the same starting model, data and
     settings. Another's is refused in one line (its weights, optimizer and data position would
     silently take over)."""
-    import json
     record = folder / "run.json"
-    if resume and record.exists():
-        old = json.loads(record.read_text())
-        diff = [k for k in ("model", "data", "settings") if old.get(k) != fingerprint[k]]
-        if diff:
-            what = {"model": "another starting model", "data": "other data", "settings": "other settings"}
-            raise DataError(f"{folder}: holds the checkpoints of a training with {', '.join(what[k] for k in diff)}; "
-                            f"remove the folder or train into another --out")
+    if resume and (diff := differs(record, {k: fingerprint[k] for k in ("model", "data", "settings")})):
+        what = {"model": "another starting model", "data": "other data", "settings": "other settings"}
+        raise DataError(f"{folder}: holds the checkpoints of a training with {', '.join(what[k] for k in diff)}; "
+                        f"remove the folder or train into another --out")
     folder.mkdir(parents=True, exist_ok=True)
     write_json(record, fingerprint)
 

@@ -13,7 +13,7 @@ from ..generate import GroundedGenerator, generate
 from ..generate.align import alignment_samples
 from ..qtypes.counting import NUMBERS
 from ..qtypes.geometry import CONTACTS, DIRECTIONS, QUADRANTS
-from ..records import ImageAnnotation, Inputs, Question, Sample, write_json, write_jsonl
+from ..records import ImageAnnotation, Inputs, Question, Sample, differs, write_json, write_jsonl
 from .render import CATEGORIES, COLORS, SETTINGS, VOCABULARY, WORDS, build_pool
 
 
@@ -27,8 +27,8 @@ def build_world(cfg, out: str | Path) -> Inputs:
     inputs = Inputs(out / "benchmark.json", out / "images", out / "pool.jsonl", out / "starter.jsonl", out / "images")
     made_by = json.loads(json.dumps({"seed": cfg.seed, "world": w.model_dump(mode="json")}))  # as read back
     if all(p.exists() for p in (inputs.benchmark, inputs.pool, inputs.original)):
-        meta = out / "world.json"  # what made it (a world of an older version has none: taken as it is)
-        if meta.exists() and json.loads(meta.read_text()) != made_by:
+        # what made it is recorded (a world of an older version has no record: taken as it is)
+        if differs(out / "world.json", made_by):
             raise DataError(f"{out}: holds a world made with another seed or world config; build into another "
                             f"folder, or remove it")
         return inputs
