@@ -103,6 +103,11 @@ class Loop:
             return Path(self.cfg.model.path)
         return self.run_dir / f"round_{k}" / "model"
 
+    def model_name(self, k: int) -> str:
+        """Round k's model as evaluation and the hallucination round record it: named within the run
+        directory (a moved run still resumes), or the checkpoint you brought."""
+        return str(self.cfg.model.path) if k == 0 and self.cfg.model.path else f"round_{k}/model"
+
     # ---- the run ----
     def run(self, rounds: int | None = None) -> list[EvalResult]:
         cfg = self.cfg
@@ -191,14 +196,13 @@ class Loop:
             if aligned:
                 self._log(f"alignment ({m.align}, {aligned['samples']} items): loss {aligned['losses'][0]:.2f} -> "
                           f"{aligned['losses'][-1]:.2f}")
-        return self._evaluate(vlm or model_dir, rd / "eval", questions, inputs)
+        return self._evaluate(vlm or model_dir, 0, questions, inputs)
 
-    def _evaluate(self, model, eval_dir: Path, questions: list[Question], inputs: Inputs) -> EvalResult:
+    def _evaluate(self, model, k: int, questions: list[Question], inputs: Inputs) -> EvalResult:
+        """Round k's model on the benchmark, into round_k/eval."""
         with progress_bar(self.console) as p:
-            # the round's model, named within the run directory (a moved run still resumes)
-            name = str(self.cfg.model.path) if eval_dir.parent.name == "round_0" and self.cfg.model.path else f"{eval_dir.parent.name}/model"
-            return stages.evaluate_model(model, questions, inputs.benchmark_image_root, eval_dir, self.cfg,
-                                         benchmark=inputs.benchmark.name, progress=p, llm=self.llm, model_name=name)
+            return stages.evaluate_model(model, questions, inputs.benchmark_image_root, self.run_dir / f"round_{k}" / "eval", self.cfg,
+                                         benchmark=inputs.benchmark.name, progress=p, llm=self.llm, model_name=self.model_name(k))
 
     def incremental(self, k: int, all_rounds: bool = True) -> list[Sample]:
         """The kept items of rounds 1..k (or of round k alone)."""
@@ -255,7 +259,7 @@ class Loop:
                 vlm = stages.train_model(self.model_dir(k - 1), data, inputs.image_root, model_dir,
                                          t.model_copy(update={"seed": cfg.seed + k}), progress=p).vlm
         # 5. evaluate again
-        return self._evaluate(vlm or model_dir, rd / "eval", questions, inputs)
+        return self._evaluate(vlm or model_dir, k, questions, inputs)
 
     def hallucination_round(self, k: int, inputs: Inputs, questions: list[Question]) -> EvalResult:
         """HA-DPO from the last round's model (`hadpo.run_hadpo`), then the benchmark again, so a
@@ -267,8 +271,8 @@ class Loop:
                   f"POPE and SHR on {h.eval_images} held-out images")
         with progress_bar(self.console) as p:
             run_hadpo(self.model_dir(k - 1), self.cfg, inputs, rd, llm=self.llm, progress=p,
-                      log=lambda m: self._log(f"round {k}: {m}"), model_name=f"round_{k - 1}/model")
-        return self._evaluate(rd / "model", rd / "eval", questions, inputs)
+                      log=lambda m: self._log(f"round {k}: {m}"), model_name=self.model_name(k - 1))
+        return self._evaluate(rd / "model", k, questions, inputs)
 
     def _warn_unplanned(self, k: int, the_plan: Plan) -> None:
         if the_plan.unmapped:
