@@ -205,12 +205,16 @@ class Loop:
                                          benchmark=inputs.benchmark.name, progress=p, llm=self.llm, model_name=self.model_name(k))
 
     def incremental(self, k: int, all_rounds: bool = True) -> list[Sample]:
-        """The kept items of rounds 1..k (or of round k alone)."""
+        """The kept items of rounds 1..k (or of round k alone); where a round evolved its items
+        (`evolve.rounds`), its `evolve.share` of them replaced by evolved descendants."""
         out = []
         for j in (range(1, k + 1) if all_rounds else [k]):
             p = self.run_dir / f"round_{j}" / "filtered.jsonl"
             if p.exists():
-                out += read_jsonl(p, Sample)
+                items = read_jsonl(p, Sample)
+                if (e := self.run_dir / f"round_{j}" / "evolve" / "evolved.jsonl").exists():
+                    items = stages.with_evolved(items, read_jsonl(e, Sample), self.cfg.evolve.share, seed=self.cfg.seed + j)
+                out += items
         return out
 
     def round(self, k: int, inputs: Inputs, questions: list[Question], original: list[Sample],
@@ -249,6 +253,10 @@ class Loop:
                                     rejected=rd / "rejected.jsonl", report=rd / "filter_report.json",
                                     blind_model=self.model_dir(k - 1), image_root=inputs.image_root, llm=self.llm)
             self._log(f"round {k}: generated {len(generated)}, kept {len(f.kept)}, dropped {f.report.dropped or 'none'}")
+        # 3b. evolve the kept items (MMEvol), when asked
+        if cfg.evolve.rounds and not (rd / "evolve" / "evolved.jsonl").exists():
+            stages.evolve_items(read_jsonl(filt_path, Sample), pool, rd / "evolve", cfg, seed=cfg.seed * 100 + k, llm=self.llm,
+                                log=lambda m: self._log(f"round {k}: {m}"))
         # 4. train from the previous round's model on original + incremental data
         model_dir, vlm = rd / "model", None
         if not (model_dir / "config.json").exists():
