@@ -83,7 +83,7 @@ def main() -> None:
     table = Table(title=f"{args.n} incremental items per arm, the same steps; hard benchmark {len(hard)} questions, "
                         f"standard held-out {rows[next(iter(rows))]['standard_n']}")
     cats = list(dict.fromkeys(q.category for q in hard))
-    for col in ("arm", "evolved", "hard", *cats, "standard"):
+    for col in ("arm", "evolved", "hard", *(c.split()[0] for c in cats), "standard"):  # categories by their first word
         table.add_column(col, justify="left" if col == "arm" else "right")
     for arm, r in {"base": base, **rows}.items():
         table.add_row(arm, str(r["evolved"]), f"{r['hard']:.1%}", *(f"{r['per_category'][c]:.0%}" for c in cats), f"{r['standard']:.1%}")

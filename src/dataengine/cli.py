@@ -92,11 +92,17 @@ def loop(config: Optional[Path] = typer.Option(None, help="YAML run config; defa
 
 @app.command()
 def world(out: Path = typer.Argument(..., help="Folder for images/, pool.jsonl, benchmark.json, starter.jsonl."),
-          config: Optional[Path] = _CONFIG):
+          config: Optional[Path] = _CONFIG,
+          hard: int = typer.Option(0, help="Also write hard.json: this many multi-step and other-format questions "
+                                           "per category (instruction evolution's kinds), on scenes of their own.")):
     """Render the synthetic world: generation pool, SEED-format benchmark, starter set."""
     from .world.build import build_world
+    from .world.hard import build_hard
     with _errors():
-        inputs = build_world(_config(config), out)
+        cfg = _config(config)
+        inputs = build_world(cfg, out)
+        if hard:
+            console.print(f"wrote {build_hard(cfg, out, hard)} (its images under {inputs.image_root / 'hard'})")
     console.print(f"wrote {inputs.benchmark}, {inputs.pool}, {inputs.original} and images under {inputs.image_root}")
 
 

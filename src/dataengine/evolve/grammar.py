@@ -217,8 +217,9 @@ def solve(question: str, options: list[str], ann: ImageAnnotation, vocab: Vocabu
         if not picked:
             return None
         sol = Solution(picked[0], format="true statement", wrong=picked[1])
-        for c in checked:
-            sol.steps += c[1].steps[-1:]
+        sol.steps = checked[0][1].steps[:-1]  # finding what the statements are about
+        for o, c in zip(options, checked):
+            sol.steps.append(f"{o.rstrip('.')}: {'true' if c[0] else 'false'}")
             sol.objects |= c[1].objects
             sol.skills |= c[1].skills
         sol.skills.add("true statement")
