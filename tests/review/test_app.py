@@ -167,3 +167,32 @@ def test_ipo_verdicts_in_the_page_feed_ipo(client, run):
     rv = review(items, [], {}, judge)
     assert (rv.judged, rv.correct) == (3, 2)
     assert [(f.item, f.failure_type, f.explanation) for f in rv.failures] == [(items[1].id, "bad options", "two options mean the same")]
+
+
+def test_the_command_serves_on_loopback_and_refuses_other_hosts(run):
+    import os
+    import subprocess
+    import sys
+    import time
+
+    import httpx
+
+    from tests.support.browser import free_port
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "dataengine.cli", "review", str(run), "--port", str(port)],
+                            env={**os.environ}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                r = httpx.get(f"http://127.0.0.1:{port}/", timeout=2)
+                break
+            except httpx.TransportError:
+                assert proc.poll() is None and time.monotonic() < deadline, "the review server did not start"
+                time.sleep(0.2)
+        assert r.status_code == 200 and "class='item'" in r.text
+        assert httpx.get(f"http://127.0.0.1:{port}/", headers={"host": "evil.example"}).status_code == 400
+    finally:
+        proc.terminate()
+        out = proc.communicate(timeout=10)[0]
+    assert f"review page: http://127.0.0.1:{port}/" in out

@@ -108,7 +108,7 @@ def _item_card(item: Item, view: RunView, d: Decision | None, ipo: bool = False)
         if ann is not None:
             from ..llm.prompt import describe
             text += f"<details><summary>annotation</summary><pre>{_e(describe(ann, s.qtype))}</pre></details>"
-        kinds = "".join(f"<option{' selected' if d and d.kind == k else ''}>{_e(k)}</option>" for k in FAILURE_TYPES)
+        kinds = "".join(f"<option value='{_e(k)}'{' selected' if d and d.kind == k else ''}>{_e(k)}</option>" for k in FAILURE_TYPES)
         controls = (f"<div class='controls'><button class='pass' data-verdict='pass'>pass (p)</button>"
                     f"<button class='fail' data-verdict='fail'>fail (f)</button> <select name='kind'>{kinds}</select> "
                     f"<input name='comment' placeholder='comment' value='{_e(d.comment if d else '')}'></div>")
@@ -170,7 +170,7 @@ class ReviewApp:
         counts = {s: sum(it.status == s for it in items) for s in STATUSES[1:]}
         done = sum(it.sample.id in decisions for it in items)
         summary = (f"<p class='summary'>round {k}: {len(items)} items ({', '.join(f'{n} {s}' for s, n in counts.items() if n)}); "
-                   f"{done} decided; showing {len(shown)}</p>")
+                   f"<span id='decided'>{done}</span> decided; showing {len(shown)}</p>")
         cards = "".join(_item_card(it, view, decisions.get(it.sample.id)) for it in shown[(page - 1) * PAGE_SIZE:page * PAGE_SIZE])
         params = {k2: v for k2, v in {"round": k, "status": status, "type": qtype, "reason": reason, "version": version}.items() if v}
         pager = " ".join(f"<a href='/?{_e(urlencode({**params, 'page': p}))}'{' class=active' if p == page else ''}>{p}</a>"
@@ -192,7 +192,7 @@ class ReviewApp:
         v = next(x for x in versions if x.version == n)
         head = (f"<form class='filters' method='get'>{_select('version', [(str(x), f'v{x}') for x in numbers], str(n))}"
                 "<button type='submit'>show</button></form>"
-                f"<p class='summary'>prompt v{n}: {len(items)} items, {sum(it.sample.id in decisions for it in items)} judged"
+                f"<p class='summary'>prompt v{n}: {len(items)} items, <span id='decided'>{sum(it.sample.id in decisions for it in items)}</span> judged"
                 + (f"; measured correctness {v.correctness:.0%}" if v.correctness is not None else "; waiting for verdicts")
                 + f"</p><details><summary>rules</summary><pre>{_e(v.rules)}</pre></details>")
         cards = "".join(_item_card(it, view, decisions.get(it.sample.id), ipo=True) for it in items)

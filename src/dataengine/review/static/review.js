@@ -15,6 +15,11 @@
       const r = await fetch("/api/decide", {method: "POST", headers: {"Content-Type": "application/json"}, body: JSON.stringify(body)});
       const data = await r.json();
       if (!r.ok) { out.dataset.verdict = "error"; out.textContent = "not saved: " + data.error; return false; }
+      const counter = document.getElementById("decided");
+      if (counter && !item.dataset.decided && !(out.dataset.verdict || "").match(/^(accept|reject|edit|pass|fail)$/)) {
+        counter.textContent = (parseInt(counter.textContent) + 1).toString();
+      }
+      item.dataset.decided = "1";
       out.dataset.verdict = data.verdict; out.textContent = data.text;
       item.dataset.saved = (parseInt(item.dataset.saved || "0") + 1).toString();
       return true;
