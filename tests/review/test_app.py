@@ -73,12 +73,15 @@ def test_decisions_are_recorded_and_edits_rechecked(client, run):
     page = client.get("/").text
     assert "edited: fails the filter" in page or "edited: passes" in page
     assert "data-verdict='reject'" in page
+    one = client.get(f"/item/1/{c.id}").text  # the item's page lists its decisions, oldest first
+    assert one.count("class='item'") == 1 and one.index("edited: passes the filter") < one.index("edited: fails the filter")
 
 
 def test_bad_input_gets_a_page_not_a_traceback(client, run):
     for url, status, text in [("/?round=7", 404, "round 7: not in"), ("/?round=x", 400, "round &#x27;x&#x27;: not a number"),
                               ("/?status=maybe", 400, "status"), ("/?page=9", 404, "page 9"), ("/nowhere", 404, "Not Found"),
-                              ("/ipo?version=5", 404, "prompt v5: no items")]:
+                              ("/ipo?version=5", 404, "prompt v5: no items"), ("/item/1/nothing", 404, "item nothing: not in round 1"),
+                              ("/item/8/x", 404, "round 8: not in"), ("/item/one/x", 404, "round &#x27;one&#x27;: not a round number")]:
         r = client.get(url)
         assert r.status_code == status, url
         assert r.headers["content-type"].startswith("text/html") and text in r.text and "Traceback" not in r.text, url
@@ -196,3 +199,46 @@ def test_the_command_serves_on_loopback_and_refuses_other_hosts(run):
         proc.terminate()
         out = proc.communicate(timeout=10)[0]
     assert f"review page: http://127.0.0.1:{port}/" in out
+
+
+def test_ipo_runs_on_the_verdicts_given_in_the_page(world, tmp_path):
+    """IPO with `--review page`: each prompt version's items wait for a person's verdicts in the page."""
+    import re
+    import threading
+    import time
+
+    from dataengine.llm.client import LLMClient, LLMConfig
+    from dataengine.llm.ipo import Failure, PageJudge, optimize
+    from tests.support.fake_llm import FakeLLM
+    from tests.support.writers import writer
+
+    signs = [a for a in read_jsonl(world.pool, ImageAnnotation) if a.texts][:12]
+    out, result = tmp_path / "ipo", {}
+    with FakeLLM(answer=writer) as srv:
+        judge = PageJudge(tmp_path / "review.sqlite", poll=0.05, timeout=60, show=lambda m: None)
+        t = threading.Thread(target=lambda: result.update(res=optimize(LLMClient(LLMConfig(base_urls=[srv.url])), signs, out,
+                                                                       rounds=3, target=0.9, per_type=2, qtypes=[9], judge=judge,
+                                                                       log=lambda m: None)))
+        t.start()
+
+        def judge_in_page(version: int, verdict: str) -> int:
+            deadline = time.monotonic() + 60
+            while not (out / f"v{version}" / "items.jsonl").exists():
+                assert time.monotonic() < deadline and t.is_alive(), f"no items of v{version}"
+                time.sleep(0.05)
+            page = TestClient(create_app(tmp_path)).get("/ipo", params={"version": version}).text
+            ids = re.findall(r"data-item='([^']+)'", page)
+            c = TestClient(create_app(tmp_path))
+            for i in ids:
+                r = c.post("/api/decide", json={"round": f"ipo-v{version}", "item": i, "verdict": verdict,
+                                                "kind": "wrong answer", "comment": f"{verdict} by a person"})
+                assert r.status_code == 200, r.text
+            return len(ids)
+
+        assert judge_in_page(1, "fail") == 2  # the person fails v1's items ...
+        assert judge_in_page(2, "pass") == 2  # ... and passes those of the rewrite
+        t.join(60)
+    res = result["res"]
+    assert res.stopped == "target met" and [v.correctness for v in res.versions] == [0.0, 1.0]
+    failures = read_jsonl(out / "v1" / "failures.jsonl", Failure)
+    assert [f.explanation for f in failures] == ["fail by a person"] * 2

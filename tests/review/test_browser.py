@@ -122,7 +122,7 @@ def test_ipo_review_and_bad_input_in_the_browser(browser, server, run):
     got = ReviewStore(run / "review.sqlite").decisions("ipo-v1")
     assert got[items[0].id].verdict == "pass" and got[items[1].id].kind == "wrong answer"
     screenshot(browser, "review-ipo")
-    for url, text in [("/?round=9", "round 9: not in"), ("/image/..%2F..%2Fconfig.yaml", "not a picture of this run")]:
+    for url, text in [("/?round=9", "round 9: not in"), ("/item/1/nothing", "item nothing: not in round 1"), ("/image/..%2F..%2Fconfig.yaml", "not a picture of this run")]:
         browser.get(server.url + url)
         assert text in browser.find_element(By.ID, "error").text
         assert "Traceback" not in browser.page_source

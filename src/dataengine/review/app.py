@@ -5,6 +5,7 @@
                            accept / reject / edit (keys a, r, e; j and k move between items)
     GET  /ipo?version=N    a prompt version's IPO items, to pass or fail (keys p, f) with a failure type
                            and a comment: IPO's human review (`dataengine ipo --review page`)
+    GET  /item/ROUND/ID    one item, with every decision made on it
     GET  /image/PATH       a picture, only from the run's image roots
     POST /api/decide       {"round", "item", "verdict", "edited"?, "kind"?, "comment"?}: recorded at once
     GET  /api/decisions    the last decision on each item (?round=)
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import html
 import json
+import time
 from importlib import resources
 from pathlib import Path
 from urllib.parse import urlencode
@@ -97,7 +99,7 @@ def _item_card(item: Item, view: RunView, d: Decision | None, ipo: bool = False)
                    for i, o in enumerate(shown.options))
     status = f"<span class='status {item.status}'>{item.status}{': ' + _e(item.reason) if item.reason else ''}</span>"
     head = (f"<div class='meta'>round {_e(item.round)} &middot; {_e(s.qtype)}. {_e(QTYPES.get(s.qtype, ('?',))[0])} "
-            f"&middot; {_e(item.version)} &middot; {status} &middot; <code>{_e(s.id)}</code></div>")
+            f"&middot; {_e(item.version)} &middot; {status} &middot; <a href='/item/{_e(item.round)}/{_e(s.id)}'><code>{_e(s.id)}</code></a></div>")
     pic = (f"<div class='pic'><img alt='{_e(s.image)}' src='/image/{_e(s.image)}'>{_boxes(item, view)}</div>")
     text = (f"<div class='q'>{_e(shown.instruction)}</div><ol class='opts'>{opts}</ol>"
             f"<div class='muted answer'>{_e(shown.answer)}</div>")
@@ -198,6 +200,16 @@ class ReviewApp:
         cards = "".join(_item_card(it, view, decisions.get(it.sample.id), ipo=True) for it in items)
         return _page(f"review: IPO v{n}", _nav(view, "IPO review") + head + (cards or "<p class='muted'>No items.</p>"))
 
+    async def item(self, request: Request) -> Response:
+        """One item (round and id in the path), with every decision made on it."""
+        item = self.view.item(request.path_params["round"], request.path_params["item"])  # DataError (404)
+        history = self.store.history(item.sample.id)
+        rows = "".join(f"<li>{_e(time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(d.at)))}: {_e(_decision_text(d))}</li>"
+                       for d in history if d.round == item.round)
+        return _page(f"review: {item.sample.id}", _nav(self.view, "") + _item_card(item, self.view, self.store.get(item.round, item.sample.id),
+                                                                                    ipo=item.round.startswith("ipo-"))
+                     + f"<h3>decisions</h3><ol class='history'>{rows or '<li class=muted>none yet</li>'}</ol>")
+
     async def image(self, request: Request) -> Response:
         path = self.view.image_file(request.path_params["path"])
         return FileResponse(path)
@@ -281,7 +293,7 @@ def create_app(run_dir: str | Path, image_root: str | Path | None = None, ipo_di
     view = RunView(run_dir, image_root, ipo_dir)
     store = ReviewStore(db or Path(run_dir) / DB_NAME)
     r = ReviewApp(view, store)
-    routes = [Route("/", r.items), Route("/ipo", r.ipo), Route("/image/{path:path}", r.image),
+    routes = [Route("/", r.items), Route("/ipo", r.ipo), Route("/item/{round}/{item}", r.item), Route("/image/{path:path}", r.image),
               Route("/api/decide", r.decide, methods=["POST"]), Route("/api/decisions", r.decisions)]
     middleware = [Middleware(TrustedHostMiddleware, allowed_hosts=allowed_hosts)] if allowed_hosts else []
     app = Starlette(routes=routes, middleware=middleware,
