@@ -3,6 +3,7 @@ decisions taking effect in the loop's next training mix, `mix --review` and `exp
 import json
 
 import pytest
+from rich.console import Console
 from starlette.testclient import TestClient
 from typer.testing import CliRunner
 
@@ -242,3 +243,40 @@ def test_ipo_runs_on_the_verdicts_given_in_the_page(world, tmp_path):
     assert res.stopped == "target met" and [v.correctness for v in res.versions] == [0.0, 1.0]
     failures = read_jsonl(out / "v1" / "failures.jsonl", Failure)
     assert [f.explanation for f in failures] == ["fail by a person"] * 2
+
+
+def test_the_loop_trains_round_k_on_its_items_as_reviewed(client, run, monkeypatch):
+    """The loop's own round: its training set leaves the rejected item out and trains on the edit."""
+    from dataengine.records import write_json
+    from dataengine.sample import Plan, TypePlan
+
+    a, b, c = kept(run)[:3]
+    client.post("/api/decide", json={"round": "1", "item": a.id, "verdict": "reject"})
+    client.post("/api/decide", json={"round": "1", "item": b.id, "verdict": "edit",
+                                     "edited": {"answer": "As the picture shows: " + b.answer}})
+    client.post("/api/decide", json={"round": "1", "item": c.id, "verdict": "edit", "edited": wrong_answer(c)})
+    write_json(run / "round_1" / "plan.json", Plan(types={3: TypePlan(qtype=3, name="Instance Attributes", count=2)}))
+    trained = {}
+
+    class Stop(Exception):
+        pass
+
+    def train_model(model, data, image_root, out, cfg, progress=None):
+        trained["data"] = data
+        raise Stop
+
+    monkeypatch.setattr(stages, "train_model", train_model)
+    cfg = load_config(run / "config.yaml")
+    cfg.train.original_fraction = 0.0
+    inputs = stages.resolve_inputs(cfg, run)
+    benchmark, questions = stages.read_questions(inputs)
+    loop = Loop(cfg, run, console=Console(quiet=True))
+    try:
+        with pytest.raises(Stop):
+            loop.round(1, inputs, questions, read_jsonl(inputs.original, Sample), read_jsonl(inputs.pool, ImageAnnotation),
+                       stages.benchmark_guard(benchmark, inputs))
+    finally:
+        (run / "round_1" / "plan.json").unlink()
+    ids = [s.id for s in trained["data"]]
+    assert a.id not in ids and c.id not in ids and b.id in ids and len(ids) == len(kept(run)) - 2
+    assert next(s for s in trained["data"] if s.id == b.id).answer.startswith("As the picture shows: ")
