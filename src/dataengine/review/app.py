@@ -310,4 +310,6 @@ def serve(run_dir: str | Path, host: str = "127.0.0.1", port: int = 8765, image_
     app = create_app(run_dir, image_root, ipo_dir,
                      allowed_hosts=["127.0.0.1", "localhost", "[::1]"] if loopback else None)
     log(f"review page: http://{'[::1]' if host == '::1' else host}:{port}/  (decisions in {app.state.store.path}; Ctrl-C stops)")
+    if not loopback:
+        log(f"listening on {host}, not loopback only: whoever reaches this address can read the items and change decisions")
     uvicorn.run(app, host=host, port=port, log_level="warning")
