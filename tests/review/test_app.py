@@ -280,3 +280,32 @@ def test_the_loop_trains_round_k_on_its_items_as_reviewed(client, run, monkeypat
     ids = [s.id for s in trained["data"]]
     assert a.id not in ids and c.id not in ids and b.id in ids and len(ids) == len(kept(run)) - 2
     assert next(s for s in trained["data"] if s.id == b.id).answer.startswith("As the picture shows: ")
+
+
+def test_the_ipo_command_takes_verdicts_from_the_page(world, tmp_path):
+    import threading
+    import time
+
+    from tests.support.fake_llm import FakeLLM
+    from tests.support.writers import writer
+
+    signs = [a for a in read_jsonl(world.pool, ImageAnnotation) if a.texts][:12]
+    from dataengine.records import write_jsonl
+    write_jsonl(tmp_path / "pool.jsonl", signs)
+    out, result = tmp_path / "ipo", {}
+    with FakeLLM(answer=writer) as srv:
+        args = ["ipo", "--pool", str(tmp_path / "pool.jsonl"), "--out", str(out), "--llm-url", srv.url, "--review", "page",
+                "--types", "9", "--per-type", "2", "--rounds", "1"]
+        t = threading.Thread(target=lambda: result.update(res=CliRunner().invoke(cli, args)))
+        t.start()
+        deadline = time.monotonic() + 60
+        while not (out / "v1" / "items.jsonl").exists():
+            assert time.monotonic() < deadline and t.is_alive(), "no items of v1"
+            time.sleep(0.05)
+        c = TestClient(create_app(tmp_path))
+        for s in read_jsonl(out / "v1" / "items.jsonl", Sample):
+            assert c.post("/api/decide", json={"round": "ipo-v1", "item": s.id, "verdict": "pass"}).status_code == 200
+        t.join(60)
+    res = result["res"]
+    assert res.exit_code == 0, res.output
+    assert f"dataengine review {tmp_path}" in res.output.replace("\n", "") and "stopped: target met; best v1" in res.output
