@@ -48,7 +48,11 @@ class RunView:
             self.image_root = self.dir / "world" / "images"
         self.pool_path = Path(d.pool) if d.pool else self.dir / "world" / "pool.jsonl"
         self.benchmark_path = Path(d.benchmark) if d.benchmark else self.dir / "world" / "benchmark.json"
-        self.benchmark_image_root = Path(d.benchmark_image_root) if d.benchmark_image_root else self.image_root
+        if d.benchmark_image_root:
+            self.benchmark_image_root = Path(d.benchmark_image_root)
+        else:  # as stages.resolve_inputs has it: an MMBench TSV's pictures are written into the run directory
+            from ..benchmarks import is_mmbench
+            self.benchmark_image_root = self.dir / "benchmark_images" if d.benchmark and is_mmbench(d.benchmark) else self.image_root
 
     # ---- rounds and their items ----
     def rounds(self) -> list[int]:
