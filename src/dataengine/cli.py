@@ -476,6 +476,36 @@ def filter_cmd(inp: Path = typer.Argument(..., help="Generated JSONL."), out: Pa
 
 
 @app.command()
+def evolve(items: Path = typer.Argument(..., help="Items to evolve (JSONL of samples, e.g. a round's filtered.jsonl)."),
+           pool: Path = typer.Option(..., help="JSONL of the image annotations the items are about."),
+           out: Path = typer.Option(..., help="Folder for round_<r>/ (children, verdicts, figures) and evolved.jsonl."),
+           rounds: Optional[int] = typer.Option(None, help="Evolution rounds (default 3)."),
+           operator: list[str] = typer.Option([], help="perception, reasoning, interaction (repeat; default all)."),
+           generator: Optional[str] = typer.Option(None, help="grounded (default) or llm"),
+           judge: Optional[str] = typer.Option(None, help="grounded (default) or llm"),
+           share: Optional[float] = typer.Option(None, help="With --mix: the share of ITEMS replaced by evolved descendants."),
+           mix: Optional[Path] = typer.Option(None, help="Also write ITEMS with a share replaced by evolved descendants here."),
+           llm_url: list[str] = _LLM_URL, llm_local: bool = _LLM_LOCAL, seed: int = typer.Option(0),
+           config: Optional[Path] = _CONFIG):
+    """Evolve items into harder, more varied ones (MMEvol): perception, reasoning and format operators,
+    each child kept only if the judge finds it more complex and still correct."""
+    from . import stages
+    from .records import ImageAnnotation, Sample, write_jsonl
+    with _errors(), contextlib.ExitStack() as stack:
+        cfg = _config(config, evolve__rounds=rounds if rounds is not None else (None if config else 3), evolve__operators=operator or None,
+                      evolve__generator=generator, evolve__judge=judge, evolve__share=share,
+                      llm__base_urls=llm_url or None, llm__local=True if llm_local else None)
+        samples = _read(items, Sample)
+        if not samples:
+            raise DataError(f"{items}: no items to evolve")
+        llm = lambda: stack.enter_context(stages.open_llm(cfg.llm, out, out / "llm_cache.sqlite", log=console.print))  # noqa: E731
+        kept = stages.evolve_items(samples, _read(pool, ImageAnnotation), out, cfg, seed=seed, llm=llm, log=console.print)
+        if mix:
+            write_jsonl(mix, stages.with_evolved(samples, kept, cfg.evolve.share, seed))
+    console.print(f"wrote {len(kept)} evolved items to {out / 'evolved.jsonl'}" + (f"; the mix to {mix}" if mix else ""))
+
+
+@app.command()
 def mix(original: Path = typer.Option(..., help="The original training data (JSONL)."),
         incremental: list[Path] = typer.Option([], help="Kept items of the rounds so far (repeat)."),
         out: Path = typer.Option(...), config: Optional[Path] = _CONFIG,

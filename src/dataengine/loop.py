@@ -207,14 +207,21 @@ class Loop:
     def incremental(self, k: int, all_rounds: bool = True, recheck=None) -> list[Sample]:
         """The kept items of rounds 1..k (or of round k alone), with a person's review decisions
         (`dataengine review`) applied: rejected items left out, edited ones in place of the originals
-        when `recheck` (the filter on one item) passes them."""
+        when `recheck` (the filter on one item) passes them; where a round evolved its items
+        (`evolve.rounds`), its `evolve.share` of them replaced by evolved descendants (of items neither
+        rejected nor edited)."""
         from .review.store import reviewed_round
         out = []
         for j in (range(1, k + 1) if all_rounds else [k]):
             applied = reviewed_round(self.run_dir, j, recheck)
             if applied.rejected or applied.edited or applied.failing:
                 self._log(f"round {j}'s items as reviewed: {applied.summary()}")
-            out += applied.items
+            items = applied.items
+            if items and (e := self.run_dir / f"round_{j}" / "evolve" / "evolved.jsonl").exists():
+                edited = set(applied.edited)
+                evolved = [c for c in read_jsonl(e, Sample) if c.lineage.root not in edited]
+                items = stages.with_evolved(items, evolved, self.cfg.evolve.share, seed=self.cfg.seed + j)
+            out += items
         return out
 
     def round(self, k: int, inputs: Inputs, questions: list[Question], original: list[Sample],
@@ -254,6 +261,10 @@ class Loop:
                                     rejected=rd / "rejected.jsonl", report=rd / "filter_report.json",
                                     blind_model=self.model_dir(k - 1), image_root=inputs.image_root, llm=self.llm)
             self._log(f"round {k}: generated {len(generated)}, kept {len(f.kept)}, dropped {f.report.dropped or 'none'}")
+        # 3b. evolve the kept items (MMEvol), when asked
+        if cfg.evolve.rounds and not (rd / "evolve" / "evolved.jsonl").exists():
+            stages.evolve_items(read_jsonl(filt_path, Sample), pool, rd / "evolve", cfg, seed=cfg.seed * 100 + k, llm=self.llm,
+                                log=lambda m: self._log(f"round {k}: {m}"))
         # 4. train from the previous round's model on original + incremental data
         model_dir, vlm = rd / "model", None
         if not (model_dir / "config.json").exists():

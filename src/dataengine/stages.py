@@ -310,6 +310,42 @@ def edit_check(guard: BenchmarkGuard | None, pool: list[ImageAnnotation] | None,
     return check
 
 
+# ---- evolve ----
+
+def evolve_items(items: list[Sample], pool: list[ImageAnnotation], out: str | Path, cfg: RunConfig, rounds: int | None = None,
+                 seed: int = 0, llm: Callable[[], LLMClient] | None = None, log: Log = _quiet) -> list[Sample]:
+    """Evolve `items` (`evolve.rounds.evolve`) by the config's `evolve` section into the folder `out`;
+    return the kept children of every round. Resumes at the round a killed run was in."""
+    from .evolve.llm import LLMEvolver, load_prompts
+    from .evolve.rounds import evolve
+    e = cfg.evolve
+    evolver = LLMEvolver(llm(), load_prompts(e.prompt)) if (e.generator == "llm" or e.judge == "llm") and llm else None
+    if (e.generator == "llm" or e.judge == "llm") and evolver is None:
+        raise DataError("evolve.generator or evolve.judge is llm, but no LLM is configured (the llm section)")
+    kept, _ = evolve(items, pool, out, rounds=e.rounds if rounds is None else rounds, operators=e.operators,
+                     vocab=vocabulary(pool), llm=evolver, generator=e.generator, judge=e.judge,
+                     embedder=get_embedder(cfg.embed.model), seed=seed, log=log)
+    return kept
+
+
+def with_evolved(items: list[Sample], evolved: list[Sample], share: float, seed: int) -> list[Sample]:
+    """`items` with a `share` of them replaced by an evolved descendant each (the deepest one, drawn
+    at random among equals): as many items as before, part of them harder. Items with no kept
+    descendant stay as they are."""
+    by_root: dict[str, list[Sample]] = {}
+    for c in evolved:
+        by_root.setdefault(c.lineage.root, []).append(c)
+    rng = random.Random(seed)
+    order = [i for i, s in enumerate(items) if s.id in by_root]
+    rng.shuffle(order)
+    out = list(items)
+    for i in order[:round(share * len(items))]:
+        family = by_root[items[i].id]
+        deepest = max(c.lineage.round for c in family)
+        out[i] = rng.choice([c for c in family if c.lineage.round == deepest])
+    return out
+
+
 # ---- train ----
 
 def training_mix(original: list[Sample], incremental: list[Sample], fraction: float, seed: int) -> list[Sample]:
