@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 from dataengine.cli import app
 
 COMMANDS = ["loop", "world", "init-model", "train", "evaluate", "mme-eval", "pope-build", "pope-eval", "plan", "generate",
-            "filter", "evolve", "mix", "ipo", "llm-serve", "pool", "export", "import", "report"]
+            "filter", "evolve", "mix", "ipo", "llm-serve", "pool", "export", "import", "report", "review"]
 
 
 def test_every_stage_is_a_command_with_help():

@@ -77,6 +77,19 @@ def _read_all(paths: list[Path], model) -> list:
     return [x for p in paths for x in _read(p, model)]
 
 
+_REVIEW = typer.Option(None, "--review", help="A run directory whose review decisions (review.sqlite) apply: rejected "
+                       "items left out, edited ones in place of the originals if they passed the filter.")
+
+
+def _reviewed(samples: list, run_dir: Optional[Path]) -> list:
+    if run_dir is None:
+        return samples
+    from .review.store import apply_review
+    applied = apply_review(samples, run_dir)
+    console.print(f"review decisions applied: {applied.summary()}", highlight=False)
+    return applied.items
+
+
 # ---- the loop ----
 
 @app.command()
@@ -503,13 +516,14 @@ def mix(original: Path = typer.Option(..., help="The original training data (JSO
         incremental: list[Path] = typer.Option([], help="Kept items of the rounds so far (repeat)."),
         out: Path = typer.Option(...), config: Optional[Path] = _CONFIG,
         fraction: Optional[float] = typer.Option(None, help="Share of the original data replayed (config default: 0.25)."),
-        seed: int = typer.Option(0)):
+        seed: int = typer.Option(0), review: Optional[Path] = _REVIEW):
     """The training set of a round, as the loop makes it: a seeded share of the original data, then the incremental items."""
     from . import stages
     from .records import Sample, write_jsonl
     with _errors():
         cfg = _config(config, train__original_fraction=fraction)
-        data = stages.training_mix(_read(original, Sample), _read_all(incremental, Sample), cfg.train.original_fraction, seed)
+        items = _reviewed(_read_all(incremental, Sample), review)
+        data = stages.training_mix(_read(original, Sample), items, cfg.train.original_fraction, seed)
     write_jsonl(out, data)
     console.print(f"wrote {len(data)} items to {out}")
 
@@ -520,7 +534,8 @@ def mix(original: Path = typer.Option(..., help="The original training data (JSO
 def ipo(pool: Path = typer.Option(..., help="JSONL of image annotations to generate from."),
         out: Path = typer.Option(..., help="Folder for prompts.jsonl (every version) and each version's items and failures."),
         config: Optional[Path] = _CONFIG, llm_url: list[str] = _LLM_URL, llm_local: bool = _LLM_LOCAL,
-        image_root: Optional[Path] = typer.Option(None), review: str = typer.Option("auto", help="auto (the annotation verifier) or human"),
+        image_root: Optional[Path] = typer.Option(None), review: str = typer.Option("auto", help="auto (the annotation verifier), human (at this terminal) or page "
+                                                   "(in `dataengine review`'s IPO tab; verdicts in OUT's parent/review.sqlite)"),
         rounds: Optional[int] = typer.Option(None), per_type: Optional[int] = typer.Option(None),
         target: Optional[float] = typer.Option(None), types: Optional[str] = typer.Option(None, help="e.g. 3,5,9 (default: all)"),
         seed: int = typer.Option(0)):
@@ -537,6 +552,11 @@ def ipo(pool: Path = typer.Option(..., help="JSONL of image annotations to gener
 
     with _errors():
         judge = REVIEWERS.get(review)
+        if review == "page":
+            from .review.store import DB_NAME
+            judge = judge(out.parent / DB_NAME, show=console.print)
+            console.print(f"judge each prompt version's items in the review page: dataengine review {out.parent}"
+                          + ("" if out.name == "ipo" else f" --ipo {out}"), highlight=False)
         try:
             qtypes = [int(t) for t in types.split(",")] if types else None
         except ValueError:
@@ -618,7 +638,8 @@ def pool(out: Path = typer.Option(..., help="JSONL of ImageAnnotation records, f
 def export(inp: Path = typer.Argument(...), out: Path = typer.Option(...),
            to: str = typer.Option("llava", help="llava (conversation JSON) or hf (Parquet shards with the images)"),
            form: str = typer.Option("both", help="llava: direct, choice or both"),
-           image_root: Optional[Path] = typer.Option(None, help="Where the images are (hf: needed; llava: each picture is opened first)")):
+           image_root: Optional[Path] = typer.Option(None, help="Where the images are (hf: needed; llava: each picture is opened first)"),
+           review: Optional[Path] = _REVIEW):
     """Export samples to the LLaVA conversation JSON, or to a Hugging Face dataset with the images."""
     from .export import FORMS, TARGETS
     from .records import Sample
@@ -626,7 +647,7 @@ def export(inp: Path = typer.Argument(...), out: Path = typer.Option(...),
         target, _ = TARGETS.get(to), FORMS.get(form)
         if to == "hf" and image_root is None:
             raise DataError("--image-root is needed for --to hf")
-        target(_read(inp, Sample), out, form, image_root)
+        target(_reviewed(_read(inp, Sample), review), out, form, image_root)
     console.print(f"wrote {out}")
 
 
@@ -673,6 +694,27 @@ def report(run_dir: Path = typer.Argument(Path("runs/default")),
         from .report.html import write_html
         with _errors():
             console.print(f"wrote {write_html([run_dir, *compare], html, image_root)}")
+
+
+@app.command()
+def review(run_dir: Path = typer.Argument(..., help="The run directory whose items to review."),
+           host: str = typer.Option("127.0.0.1", help="Address to listen on (loopback only unless you say otherwise)."),
+           port: int = typer.Option(8765),
+           image_root: Optional[Path] = typer.Option(None, help="The pictures (default: the run config's, or its world's)."),
+           ipo: Optional[Path] = typer.Option(None, help="The IPO folder (default: RUN/ipo)."),
+           check: bool = typer.Option(False, "--check", help="Check the run directory and exit, without serving.")):
+    """A local web page to page through each round's generated, kept and rejected items, with their
+    pictures and boxes, and accept, reject or edit them; decisions go to RUN/review.sqlite and take
+    effect in the loop's next training mix, `mix --review` and `export --review`."""
+    from .review.app import create_app, serve
+    with _errors():
+        if check:
+            app_ = create_app(run_dir, image_root, ipo)
+            view = app_.state.view
+            console.print(f"{run_dir}: rounds {', '.join(map(str, view.rounds())) or 'none'}; "
+                          f"{len(view.ipo_versions())} IPO prompt versions; decisions in {app_.state.store.path}", highlight=False)
+            return
+        serve(run_dir, host, port, image_root, ipo, log=lambda m: console.print(m, highlight=False))
 
 
 def main() -> None:

@@ -204,17 +204,24 @@ class Loop:
             return stages.evaluate_model(model, questions, inputs.benchmark_image_root, self.run_dir / f"round_{k}" / "eval", self.cfg,
                                          benchmark=inputs.benchmark.name, progress=p, llm=self.llm, model_name=self.model_name(k))
 
-    def incremental(self, k: int, all_rounds: bool = True) -> list[Sample]:
-        """The kept items of rounds 1..k (or of round k alone); where a round evolved its items
-        (`evolve.rounds`), its `evolve.share` of them replaced by evolved descendants."""
+    def incremental(self, k: int, all_rounds: bool = True, recheck=None) -> list[Sample]:
+        """The kept items of rounds 1..k (or of round k alone), with a person's review decisions
+        (`dataengine review`) applied: rejected items left out, edited ones in place of the originals
+        when `recheck` (the filter on one item) passes them; where a round evolved its items
+        (`evolve.rounds`), its `evolve.share` of them replaced by evolved descendants (of items neither
+        rejected nor edited)."""
+        from .review.store import reviewed_round
         out = []
         for j in (range(1, k + 1) if all_rounds else [k]):
-            p = self.run_dir / f"round_{j}" / "filtered.jsonl"
-            if p.exists():
-                items = read_jsonl(p, Sample)
-                if (e := self.run_dir / f"round_{j}" / "evolve" / "evolved.jsonl").exists():
-                    items = stages.with_evolved(items, read_jsonl(e, Sample), self.cfg.evolve.share, seed=self.cfg.seed + j)
-                out += items
+            applied = reviewed_round(self.run_dir, j, recheck)
+            if applied.rejected or applied.edited or applied.failing:
+                self._log(f"round {j}'s items as reviewed: {applied.summary()}")
+            items = applied.items
+            if items and (e := self.run_dir / f"round_{j}" / "evolve" / "evolved.jsonl").exists():
+                edited = set(applied.edited)
+                evolved = [c for c in read_jsonl(e, Sample) if c.lineage.root not in edited]
+                items = stages.with_evolved(items, evolved, self.cfg.evolve.share, seed=self.cfg.seed + j)
+            out += items
         return out
 
     def round(self, k: int, inputs: Inputs, questions: list[Question], original: list[Sample],
@@ -230,8 +237,9 @@ class Loop:
                                          previous_eval=history[0], previous_plan=history[1])
         self._warn_unplanned(k, the_plan)
         gen_path, filt_path = rd / "generated.jsonl", rd / "filtered.jsonl"
+        recheck = stages.edit_check(guard, pool, cfg)  # the filter on an item a person edited
         # The training data so far, read once, and only if generate or filter still has to run.
-        seen = original + self.incremental(k - 1) if not filt_path.exists() else []
+        seen = original + self.incremental(k - 1, recheck=recheck) if not filt_path.exists() else []
         # 2. generate, never on an image used before for the same type
         if not gen_path.exists():
             generator = stages.make_generator(cfg.generate, pool, f"round-{k}", llm=self.llm,
@@ -261,8 +269,8 @@ class Loop:
         model_dir, vlm = rd / "model", None
         if not (model_dir / "config.json").exists():
             t = cfg.train
-            data = stages.training_mix(original, self.incremental(k, all_rounds=t.incremental == "all"), t.original_fraction,
-                                       seed=cfg.seed + k)
+            data = stages.training_mix(original, self.incremental(k, all_rounds=t.incremental == "all", recheck=recheck),
+                                       t.original_fraction, seed=cfg.seed + k)
             with progress_bar(self.console) as p:
                 vlm = stages.train_model(self.model_dir(k - 1), data, inputs.image_root, model_dir,
                                          t.model_copy(update={"seed": cfg.seed + k}), progress=p).vlm

@@ -292,6 +292,24 @@ def filter_items(generated: list[Sample], out: str | Path, guard: BenchmarkGuard
     return Filtered(kept, rep)
 
 
+def edit_check(guard: BenchmarkGuard | None, pool: list[ImageAnnotation] | None,
+               cfg: RunConfig) -> Callable[[Sample, list[Sample]], str]:
+    """The filter on one item a person edited (`review.store.apply`), beside the items `seen` it would
+    join: "" when it passes, else the reason. The checks of `filter_items` but the embedding
+    near-duplicate and blind ones (they judge a set, or need a model)."""
+    anns = {a.image: a for a in pool} if pool else None
+    vocab = vocabulary(pool) if pool else None
+
+    def check(s: Sample, seen: list[Sample] = ()) -> str:
+        try:
+            _, dropped, _ = filter_samples([s], guard, anns, seen=[x for x in seen if x.id != s.id],
+                                           drop_unverified=cfg.filter.unverifiable == "drop", vocab=vocab)
+        except DataError as e:
+            return str(e)
+        return dropped[0][1] if dropped else ""
+    return check
+
+
 # ---- evolve ----
 
 def evolve_items(items: list[Sample], pool: list[ImageAnnotation], out: str | Path, cfg: RunConfig, rounds: int | None = None,

@@ -21,6 +21,7 @@ from typing import Callable
 
 from pydantic import BaseModel
 
+from ..errors import DataError
 from ..filter import check_format, check_leak
 from ..generate.llm import LLMGenerator
 from ..qtypes import Vocabulary, verify
@@ -104,10 +105,38 @@ def human_judge(s: Sample, ann: ImageAnnotation | None, vocab: Vocabulary | None
                    explanation=ask("explanation: ").strip())
 
 
-# `dataengine ipo --review`: who judges the items of a prompt version
+class PageJudge:
+    """A person's verdicts given in the review page (`dataengine review RUN`, its IPO tab) instead of at
+    the terminal: each item's pass / fail (failure type, comment) is read from the review database,
+    waiting until the person has given it. `measure` writes a version's items before they are judged,
+    so the page can show them; a verdict given earlier (a resumed run) is used at once."""
+
+    def __init__(self, db: str | Path, poll: float = 1.0, timeout: float | None = None, show: Callable[[str], None] = print):
+        from ..review.store import ReviewStore
+        self.store, self.poll, self.timeout, self.show = ReviewStore(db), poll, timeout, show
+        self._waiting: str | None = None
+
+    def __call__(self, s: Sample, ann: ImageAnnotation | None, vocab: Vocabulary | None = None) -> Failure | None:
+        import time
+        round, start = s.source, time.monotonic()  # the version's items carry "ipo-v<n>" as their source
+        while (d := self.store.get(round, s.id)) is None or d.verdict not in ("pass", "fail"):
+            if self._waiting != round:
+                self._waiting = round
+                self.show(f"waiting for your verdicts on prompt {round.removeprefix('ipo-')} in the review page ({self.store.path})")
+            if self.timeout is not None and time.monotonic() - start > self.timeout:
+                raise DataError(f"item {s.id}: no verdict in {self.store.path} after {self.timeout:.0f} s")
+            time.sleep(self.poll)
+        if d.verdict == "pass":
+            return None
+        return Failure(item=s.id, qtype=s.qtype, image=s.image, question=s.instruction, failure_type=d.kind or "other",
+                       explanation=d.comment)
+
+
+# `dataengine ipo --review`: who judges the items of a prompt version ("page" is a PageJudge on a database)
 REVIEWERS: Registry = Registry("review mode")
 REVIEWERS.register("auto", auto_judge)
 REVIEWERS.register("human", human_judge)
+REVIEWERS.register("page", PageJudge)
 
 
 def review(items: list[Sample], problems: list[dict], anns: dict[str, ImageAnnotation], judge=auto_judge,
@@ -196,9 +225,9 @@ def measure(client: LLMClient, version: PromptVersion, images: dict[int, list[Im
     """Generate one item per sampled image with this version and review them; files under out/v{n}/."""
     gen = LLMGenerator(client, prompt_for(version), source=f"ipo-v{version.version}", image_root=image_root)
     items = [s for t, imgs in sorted(images.items()) for s in gen.generate_batch(t, imgs, [], random.Random(0))]
-    rv = review(items, gen.problems, anns, judge, vocab)
     d = out / f"v{version.version}"
-    write_jsonl(d / "items.jsonl", items)
+    write_jsonl(d / "items.jsonl", items)  # before the review: a person judges them in the review page
+    rv = review(items, gen.problems, anns, judge, vocab)
     write_jsonl(d / "failures.jsonl", rv.failures)
     return rv
 
