@@ -491,6 +491,7 @@ def evolve(items: Path = typer.Argument(..., help="Items to evolve (JSONL of sam
            judge: Optional[str] = typer.Option(None, help="grounded (default) or llm"),
            share: Optional[float] = typer.Option(None, help="With --mix: the share of ITEMS replaced by evolved descendants."),
            mix: Optional[Path] = typer.Option(None, help="Also write ITEMS with a share replaced by evolved descendants here."),
+           prompts: Optional[Path] = typer.Option(None, help="A prompt store from `dataengine ipo --evolve` (its best version is used)."),
            llm_url: list[str] = _LLM_URL, llm_local: bool = _LLM_LOCAL, seed: int = typer.Option(0),
            config: Optional[Path] = _CONFIG):
     """Evolve items into harder, more varied ones (MMEvol): perception, reasoning and format operators,
@@ -500,6 +501,7 @@ def evolve(items: Path = typer.Argument(..., help="Items to evolve (JSONL of sam
     with _errors(), contextlib.ExitStack() as stack:
         cfg = _config(config, evolve__rounds=rounds if rounds is not None else (None if config else 3), evolve__operators=operator or None,
                       evolve__generator=generator, evolve__judge=judge, evolve__share=share,
+                      evolve__prompts=str(prompts) if prompts else None,
                       llm__base_urls=llm_url or None, llm__local=True if llm_local else None)
         samples = _read(items, Sample)
         if not samples:
@@ -538,6 +540,7 @@ def ipo(pool: Path = typer.Option(..., help="JSONL of image annotations to gener
                                                    "(in `dataengine review`'s IPO tab; verdicts in OUT's parent/review.sqlite)"),
         rounds: Optional[int] = typer.Option(None), per_type: Optional[int] = typer.Option(None),
         target: Optional[float] = typer.Option(None), types: Optional[str] = typer.Option(None, help="e.g. 3,5,9 (default: all)"),
+        evolve: Optional[Path] = typer.Option(None, help="Optimize the evolution prompt instead, evolving items of this JSONL."),
         seed: int = typer.Option(0)):
     """Interactive Prompt Optimization: generate, review the failures, let the LLM revise the prompt; repeat."""
     from . import stages
@@ -565,8 +568,13 @@ def ipo(pool: Path = typer.Option(..., help="JSONL of image annotations to gener
                       llm__base_urls=llm_url or None, llm__local=True if llm_local else None)
         anns = _read(pool, ImageAnnotation)
         with stages.open_llm(cfg.llm, out, out / "llm_cache.sqlite", log=console.print) as client:
-            res = stages.optimize_prompt(client, anns, out, cfg.ipo, seed=seed, image_root=image_root, judge=judge,
-                                         accept=None if review == "auto" else accept, log=console.print)
+            if evolve:
+                from .records import Sample
+                res = stages.optimize_evolve_prompt(client, _read(evolve, Sample), anns, out, cfg, seed=seed, judge=judge,
+                                                    accept=None if review == "auto" else accept, log=console.print)
+            else:
+                res = stages.optimize_prompt(client, anns, out, cfg.ipo, seed=seed, image_root=image_root, judge=judge,
+                                             accept=None if review == "auto" else accept, log=console.print)
     from rich.table import Table
     t = Table(title="prompt versions")
     for col in ("version", "parent", "correctness", "judged"):
@@ -574,7 +582,8 @@ def ipo(pool: Path = typer.Option(..., help="JSONL of image annotations to gener
     for v in res.versions:
         t.add_row(f"v{v.version}", f"v{v.parent}" if v.parent else "-", f"{v.correctness:.0%}" if v.correctness is not None else "-", str(v.judged))
     console.print(t)
-    console.print(f"stopped: {res.stopped}; best v{res.best.version}; `dataengine generate --prompts {out / 'prompts.jsonl'}` uses it")
+    console.print(f"stopped: {res.stopped}; best v{res.best.version}; `dataengine {'evolve' if evolve else 'generate'} "
+                  f"--prompts {out / 'prompts.jsonl'}` uses it")
 
 
 @app.command("llm-serve")

@@ -242,6 +242,7 @@ class EvolveConfig(Section):
     generator: Literal["grounded", "llm"] = "grounded"  # "llm": the llm section's server evolves
     judge: Literal["grounded", "llm"] = "grounded"
     prompt: str = "evolve-v1"  # the prompt file of the LLM operators and judge (llm/prompts/<name>.yaml)
+    prompts: str | None = None  # a prompt store from `dataengine ipo --evolve` (its best version's rules are used)
 
     @field_validator("operators")
     @classmethod

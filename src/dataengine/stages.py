@@ -318,14 +318,37 @@ def evolve_items(items: list[Sample], pool: list[ImageAnnotation], out: str | Pa
     return the kept children of every round. Resumes at the round a killed run was in."""
     from .evolve.llm import LLMEvolver, load_prompts
     from .evolve.rounds import evolve
+    from .llm.prompt import PromptStore
     e = cfg.evolve
-    evolver = LLMEvolver(llm(), load_prompts(e.prompt)) if (e.generator == "llm" or e.judge == "llm") and llm else None
+    best = PromptStore(e.prompts).best() if e.prompts else None
+    if e.prompts and best is None:
+        raise DataError(f"{e.prompts}: no measured prompt version (run `dataengine ipo --evolve ITEMS` first)")
+    prompts = load_prompts(best.template if best else e.prompt)
+    evolver = LLMEvolver(llm(), prompts, rules=best.rules if best else None) if (e.generator == "llm" or e.judge == "llm") and llm else None
     if (e.generator == "llm" or e.judge == "llm") and evolver is None:
         raise DataError("evolve.generator or evolve.judge is llm, but no LLM is configured (the llm section)")
     kept, _ = evolve(items, pool, out, rounds=e.rounds if rounds is None else rounds, operators=e.operators,
                      vocab=vocabulary(pool), llm=evolver, generator=e.generator, judge=e.judge,
                      embedder=get_embedder(cfg.embed.model), seed=seed, log=log)
     return kept
+
+
+def optimize_evolve_prompt(client: LLMClient, items: list[Sample], pool: list[ImageAnnotation], out: str | Path, cfg: RunConfig,
+                           seed: int = 0, judge=None, accept=None, log: Log = _quiet):
+    """IPO on the evolution prompt (`cfg.evolve.prompt`): each version evolves the same
+    `ipo.per_type` seed items per operator, drawn from `items`, and is judged like generation's
+    (the annotation verifier, a person at the terminal or in the review page)."""
+    from .evolve.llm import ipo_items, load_prompts
+    from .llm.ipo import auto_judge, optimize
+    e, i = cfg.evolve, cfg.ipo
+    anns = {a.image: a for a in pool}
+    usable = [s for s in items if s.image in anns]
+    seeds = random.Random(seed).sample(usable, min(len(usable), i.per_type * len(e.operators)))
+    if not seeds:
+        raise DataError("no item to evolve is about an image of the pool")
+    return optimize(client, pool, out, rounds=i.rounds, target=i.target, per_type=0, qtypes=[], clarify=i.clarify,
+                    judge=judge or auto_judge, accept=accept, log=log, seed=seed, items_for=ipo_items(seeds, anns, e.operators),
+                    template=e.prompt, rules=load_prompts(e.prompt).rules)
 
 
 def with_evolved(items: list[Sample], evolved: list[Sample], share: float, seed: int) -> list[Sample]:

@@ -124,3 +124,20 @@ class LLMEvolver:
             out.append(Verdict(judge=self.name, kept=obj["improved"] and obj["correct"], improved=obj["improved"],
                                correct=obj["correct"], score=score, reason=str(obj.get("reason", ""))[:300]))
         return out
+
+
+def ipo_items(seeds: list[Sample], anns: dict[str, ImageAnnotation], operators: list[str]):
+    """IPO's `items_for` for the evolution prompt: each seed evolved once (its round-1 operator) with
+    the version's rules, the children marked with the version as their source (as generated items
+    are), unreadable answers reported as IPO counts them."""
+    from .rounds import pick_operator
+
+    def items_for(client, version):
+        ev = LLMEvolver(client, load_prompts(version.template), rules=version.rules)
+        jobs = [(s, anns[s.image], pick_operator(s.id, 1, operators)) for s in seeds if s.image in anns]
+        kids = ev.evolve_all(jobs, 1)
+        by_id = {s.id: s for s in seeds}
+        problems = [{"kind": "malformed", "image": by_id[p["item"]].image if p["item"] in by_id else p["item"],
+                     "qtype": by_id[p["item"]].qtype if p["item"] in by_id else 0, "reason": p["reason"]} for p in ev.problems]
+        return [k.model_copy(update={"source": f"ipo-v{version.version}"}) for k in kids if k], problems
+    return items_for
