@@ -77,6 +77,9 @@ def test_world_then_mix(tmp_path):
     assert res.exit_code == 0, res.output
     assert len((tmp_path / "w" / "starter.jsonl").read_text().splitlines()) == 36
     assert len(json.loads((tmp_path / "w" / "hard.json").read_text())["questions"]) == 12  # 2 of each of 6 categories
+    res = runner.invoke(app, ["world", str(tmp_path / "w"), "--config", str(tmp_path / "c.yaml"), "--hard", "3"])
+    assert len(json.loads((tmp_path / "w" / "hard.json").read_text())["questions"]) == 18  # made again, not the stale one
+    assert runner.invoke(app, ["world", str(tmp_path / "w"), "--hard", "-1"]).exit_code == 2
     res = runner.invoke(app, ["mix", "--original", str(tmp_path / "w" / "starter.jsonl"), "--out", str(tmp_path / "m.jsonl"),
                               "--fraction", "0.5", "--seed", "4"])
     assert res.exit_code == 0, res.output

@@ -106,8 +106,8 @@ def loop(config: Optional[Path] = typer.Option(None, help="YAML run config; defa
 @app.command()
 def world(out: Path = typer.Argument(..., help="Folder for images/, pool.jsonl, benchmark.json, starter.jsonl."),
           config: Optional[Path] = _CONFIG,
-          hard: int = typer.Option(0, help="Also write hard.json: this many multi-step and other-format questions "
-                                           "per category (instruction evolution's kinds), on scenes of their own.")):
+          hard: int = typer.Option(0, min=0, help="Also write hard.json: this many multi-step and other-format questions "
+                                                  "per category (instruction evolution's kinds), on scenes of their own.")):
     """Render the synthetic world: generation pool, SEED-format benchmark, starter set."""
     from .world.build import build_world
     from .world.hard import build_hard
@@ -485,7 +485,7 @@ def filter_cmd(inp: Path = typer.Argument(..., help="Generated JSONL."), out: Pa
 def evolve(items: Path = typer.Argument(..., help="Items to evolve (JSONL of samples, e.g. a round's filtered.jsonl)."),
            pool: Path = typer.Option(..., help="JSONL of the image annotations the items are about."),
            out: Path = typer.Option(..., help="Folder for round_<r>/ (children, verdicts, figures) and evolved.jsonl."),
-           rounds: Optional[int] = typer.Option(None, help="Evolution rounds (default 3)."),
+           rounds: Optional[int] = typer.Option(None, min=1, help="Evolution rounds (default 3)."),
            operator: list[str] = typer.Option([], help="perception, reasoning, interaction (repeat; default all)."),
            generator: Optional[str] = typer.Option(None, help="grounded (default) or llm"),
            judge: Optional[str] = typer.Option(None, help="grounded (default) or llm"),
@@ -506,6 +506,10 @@ def evolve(items: Path = typer.Argument(..., help="Items to evolve (JSONL of sam
         samples = _read(items, Sample)
         if not samples:
             raise DataError(f"{items}: no items to evolve")
+        if share is not None and mix is None:
+            raise DataError("--share says how much of ITEMS the --mix file replaces: give --mix too")
+        if prompts and "llm" not in (cfg.evolve.generator, cfg.evolve.judge):
+            raise DataError(f"{prompts}: a prompt store is for the LLM's evolution: add --generator llm (or --judge llm)")
         llm = lambda: stack.enter_context(stages.open_llm(cfg.llm, out, out / "llm_cache.sqlite", log=console.print))  # noqa: E731
         kept = stages.evolve_items(samples, _read(pool, ImageAnnotation), out, cfg, seed=seed, llm=llm, log=console.print)
         if mix:

@@ -110,6 +110,42 @@ def test_cli_evolve_writes_rounds_and_a_mix_and_refuses_bad_input(world, tmp_pat
     assert len(mixed) == len(items) and any(s.lineage for s in mixed)
     r = CliRunner().invoke(app, args[:-1] + [str(tmp_path / "ev2"), "--operator", "reasonin"])
     assert r.exit_code == 2 and "did you mean 'reasoning'" in r.output
+    for extra, said in ((["--generator", "llm"], "no LLM server configured"), (["--share", "0.5"], "give --mix too"),
+                        (["--prompts", "p.jsonl"], "add --generator llm"), (["--rounds", "0"], "--rounds")):
+        r = CliRunner().invoke(app, args[:-1] + [str(tmp_path / "ev4")] + extra)
+        assert r.exit_code == 2 and said in r.output and "Traceback" not in r.output, r.output
     (tmp_path / "bad.jsonl").write_text('{"id": "x"}\n')
     r = CliRunner().invoke(app, ["evolve", str(tmp_path / "bad.jsonl"), "--pool", str(tmp_path / "pool.jsonl"), "--out", str(tmp_path / "ev3")])
     assert r.exit_code == 2 and "bad.jsonl" in r.output and "line 1" in r.output
+
+
+def test_evolution_is_the_same_in_every_process(world, tmp_path):
+    """No set or hash order reaches the items: two processes with other hash seeds write the same files."""
+    import os
+    import subprocess
+    import sys
+
+    from dataengine.records import write_jsonl
+    _, pool, items = world
+    write_jsonl(tmp_path / "items.jsonl", items)
+    write_jsonl(tmp_path / "pool.jsonl", pool)
+    outs = []
+    for hash_seed in ("1", "2"):
+        out = tmp_path / f"ev{hash_seed}"
+        subprocess.run([sys.executable, "-m", "dataengine.cli", "evolve", str(tmp_path / "items.jsonl"), "--pool",
+                        str(tmp_path / "pool.jsonl"), "--out", str(out), "--rounds", "3"],
+                       check=True, env={**os.environ, "PYTHONHASHSEED": hash_seed}, capture_output=True)
+        outs.append((out / "evolved.jsonl").read_bytes())
+    assert outs[0] == outs[1] and outs[0]
+
+
+def test_items_the_pool_does_not_annotate_and_duplicate_ids_are_refused(world, tmp_path):
+    _, pool, items = world
+    with pytest.raises(DataError, match="none of the 3 items is about an image the pool annotates"):
+        evolve([s.model_copy(update={"image": "elsewhere.png"}) for s in items[:3]], pool, tmp_path / "a", vocab=VOCABULARY)
+    with pytest.raises(DataError, match=f"item {items[0].id}: more than one item has this id"):
+        evolve([items[0], items[0]], pool, tmp_path / "b", vocab=VOCABULARY)
+    said = []
+    evolve(items[:2] + [items[2].model_copy(update={"image": "elsewhere.png"})], pool, tmp_path / "c", rounds=1,
+           vocab=VOCABULARY, log=said.append)
+    assert said[0] == "1 of 3 items are about images the pool does not annotate: left out"

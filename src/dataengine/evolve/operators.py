@@ -143,7 +143,7 @@ def interaction(parent: Sample, ann: ImageAnnotation, vocab: Vocabulary, rng: ra
     if len(names) >= 3 and len(set(names)) == len(names):
         truth = solve("From left to right, in which order are the shapes?", [], ann, vocab)
         if truth:
-            perms = list({", ".join(rng.sample(names, len(names))) for _ in range(12)} - {truth.answer})
+            perms = [p for p in dict.fromkeys(", ".join(rng.sample(names, len(names))) for _ in range(12)) if p != truth.answer]
             drafts.append(Draft("From left to right, in which order are the shapes?", truth.answer, perms))
     listed = rng.sample(list(vocab.names), min(3, len(vocab.names)))
     if len(listed) == 3 and not set(listed) & set(ann.inexhaustive):
@@ -198,9 +198,8 @@ def complexity(item: Sample, ann: ImageAnnotation, vocab: Vocabulary) -> int:
 def evolve_one(parent: Sample, ann: ImageAnnotation, vocab: Vocabulary, operator: str, round_: int,
                rng: random.Random) -> Sample | None:
     """One child of `parent` by the grounded `operator`, drawn at random among its drafts that make an
-    item more complex than the parent (the judge decides; this only avoids wasted drafts); None when
-    the operator has nothing more to ask about this image."""
-    floor = complexity(parent, ann, vocab)
+    item; None when the operator has nothing to ask about this image. Whether the child is harder is
+    left to the judge, as in MMEvol: a draft no more complex than its parent is eliminated there."""
     children = [c for d in OPERATORS.get(operator)(parent, ann, vocab, rng)
-                if (c := make_child(parent, d, ann, vocab, operator, round_, rng)) and c.lineage.complexity > floor]
+                if (c := make_child(parent, d, ann, vocab, operator, round_, rng))]
     return rng.choice(children) if children else None

@@ -71,12 +71,18 @@ def evolve(items: list[Sample], pool: list[ImageAnnotation], out: str | Path, ro
     vocab = vocab or Vocabulary.from_pool(pool)
     out = Path(out)
     anns = {a.image: a for a in pool}
+    if dup := next((i for i, n in Counter(s.id for s in items).items() if n > 1), None):
+        raise DataError(f"item {dup}: more than one item has this id; children are named after their parents")
+    parents = [s for s in items if s.image in anns]
+    if items and not parents:
+        raise DataError(f"none of the {len(items)} items is about an image the pool annotates (first: {items[0].image})")
+    if len(parents) < len(items):
+        log(f"{len(items) - len(parents)} of {len(items)} items are about images the pool does not annotate: left out")
     what = {"items": hashlib.sha1("".join(s.id for s in items).encode()).hexdigest(), "operators": operators, "seed": seed,
             "generator": llm.name if generator == "llm" else "grounded", "judge": llm.name if judge == "llm" else "grounded"}
     if problems := differs(out / "evolve.json", what):
         raise DataError(f"{out}: holds an evolution made with another {', '.join(problems)}; use another folder")
     write_json(out / "evolve.json", what)
-    parents = [s for s in items if s.image in anns]
     kept_all: list[Sample] = []
     stats: list[RoundStats] = []
     for r in range(1, rounds + 1):

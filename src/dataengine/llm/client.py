@@ -68,6 +68,10 @@ class LLMAuthError(LLMError, DataError):
     """The server refused the credentials (401 / 403): no request can succeed, so the run stops."""
 
 
+class LLMConfigError(LLMError, DataError):
+    """No server to ask: bad input, said in one line like any other."""
+
+
 @dataclass
 class Completion:
     text: str
@@ -190,7 +194,8 @@ class LLMClient:
 
     def __post_init__(self):
         if not self.cfg.base_urls:
-            raise LLMError("no LLM server configured: set llm.base_urls, or llm.local: true for the packaged model")
+            raise LLMConfigError("no LLM server configured: set llm.base_urls (--llm-url), or llm.local: true (--llm-local) "
+                                 "for the packaged model")
         self.cache = Cache(self.cache_path) if self.cache_path else None
         self._next_url = 0
 

@@ -11,7 +11,7 @@ from ..benchmarks.seed import write_seed
 from ..errors import DataError
 from ..evolve.rounds import evolve
 from ..generate import GroundedGenerator, generate
-from ..records import Question, write_jsonl
+from ..records import Question, differs, write_json, write_jsonl
 from .render import VOCABULARY, build_pool
 
 # the hard benchmark's categories, numbered as its file's question_type table says
@@ -27,11 +27,13 @@ def category(lineage) -> str:
 
 def build_hard(cfg, out: str | Path, per_category: int = 60) -> Path:
     """Write `out`/hard.json with `per_category` questions of each of `CATEGORIES`, images under
-    `out`/images/hard/ and their annotations in `out`/hard_scenes.jsonl. Kept when already there.
-    DataError when the scenes cannot supply them."""
+    `out`/images/hard/ and their annotations in `out`/hard_scenes.jsonl. Kept when already made with
+    the same settings (`hard_made.json`), else made again. DataError when the scenes cannot supply them."""
     out = Path(out)
     path = out / "hard.json"
-    if path.exists():
+    made_by = {"seed": cfg.seed, "per_category": per_category, "image_size": cfg.world.image_size,
+               "cooccurrence": cfg.world.cooccurrence}
+    if path.exists() and not differs(out / "hard_made.json", made_by):
         return path
     start, scenes = cfg.seed * 10**6 + 800_000, per_category * 6
     while True:
@@ -58,4 +60,6 @@ def build_hard(cfg, out: str | Path, per_category: int = 60) -> Path:
             questions.append(Question(question_id=f"hard{len(questions):05d}", question=c.instruction, options=c.options,
                                       answer=c.choice_answer, qtype=n, image=c.image, category=cat))
     write_jsonl(out / "hard_scenes.jsonl", [a for a in anns if a.image in {q.image for q in questions}])
-    return write_seed(path, questions)
+    write_seed(path, questions)
+    write_json(out / "hard_made.json", made_by)  # last: a kill before it rebuilds the file
+    return path
