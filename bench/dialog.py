@@ -71,22 +71,24 @@ def main() -> None:
     benchmark, questions = stages.read_questions(inputs)
     guard = stages.benchmark_guard(benchmark, inputs)
 
-    # the items: grounded items of every type and the annotations' turns, on the first --images pool images
-    anns = pool[:args.images]
-    items = generate({t: args.per_type for t in range(1, 10)}, anns, GroundedGenerator(stages.vocabulary(pool), source="generated"),
-                     seed=cfg.seed + 1, max_images=None)
-    write_jsonl(args.out / "items.jsonl", items)
-    turns = [(s.image, sample_turn(s, cfg.merge.form)) for s in items] + pool_turns(anns, seed=cfg.seed)
     dialog_path = args.out / "dialog.json"
     dialogs = read_dialogs(dialog_path) if dialog_path.exists() else \
         build_dialog_benchmark(inputs.image_root, dialog_path, n=args.dialogs, seed=cfg.seed, size=cfg.world.image_size)
     refuse = stages.refuse_benchmark_images(guard, {d.image for d in dialogs})
+    # the items: grounded items of every type and the annotations' turns, on the first --images pool
+    # images that are no benchmark picture (a few pool scenes render the same picture as one)
+    anns = [a for a in pool[:args.images] if refuse(a.image, a.image_id) is None]
+    items = generate({t: args.per_type for t in range(1, 10)}, anns, GroundedGenerator(stages.vocabulary(pool), source="generated"),
+                     seed=cfg.seed + 1, max_images=None)
+    write_jsonl(args.out / "items.jsonl", items)
+    turns = [(s.image, sample_turn(s, cfg.merge.form)) for s in items] + pool_turns(anns, seed=cfg.seed)
     arms = {"single": single(turns), "merged": merge(turns, max_turns=args.max_turns, seed=cfg.seed, refuse=refuse)}
     n_turns = len(turns)
     console.print(f"{len(items)} items and {n_turns - len(items)} annotation turns on {len({i for i, _ in turns})} images; "
                   f"merged into {len(arms['merged'])} conversations; dialog benchmark: {len(dialogs)} dialogs")
 
     t = cfg.train
+    no_blind = cfg.model_copy(update={"evaluate": cfg.evaluate.model_copy(update={"blind": False})})  # not measured here
     rows = {}
     for name in ["base", *arms]:
         d = args.out / name
@@ -100,8 +102,10 @@ def main() -> None:
                         TrainConfig(epochs=args.epochs, lr=t.lr, batch_size=batch, freeze_vision=t.freeze_vision,
                                     scheduler=t.scheduler, warmup_ratio=t.warmup_ratio, seed=cfg.seed + 1))
             console.print(f"{name}: {log['steps']} steps, batch {batch} conversations, {log['seconds']:.0f} s")
-        seed_res = stages.evaluate_model(model_dir, questions, inputs.benchmark_image_root, d / "eval", cfg,
-                                         benchmark=inputs.benchmark.name).part("report")
+        eval_dir = base_dir / "round_0" / "eval" if name == "base" else d / "eval"  # the base's: the loop's own
+        seed_res = stages.evaluate_model(model_dir, questions, inputs.benchmark_image_root, eval_dir, no_blind,
+                                         benchmark=inputs.benchmark.name, model_name="round_0/model" if name == "base" else None
+                                         ).part("report")
         dia = evaluate_dialogs(VLM.load(model_dir), dialogs, inputs.image_root, d / "dialog", batch_size=32, max_new_tokens=32)
         steps = json.loads((model_dir / "train_log.json").read_text())["steps"] if name != "base" else 0
         rows[name] = {"single_round": seed_res.accuracy, "steps": steps, "dialog": dia}
