@@ -55,11 +55,12 @@ def main() -> None:
     ap.add_argument("--epochs", type=float, default=2.0)
     ap.add_argument("--batch-size", type=int, default=16, help="Turns a step (the single arm's batch).")
     ap.add_argument("--dialogs", type=int, default=150)
+    ap.add_argument("--seed", type=int, default=0, help="The arms' training and merge seed (the items and the base stay).")
     args = ap.parse_args()
     if os.environ.get("OMP_NUM_THREADS") == "1":
         import torch
         torch.set_num_threads(1)
-    console = Console()
+    console = Console(width=160)
     started = time.monotonic()
     cfg = load_config(args.config)
     base_dir = args.out / "base"
@@ -82,7 +83,7 @@ def main() -> None:
                      seed=cfg.seed + 1, max_images=None)
     write_jsonl(args.out / "items.jsonl", items)
     turns = [(s.image, sample_turn(s, cfg.merge.form)) for s in items] + pool_turns(anns, seed=cfg.seed)
-    arms = {"single": single(turns), "merged": merge(turns, max_turns=args.max_turns, seed=cfg.seed, refuse=refuse)}
+    arms = {"single": single(turns), "merged": merge(turns, max_turns=args.max_turns, seed=cfg.seed + args.seed, refuse=refuse)}
     n_turns = len(turns)
     console.print(f"{len(items)} items and {n_turns - len(items)} annotation turns on {len({i for i, _ in turns})} images; "
                   f"merged into {len(arms['merged'])} conversations; dialog benchmark: {len(dialogs)} dialogs")
@@ -91,7 +92,7 @@ def main() -> None:
     no_blind = cfg.model_copy(update={"evaluate": cfg.evaluate.model_copy(update={"blind": False})})  # not measured here
     rows = {}
     for name in ["base", *arms]:
-        d = args.out / name
+        d = args.out / (name if name == "base" or not args.seed else f"{name}-seed{args.seed}")
         model_dir = base_model if name == "base" else d / "model"
         if name != "base" and not (model_dir / "config.json").exists():
             console.rule(name)
@@ -100,7 +101,7 @@ def main() -> None:
             batch = max(1, round(args.batch_size * len(convs) / n_turns))  # the same turns a step, so the same steps
             log = train(VLM.load(base_model), convs, inputs.image_root, model_dir,
                         TrainConfig(epochs=args.epochs, lr=t.lr, batch_size=batch, freeze_vision=t.freeze_vision,
-                                    scheduler=t.scheduler, warmup_ratio=t.warmup_ratio, seed=cfg.seed + 1))
+                                    scheduler=t.scheduler, warmup_ratio=t.warmup_ratio, seed=cfg.seed + 1 + args.seed))
             console.print(f"{name}: {log['steps']} steps, batch {batch} conversations, {log['seconds']:.0f} s")
         eval_dir = base_dir / "round_0" / "eval" if name == "base" else d / "eval"  # the base's: the loop's own
         seed_res = stages.evaluate_model(model_dir, questions, inputs.benchmark_image_root, eval_dir, no_blind,
@@ -111,16 +112,16 @@ def main() -> None:
         rows[name] = {"single_round": seed_res.accuracy, "steps": steps, "dialog": dia}
 
     table = Table(title=f"Single-turn against merged conversations: {n_turns} turns, the same steps; "
-                        f"{len(dialogs)} held-out dialogs")
-    cols = ["arm", "steps", "benchmark (single round)", *(f"turn {k}" for k in range(1, 6)), "later turns", "whole dialogs",
-            "format compliance", *(f"{f} compliance" for f in ("letter", "word", "box", "sentence"))]
+                        f"{len(dialogs)} held-out dialogs (accuracy per turn, format compliance)")
+    cols = ["arm", "steps", "benchmark (1 round)", *(f"turn {k}" for k in range(1, 6)), "later turns", "compliance",
+            *(f"{f} compl." for f in ("letter", "word", "box", "sentence"))]
     for c in cols:
         table.add_column(c, justify="left" if c == "arm" else "right")
     for name, r in rows.items():
         dia = r["dialog"]
         table.add_row(name, str(r["steps"]), f"{r['single_round']:.1%}",
                       *(f"{dia['per_turn'][k]['accuracy']:.1%}" for k in range(1, 6)), f"{dia['later_turns_accuracy']:.1%}",
-                      f"{dia['whole_dialogs']:.1%}", f"{dia['compliance']:.1%}",
+                      f"{dia['compliance']:.1%}",
                       *(f"{dia['per_format'][f]['compliance']:.1%}" if f in dia["per_format"] else "-" for f in ("letter", "word", "box", "sentence")))
     console.print(table)
     s, m = rows["single"], rows["merged"]
@@ -132,7 +133,7 @@ def main() -> None:
     console.print(f"{minutes:.0f} minutes in all")
     figures = {"turns": n_turns, "items": len(items), "conversations": len(arms["merged"]), "dialogs": len(dialogs),
                "arms": rows, "minutes": minutes, "args": {k: str(v) for k, v in vars(args).items()}}
-    (args.out / "figures.json").write_text(json.dumps(figures, indent=2) + "\n")
+    (args.out / ("figures.json" if not args.seed else f"figures-seed{args.seed}.json")).write_text(json.dumps(figures, indent=2) + "\n")
 
 
 if __name__ == "__main__":

@@ -63,6 +63,7 @@ def test_scoring_a_turn(dialogs):
     other = LETTERS[1 - LETTERS.index(letter.answer)]
     assert score_turn(letter, f"({letter.answer})") == (True, True)
     assert score_turn(letter, other) == (False, True)
+    assert score_turn(letter, "D") == (False, False)  # a letter the question does not offer
     assert score_turn(letter, f"The answer is {letter.answer} because it is.") == (False, False)
     box = next(t for d in ds for t in d.turns if t.format == "box")
     x1, y1, x2, y2 = parse_box(box.answer)

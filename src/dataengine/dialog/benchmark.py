@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 from pathlib import Path
 from typing import Callable
 
@@ -173,11 +174,15 @@ def read_dialogs(path: str | Path) -> list[Dialog]:
 # ---- scoring ----
 
 def score_turn(turn: DialogTurn, reply: str) -> tuple[bool, bool]:
-    """(right, in the asked format) for one reply. Right: `letter` the option letter; `word` the same
+    """(right, in the asked format) for one reply. Right: `letter` the option letter (in its format:
+    one of the letters the question offers); `word` the same
     words as the answer (case, punctuation and articles aside); `box` a box with IoU >= 0.5 against
     the answer's; `sentence` every key word said (or, with no keys, the same words as the answer)."""
     ok = complies(reply, turn.format)
     if turn.format == "letter":
+        # a letter the question does not offer is no answer in its format either
+        offered = re.findall(r"^([A-H])\. ", turn.question, re.M)
+        ok = ok and (not offered or parse_letter(reply) in offered)
         right = parse_letter(reply) == turn.answer
     elif turn.format == "box":
         got, ref = parse_box(reply), parse_box(turn.answer)
