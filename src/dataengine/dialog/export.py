@@ -83,7 +83,7 @@ def export_hf(conversations: list[Conversation], image_root: str | Path, out_dir
     out_dir.mkdir(parents=True, exist_ok=True)
     turn = {k: datasets.Value("string") for k in Turn.model_fields}
     features = datasets.Features({"id": datasets.Value("string"), "image": datasets.Image(),
-                                  "image_path": datasets.Value("string"), "turns": datasets.List(turn)})
+                                  "image_path": datasets.Value("string"), "turns": [turn]})  # a list of structs (datasets 3 and 4)
     for i in range(0, max(len(conversations), 1), shard_size):
         rows = []
         for c in conversations[i:i + shard_size]:
