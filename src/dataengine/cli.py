@@ -603,19 +603,21 @@ def export(inp: Path = typer.Argument(...), out: Path = typer.Option(...),
 @app.command("import")
 def import_cmd(inp: Path = typer.Argument(..., help="A LLaVA conversation JSON, or a folder written by `export --to hf`."),
                out: Path = typer.Option(..., help="Sample JSONL."),
-               image_root: Optional[Path] = typer.Option(None, help="hf: where to write the images back")):
-    """Load exported data back into Sample records."""
+               image_root: Optional[Path] = typer.Option(None, help="hf: where to write the images back"),
+               conversations: bool = typer.Option(False, help="Multi-turn conversations (`merge --llava / --hf`), into Conversation JSONL.")):
+    """Load exported data back into Sample records (or, with --conversations, Conversation records)."""
+    from .dialog import export as dexport
     from .export import from_llava, import_hf
     from .records import write_jsonl
     with _errors():
         if inp.is_dir():
             if image_root is None:
                 raise DataError("--image-root is needed to write a dataset's images back")
-            samples = import_hf(inp, image_root)
+            samples = (dexport.import_hf if conversations else import_hf)(inp, image_root)
         else:
-            samples = from_llava(inp)
+            samples = (dexport.from_llava if conversations else from_llava)(inp)
     write_jsonl(out, samples)
-    console.print(f"wrote {len(samples)} samples to {out}")
+    console.print(f"wrote {len(samples)} {'conversations' if conversations else 'samples'} to {out}")
 
 
 @app.command()

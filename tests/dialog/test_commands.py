@@ -23,6 +23,9 @@ def test_merge_train_and_evaluate_dialogs(world, tiny_vlm, tmp_path):
     assert {s.id for s in items} <= set(ids) and len(ids) == len(set(ids))
     assert {t.source for c in convs for t in c.turns} >= {"caption", "grounding"} and max(len(c.turns) for c in convs) <= 4
     assert len(json.loads((tmp_path / "conv.json").read_text())) == len(convs)
+    res = runner.invoke(app, ["import", str(tmp_path / "conv.json"), "--conversations", "--out", str(tmp_path / "back.jsonl")])
+    assert res.exit_code == 0, res.output
+    assert read_jsonl(tmp_path / "back.jsonl", Conversation) == convs
 
     tiny_vlm.save(tmp_path / "m")
     res = runner.invoke(app, ["train", "--model", str(tmp_path / "m"), "--data", str(tmp_path / "conv.jsonl"), "--conversations",
