@@ -714,16 +714,13 @@ def dialog_eval(model: Path = typer.Option(..., help="A checkpoint folder."),
                 grade: bool = typer.Option(False, help="Grade open-ended sentence answers 0-1 with the LLM (MM-Vet's grader)."),
                 llm_url: list[str] = _LLM_URL, llm_local: bool = _LLM_LOCAL, config: Optional[Path] = _CONFIG):
     """Ask a model every dialog turn by turn, its own answers kept in the conversation; print accuracy
-    per turn and per format, and format compliance."""
+    per turn and per format, and format compliance. A finished evaluation in OUT is read back."""
     from . import stages
-    from .dialog.benchmark import evaluate_dialogs, read_dialogs
     from .dialog.judge import llm_grader
-    from .models.vlm import VLM
     with _errors(), contextlib.ExitStack() as stack:
         cfg = _config(config, llm__base_urls=llm_url or None, llm__local=True if llm_local else None)
-        ds = read_dialogs(dialogs)
         grader = llm_grader(stack.enter_context(stages.open_llm(cfg.llm, out, out / "llm_cache.sqlite"))) if grade else None
-        figures = evaluate_dialogs(VLM.load(model), ds, image_root, out, batch_size, max_new_tokens, grader)
+        figures = stages.evaluate_dialog_model(model, dialogs, image_root, out, batch_size, max_new_tokens, grader)
     console.print(f"{figures['dialogs']} dialogs, {figures['turns']} turns: accuracy {figures['accuracy']:.1%}, "
                   f"format compliance {figures['compliance']:.1%}, whole dialogs right {figures['whole_dialogs']:.1%}")
     for t, f in figures["per_turn"].items():

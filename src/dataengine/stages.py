@@ -495,6 +495,27 @@ def score_predictions(questions: list[Question], predictions: str | Path, out: s
     return res
 
 
+def evaluate_dialog_model(model: str | Path, dialogs_file: str | Path, image_root: str | Path, out: str | Path,
+                          batch_size: int = 16, max_new_tokens: int = 24, grader=None) -> dict:
+    """A checkpoint on a dialog benchmark (`dialog.benchmark.evaluate_dialogs`) into `out`
+    (predictions.jsonl, results.json, evaluation.json). A finished evaluation of the same model,
+    dialogs and settings is read back, not redone; a folder holding another's is refused (DataError)."""
+    from .dialog.benchmark import evaluate_dialogs, read_dialogs
+    from .models.vlm import VLM
+    out, dialogs_file = Path(out), Path(dialogs_file)
+    what = {"model": str(Path(model).resolve()), "dialogs": hashlib.sha1(dialogs_file.read_bytes()).hexdigest(),
+            "max_new_tokens": max_new_tokens, "grader": getattr(grader, "version", None)}
+    if (out / "results.json").exists():
+        if diff := differs(out / "evaluation.json", what) if (out / "evaluation.json").exists() else list(what):
+            raise DataError(f"{out}: holds the results of another dialog evaluation ({', '.join(diff)} differ): "
+                            f"evaluate into another --out, or remove it")
+        return json.loads((out / "results.json").read_text())
+    dialogs = read_dialogs(dialogs_file)
+    write_json(out / "evaluation.json", what)
+    # predictions.jsonl, then results.json, which marks the evaluation finished
+    return evaluate_dialogs(VLM.load(model), dialogs, image_root, out, batch_size, max_new_tokens, grader)
+
+
 def blind_results(out: str | Path) -> EvalResult | None:
     """The blind evaluation beside an evaluation folder, if there is one."""
     path = Path(out) / "blind"

@@ -41,6 +41,12 @@ def test_merge_train_and_evaluate_dialogs(world, tiny_vlm, tmp_path):
                               "--image-root", str(tmp_path / "img"), "--out", str(tmp_path / "ev"), "--max-new-tokens", "4"])
     assert res.exit_code == 0, res.output
     assert "turn 5:" in res.output and json.loads((tmp_path / "ev" / "results.json").read_text())["dialogs"] == 4
+    again = runner.invoke(app, ["dialog-eval", "--model", str(tmp_path / "m1"), "--dialogs", str(tmp_path / "dialog.json"),
+                                "--image-root", str(tmp_path / "img"), "--out", str(tmp_path / "ev"), "--max-new-tokens", "4"])
+    assert again.exit_code == 0 and again.output == res.output  # read back, the same figures
+    other = runner.invoke(app, ["dialog-eval", "--model", str(tmp_path / "m"), "--dialogs", str(tmp_path / "dialog.json"),
+                                "--image-root", str(tmp_path / "img"), "--out", str(tmp_path / "ev"), "--max-new-tokens", "4"])
+    assert other.exit_code == 2 and "holds the results of another dialog evaluation (model differ)" in other.output
 
     # an item on a benchmark image: one line naming it, exit code 2, nothing written
     bench = json.loads(world.benchmark.read_text())["questions"][0]
