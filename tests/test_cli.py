@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 from dataengine.cli import app
 
 COMMANDS = ["loop", "world", "init-model", "train", "evaluate", "mme-eval", "pope-build", "pope-eval", "plan", "generate",
-            "filter", "mix", "ipo", "llm-serve", "pool", "export", "import", "report"]
+            "filter", "evolve", "mix", "ipo", "llm-serve", "pool", "export", "import", "report", "review"]
 
 
 def test_every_stage_is_a_command_with_help():
@@ -73,9 +73,10 @@ def test_world_then_mix(tmp_path):
     (tmp_path / "c.yaml").write_text(json.dumps({"world": {"pool_size": 60, "benchmark_per_type": 2, "image_size": 64,
                                                            "starter": {str(t): 4 for t in range(1, 10)}}}))
     runner = CliRunner()
-    res = runner.invoke(app, ["world", str(tmp_path / "w"), "--config", str(tmp_path / "c.yaml")])
+    res = runner.invoke(app, ["world", str(tmp_path / "w"), "--config", str(tmp_path / "c.yaml"), "--hard", "2"])
     assert res.exit_code == 0, res.output
     assert len((tmp_path / "w" / "starter.jsonl").read_text().splitlines()) == 36
+    assert len(json.loads((tmp_path / "w" / "hard.json").read_text())["questions"]) == 12  # 2 of each of 6 categories
     res = runner.invoke(app, ["mix", "--original", str(tmp_path / "w" / "starter.jsonl"), "--out", str(tmp_path / "m.jsonl"),
                               "--fraction", "0.5", "--seed", "4"])
     assert res.exit_code == 0, res.output

@@ -77,6 +77,19 @@ def _read_all(paths: list[Path], model) -> list:
     return [x for p in paths for x in _read(p, model)]
 
 
+_REVIEW = typer.Option(None, "--review", help="A run directory whose review decisions (review.sqlite) apply: rejected "
+                       "items left out, edited ones in place of the originals if they passed the filter.")
+
+
+def _reviewed(samples: list, run_dir: Optional[Path]) -> list:
+    if run_dir is None:
+        return samples
+    from .review.store import apply_review
+    applied = apply_review(samples, run_dir)
+    console.print(f"review decisions applied: {applied.summary()}", highlight=False)
+    return applied.items
+
+
 # ---- the loop ----
 
 @app.command()
@@ -92,11 +105,17 @@ def loop(config: Optional[Path] = typer.Option(None, help="YAML run config; defa
 
 @app.command()
 def world(out: Path = typer.Argument(..., help="Folder for images/, pool.jsonl, benchmark.json, starter.jsonl."),
-          config: Optional[Path] = _CONFIG):
+          config: Optional[Path] = _CONFIG,
+          hard: int = typer.Option(0, help="Also write hard.json: this many multi-step and other-format questions "
+                                           "per category (instruction evolution's kinds), on scenes of their own.")):
     """Render the synthetic world: generation pool, SEED-format benchmark, starter set."""
     from .world.build import build_world
+    from .world.hard import build_hard
     with _errors():
-        inputs = build_world(_config(config), out)
+        cfg = _config(config)
+        inputs = build_world(cfg, out)
+        if hard:
+            console.print(f"wrote {build_hard(cfg, out, hard)} (its images under {inputs.image_root / 'hard'})")
     console.print(f"wrote {inputs.benchmark}, {inputs.pool}, {inputs.original} and images under {inputs.image_root}")
 
 
@@ -469,17 +488,50 @@ def filter_cmd(inp: Path = typer.Argument(..., help="Generated JSONL."), out: Pa
 
 
 @app.command()
+def evolve(items: Path = typer.Argument(..., help="Items to evolve (JSONL of samples, e.g. a round's filtered.jsonl)."),
+           pool: Path = typer.Option(..., help="JSONL of the image annotations the items are about."),
+           out: Path = typer.Option(..., help="Folder for round_<r>/ (children, verdicts, figures) and evolved.jsonl."),
+           rounds: Optional[int] = typer.Option(None, help="Evolution rounds (default 3)."),
+           operator: list[str] = typer.Option([], help="perception, reasoning, interaction (repeat; default all)."),
+           generator: Optional[str] = typer.Option(None, help="grounded (default) or llm"),
+           judge: Optional[str] = typer.Option(None, help="grounded (default) or llm"),
+           share: Optional[float] = typer.Option(None, help="With --mix: the share of ITEMS replaced by evolved descendants."),
+           mix: Optional[Path] = typer.Option(None, help="Also write ITEMS with a share replaced by evolved descendants here."),
+           prompts: Optional[Path] = typer.Option(None, help="A prompt store from `dataengine ipo --evolve` (its best version is used)."),
+           llm_url: list[str] = _LLM_URL, llm_local: bool = _LLM_LOCAL, seed: int = typer.Option(0),
+           config: Optional[Path] = _CONFIG):
+    """Evolve items into harder, more varied ones (MMEvol): perception, reasoning and format operators,
+    each child kept only if the judge finds it more complex and still correct."""
+    from . import stages
+    from .records import ImageAnnotation, Sample, write_jsonl
+    with _errors(), contextlib.ExitStack() as stack:
+        cfg = _config(config, evolve__rounds=rounds if rounds is not None else (None if config else 3), evolve__operators=operator or None,
+                      evolve__generator=generator, evolve__judge=judge, evolve__share=share,
+                      evolve__prompts=str(prompts) if prompts else None,
+                      llm__base_urls=llm_url or None, llm__local=True if llm_local else None)
+        samples = _read(items, Sample)
+        if not samples:
+            raise DataError(f"{items}: no items to evolve")
+        llm = lambda: stack.enter_context(stages.open_llm(cfg.llm, out, out / "llm_cache.sqlite", log=console.print))  # noqa: E731
+        kept = stages.evolve_items(samples, _read(pool, ImageAnnotation), out, cfg, seed=seed, llm=llm, log=console.print)
+        if mix:
+            write_jsonl(mix, stages.with_evolved(samples, kept, cfg.evolve.share, seed))
+    console.print(f"wrote {len(kept)} evolved items to {out / 'evolved.jsonl'}" + (f"; the mix to {mix}" if mix else ""))
+
+
+@app.command()
 def mix(original: Path = typer.Option(..., help="The original training data (JSONL)."),
         incremental: list[Path] = typer.Option([], help="Kept items of the rounds so far (repeat)."),
         out: Path = typer.Option(...), config: Optional[Path] = _CONFIG,
         fraction: Optional[float] = typer.Option(None, help="Share of the original data replayed (config default: 0.25)."),
-        seed: int = typer.Option(0)):
+        seed: int = typer.Option(0), review: Optional[Path] = _REVIEW):
     """The training set of a round, as the loop makes it: a seeded share of the original data, then the incremental items."""
     from . import stages
     from .records import Sample, write_jsonl
     with _errors():
         cfg = _config(config, train__original_fraction=fraction)
-        data = stages.training_mix(_read(original, Sample), _read_all(incremental, Sample), cfg.train.original_fraction, seed)
+        items = _reviewed(_read_all(incremental, Sample), review)
+        data = stages.training_mix(_read(original, Sample), items, cfg.train.original_fraction, seed)
     write_jsonl(out, data)
     console.print(f"wrote {len(data)} items to {out}")
 
@@ -490,9 +542,11 @@ def mix(original: Path = typer.Option(..., help="The original training data (JSO
 def ipo(pool: Path = typer.Option(..., help="JSONL of image annotations to generate from."),
         out: Path = typer.Option(..., help="Folder for prompts.jsonl (every version) and each version's items and failures."),
         config: Optional[Path] = _CONFIG, llm_url: list[str] = _LLM_URL, llm_local: bool = _LLM_LOCAL,
-        image_root: Optional[Path] = typer.Option(None), review: str = typer.Option("auto", help="auto (the annotation verifier) or human"),
+        image_root: Optional[Path] = typer.Option(None), review: str = typer.Option("auto", help="auto (the annotation verifier), human (at this terminal) or page "
+                                                   "(in `dataengine review`'s IPO tab; verdicts in OUT's parent/review.sqlite)"),
         rounds: Optional[int] = typer.Option(None), per_type: Optional[int] = typer.Option(None),
         target: Optional[float] = typer.Option(None), types: Optional[str] = typer.Option(None, help="e.g. 3,5,9 (default: all)"),
+        evolve: Optional[Path] = typer.Option(None, help="Optimize the evolution prompt instead, evolving items of this JSONL."),
         seed: int = typer.Option(0)):
     """Interactive Prompt Optimization: generate, review the failures, let the LLM revise the prompt; repeat."""
     from . import stages
@@ -507,6 +561,11 @@ def ipo(pool: Path = typer.Option(..., help="JSONL of image annotations to gener
 
     with _errors():
         judge = REVIEWERS.get(review)
+        if review == "page":
+            from .review.store import DB_NAME
+            judge = judge(out.parent / DB_NAME, show=console.print)
+            console.print(f"judge each prompt version's items in the review page: dataengine review {out.parent}"
+                          + ("" if out.name == "ipo" else f" --ipo {out}"), highlight=False)
         try:
             qtypes = [int(t) for t in types.split(",")] if types else None
         except ValueError:
@@ -515,8 +574,13 @@ def ipo(pool: Path = typer.Option(..., help="JSONL of image annotations to gener
                       llm__base_urls=llm_url or None, llm__local=True if llm_local else None)
         anns = _read(pool, ImageAnnotation)
         with stages.open_llm(cfg.llm, out, out / "llm_cache.sqlite", log=console.print) as client:
-            res = stages.optimize_prompt(client, anns, out, cfg.ipo, seed=seed, image_root=image_root, judge=judge,
-                                         accept=None if review == "auto" else accept, log=console.print)
+            if evolve:
+                from .records import Sample
+                res = stages.optimize_evolve_prompt(client, _read(evolve, Sample), anns, out, cfg, seed=seed, judge=judge,
+                                                    accept=None if review == "auto" else accept, log=console.print)
+            else:
+                res = stages.optimize_prompt(client, anns, out, cfg.ipo, seed=seed, image_root=image_root, judge=judge,
+                                             accept=None if review == "auto" else accept, log=console.print)
     from rich.table import Table
     t = Table(title="prompt versions")
     for col in ("version", "parent", "correctness", "judged"):
@@ -524,7 +588,8 @@ def ipo(pool: Path = typer.Option(..., help="JSONL of image annotations to gener
     for v in res.versions:
         t.add_row(f"v{v.version}", f"v{v.parent}" if v.parent else "-", f"{v.correctness:.0%}" if v.correctness is not None else "-", str(v.judged))
     console.print(t)
-    console.print(f"stopped: {res.stopped}; best v{res.best.version}; `dataengine generate --prompts {out / 'prompts.jsonl'}` uses it")
+    console.print(f"stopped: {res.stopped}; best v{res.best.version}; `dataengine {'evolve' if evolve else 'generate'} "
+                  f"--prompts {out / 'prompts.jsonl'}` uses it")
 
 
 @app.command("llm-serve")
@@ -588,7 +653,8 @@ def pool(out: Path = typer.Option(..., help="JSONL of ImageAnnotation records, f
 def export(inp: Path = typer.Argument(...), out: Path = typer.Option(...),
            to: str = typer.Option("llava", help="llava (conversation JSON) or hf (Parquet shards with the images)"),
            form: str = typer.Option("both", help="llava: direct, choice or both"),
-           image_root: Optional[Path] = typer.Option(None, help="Where the images are (hf: needed; llava: each picture is opened first)")):
+           image_root: Optional[Path] = typer.Option(None, help="Where the images are (hf: needed; llava: each picture is opened first)"),
+           review: Optional[Path] = _REVIEW):
     """Export samples to the LLaVA conversation JSON, or to a Hugging Face dataset with the images."""
     from .export import FORMS, TARGETS
     from .records import Sample
@@ -596,7 +662,7 @@ def export(inp: Path = typer.Argument(...), out: Path = typer.Option(...),
         target, _ = TARGETS.get(to), FORMS.get(form)
         if to == "hf" and image_root is None:
             raise DataError("--image-root is needed for --to hf")
-        target(_read(inp, Sample), out, form, image_root)
+        target(_reviewed(_read(inp, Sample), review), out, form, image_root)
     console.print(f"wrote {out}")
 
 
@@ -727,6 +793,27 @@ def dialog_eval(model: Path = typer.Option(..., help="A checkpoint folder."),
         console.print(f"  turn {t}: accuracy {f['accuracy']:.1%}, compliance {f['compliance']:.1%} ({f['n']})")
     for k, f in figures["per_format"].items():
         console.print(f"  {k:>8}: accuracy {f['accuracy']:.1%}, compliance {f['compliance']:.1%} ({f['n']})")
+
+
+@app.command()
+def review(run_dir: Path = typer.Argument(..., help="The run directory whose items to review."),
+           host: str = typer.Option("127.0.0.1", help="Address to listen on (loopback only unless you say otherwise)."),
+           port: int = typer.Option(8765),
+           image_root: Optional[Path] = typer.Option(None, help="The pictures (default: the run config's, or its world's)."),
+           ipo: Optional[Path] = typer.Option(None, help="The IPO folder (default: RUN/ipo)."),
+           check: bool = typer.Option(False, "--check", help="Check the run directory and exit, without serving.")):
+    """A local web page to page through each round's generated, kept and rejected items, with their
+    pictures and boxes, and accept, reject or edit them; decisions go to RUN/review.sqlite and take
+    effect in the loop's next training mix, `mix --review` and `export --review`."""
+    from .review.app import create_app, serve
+    with _errors():
+        if check:
+            app_ = create_app(run_dir, image_root, ipo)
+            view = app_.state.view
+            console.print(f"{run_dir}: rounds {', '.join(map(str, view.rounds())) or 'none'}; "
+                          f"{len(view.ipo_versions())} IPO prompt versions; decisions in {app_.state.store.path}", highlight=False)
+            return
+        serve(run_dir, host, port, image_root, ipo, log=lambda m: console.print(m, highlight=False))
 
 
 def main() -> None:

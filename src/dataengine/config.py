@@ -245,6 +245,25 @@ class HADPOConfig(Section):
     train: DPOTrainConfig = DPOTrainConfig()
 
 
+class EvolveConfig(Section):
+    """Instruction evolution (MMEvol, arXiv 2409.05840) of each round's kept items before training:
+    `rounds` rounds of operators and elimination (`evolve.rounds.evolve`), then a `share` of the
+    round's items is replaced by evolved descendants of theirs (the same number of items in all)."""
+    rounds: int = Field(0, ge=0)  # 0: no evolution
+    share: float = Field(0.25, ge=0, le=1)  # bench/evolve.py: 25% took nearly all of the hard benchmark's gain, no loss
+    operators: list[str] = ["perception", "reasoning", "interaction"]
+    generator: Literal["grounded", "llm"] = "grounded"  # "llm": the llm section's server evolves
+    judge: Literal["grounded", "llm"] = "grounded"
+    prompt: str = "evolve-v1"  # the prompt file of the LLM operators and judge (llm/prompts/<name>.yaml)
+    prompts: str | None = None  # a prompt store from `dataengine ipo --evolve` (its best version's rules are used)
+
+    @field_validator("operators")
+    @classmethod
+    def known_operators(cls, v: list[str]) -> list[str]:
+        from .evolve.operators import OPERATORS
+        return [OPERATORS.check(o) for o in v]
+
+
 class RunConfig(Section):
     seed: int = Field(0, ge=0)
     rounds: int = Field(3, ge=0)
@@ -260,6 +279,7 @@ class RunConfig(Section):
     filter: FilterConfig = FilterConfig()
     train: RoundTrainConfig = Field(default_factory=lambda: RoundTrainConfig(epochs=2.0, freeze_vision=True))
     hadpo: HADPOConfig = HADPOConfig()
+    evolve: EvolveConfig = EvolveConfig()
     merge: MergeConfig = MergeConfig()
 
 

@@ -14,7 +14,7 @@ from pathlib import Path, PurePosixPath
 from .benchmarks.answers import LETTER_INSTRUCTION
 from .errors import DataError
 from .images import resolve
-from .records import LETTERS, Sample, read_text, write_json
+from .records import LETTERS, Lineage, Sample, read_text, write_json
 from .registry import Registry
 
 # The LLaVA JSON's forms: question -> sentence, question + options -> letter, or one of each.
@@ -35,6 +35,8 @@ def to_llava(samples: list[Sample], form: str = "both") -> list[dict]:
             raise DataError(f"sample {s.id}: image path {s.image!r} leaves the image root: not exported")
         s = s.model_copy(update={"instruction": s.instruction.replace("<image>", "").strip()})
         extra = {"qtype": s.qtype, "short_answer": s.short_answer, "source": s.source, "generator": s.generator}
+        if s.lineage:
+            extra["lineage"] = s.lineage.model_dump(mode="json")
         if form in ("direct", "both"):
             out.append({"id": f"{s.id}-direct", "image": s.image, "conversations": [
                 {"from": "human", "value": f"<image>\n{s.instruction}"}, {"from": "gpt", "value": s.answer}], **extra})
@@ -80,7 +82,8 @@ def from_llava(path: str | Path) -> list[Sample]:
             raise DataError(f"{path}: entry {n}: not an exported conversation (id '<sample>-direct|choice', two turns)") from None
         m = merged.setdefault(sid, {"id": sid, "image": e.get("image", ""), "qtype": e.get("qtype", 0),
                                     "short_answer": e.get("short_answer", ""), "answer": "",
-                                    "source": e.get("source", ""), "generator": e.get("generator", "")})
+                                    "source": e.get("source", ""), "generator": e.get("generator", ""),
+                                    "lineage": e.get("lineage")})
         lines = human.removeprefix("<image>\n").split("\n")
         if kind == "direct":
             m["instruction"], m["answer"] = "\n".join(lines), gpt
@@ -113,14 +116,16 @@ def export_hf(samples: list[Sample], image_root: str | Path, out_dir: str | Path
         "instruction": datasets.Value("string"), "answer": datasets.Value("string"),
         "short_answer": datasets.Value("string"), "options": datasets.Sequence(datasets.Value("string")),
         "choice_answer": datasets.Value("string"), "qtype": datasets.Value("int32"),
-        "source": datasets.Value("string"), "generator": datasets.Value("string")})
+        "source": datasets.Value("string"), "generator": datasets.Value("string"),
+        "lineage": datasets.Value("string")})  # an evolved item's `Lineage` as JSON, "" for others
     for i in range(0, max(len(samples), 1), shard_size):
         rows = []
         for s in samples[i:i + shard_size]:
             path = resolve(image_root, s.image, where=f"sample {s.id}")
             if not path.exists():
                 raise DataError(f"{path}: sample {s.id}: image not found")
-            rows.append(s.model_dump() | {"image": {"path": s.image, "bytes": path.read_bytes()}, "image_path": s.image})
+            rows.append(s.model_dump() | {"image": {"path": s.image, "bytes": path.read_bytes()}, "image_path": s.image,
+                                          "lineage": s.lineage.model_dump_json() if s.lineage else ""})
         ds = datasets.Dataset.from_list(rows, features=features)
         ds.to_parquet(str(out_dir / f"data-{i // shard_size:05d}.parquet"))
     return out_dir
@@ -145,8 +150,13 @@ def parquet_rows(data_dir: str | Path, image_root: str | Path, what: str = "row"
 
 def import_hf(data_dir: str | Path, image_root: str | Path) -> list[Sample]:
     """Samples back from `export_hf` shards; each image is written to its path under `image_root`."""
-    return [Sample(**{k: (row["image_path"] if k == "image" else row[k]) for k in Sample.model_fields})
-            for row in parquet_rows(data_dir, image_root, "sample")]
+    def field(row: dict, k: str):
+        if k == "image":
+            return row["image_path"]
+        if k == "lineage":  # shards written before evolution existed have no such column
+            return Lineage.model_validate_json(row["lineage"]) if row.get("lineage") else None
+        return row[k]
+    return [Sample(**{k: field(row, k) for k in Sample.model_fields}) for row in parquet_rows(data_dir, image_root, "sample")]
 
 
 # Where `dataengine export --to` writes: f(samples, out, form, image_root)

@@ -205,13 +205,24 @@ class Loop:
             return stages.evaluate_model(model, questions, inputs.benchmark_image_root, self.run_dir / f"round_{k}" / "eval", self.cfg,
                                          benchmark=inputs.benchmark.name, progress=p, llm=self.llm, model_name=self.model_name(k))
 
-    def incremental(self, k: int, all_rounds: bool = True) -> list[Sample]:
-        """The kept items of rounds 1..k (or of round k alone)."""
+    def incremental(self, k: int, all_rounds: bool = True, recheck=None) -> list[Sample]:
+        """The kept items of rounds 1..k (or of round k alone), with a person's review decisions
+        (`dataengine review`) applied: rejected items left out, edited ones in place of the originals
+        when `recheck` (the filter on one item) passes them; where a round evolved its items
+        (`evolve.rounds`), its `evolve.share` of them replaced by evolved descendants (of items neither
+        rejected nor edited)."""
+        from .review.store import reviewed_round
         out = []
         for j in (range(1, k + 1) if all_rounds else [k]):
-            p = self.run_dir / f"round_{j}" / "filtered.jsonl"
-            if p.exists():
-                out += read_jsonl(p, Sample)
+            applied = reviewed_round(self.run_dir, j, recheck)
+            if applied.rejected or applied.edited or applied.failing:
+                self._log(f"round {j}'s items as reviewed: {applied.summary()}")
+            items = applied.items
+            if items and (e := self.run_dir / f"round_{j}" / "evolve" / "evolved.jsonl").exists():
+                edited = set(applied.edited)
+                evolved = [c for c in read_jsonl(e, Sample) if c.lineage.root not in edited]
+                items = stages.with_evolved(items, evolved, self.cfg.evolve.share, seed=self.cfg.seed + j)
+            out += items
         return out
 
     def round(self, k: int, inputs: Inputs, questions: list[Question], original: list[Sample],
@@ -227,8 +238,9 @@ class Loop:
                                          previous_eval=history[0], previous_plan=history[1])
         self._warn_unplanned(k, the_plan)
         gen_path, filt_path = rd / "generated.jsonl", rd / "filtered.jsonl"
+        recheck = stages.edit_check(guard, pool, cfg)  # the filter on an item a person edited
         # The training data so far, read once, and only if generate or filter still has to run.
-        seen = original + self.incremental(k - 1) if not filt_path.exists() else []
+        seen = original + self.incremental(k - 1, recheck=recheck) if not filt_path.exists() else []
         # 2. generate, never on an image used before for the same type
         if not gen_path.exists():
             generator = stages.make_generator(cfg.generate, pool, f"round-{k}", llm=self.llm,
@@ -250,12 +262,16 @@ class Loop:
                                     rejected=rd / "rejected.jsonl", report=rd / "filter_report.json",
                                     blind_model=self.model_dir(k - 1), image_root=inputs.image_root, llm=self.llm)
             self._log(f"round {k}: generated {len(generated)}, kept {len(f.kept)}, dropped {f.report.dropped or 'none'}")
+        # 3b. evolve the kept items (MMEvol), when asked
+        if cfg.evolve.rounds and not (rd / "evolve" / "evolved.jsonl").exists():
+            stages.evolve_items(read_jsonl(filt_path, Sample), pool, rd / "evolve", cfg, seed=cfg.seed * 100 + k, llm=self.llm,
+                                log=lambda m: self._log(f"round {k}: {m}"))
         # 4. train from the previous round's model on original + incremental data
         model_dir, vlm = rd / "model", None
         if not (model_dir / "config.json").exists():
             t = cfg.train
-            data = stages.training_mix(original, self.incremental(k, all_rounds=t.incremental == "all"), t.original_fraction,
-                                       seed=cfg.seed + k)
+            data = stages.training_mix(original, self.incremental(k, all_rounds=t.incremental == "all", recheck=recheck),
+                                       t.original_fraction, seed=cfg.seed + k)
             if t.conversation == "merged":  # per image, one multi-round conversation (arXiv 2401.08968)
                 refuse = stages.refuse_benchmark_images(guard)
                 # the filter kept generated items off benchmark pictures; the original data never went through it

@@ -98,6 +98,30 @@ class ImageAnnotation(BaseModel):
 
 # ---- training data in the MLLM-DataEngine released format ----
 
+class Verdict(BaseModel):
+    """An evolution judge's word on a child item against its parent (MMEvol's elimination)."""
+    judge: str  # "grounded" or "llm:<model>:evolve-v<n>"
+    kept: bool
+    improved: bool  # more complex than the parent
+    correct: bool | None  # the annotation confirms it (None: the judge could not tell)
+    score: float | None = None  # MMEvol's 1-10 complexity score (the LLM judge) or the complexity gain
+    reason: str = ""
+
+
+class Lineage(BaseModel):
+    """Where an evolved item comes from (`evolve`): its parent, the operator that made it, the
+    evolution round, its task format, the steps of its reasoning and the judge's verdict."""
+    parent: str  # the parent item's id
+    root: str  # the seed item's id, before any evolution
+    operator: str  # "perception", "reasoning" or "interaction"
+    round: int  # 1 for a child of a seed item
+    format: str = "multiple choice"  # the task format (the interaction operator changes it)
+    steps: list[str] = Field(default_factory=list)  # one fact a step, in order
+    skills: list[str] = Field(default_factory=list)
+    complexity: float = 0.0
+    verdict: Verdict | None = None
+
+
 class Sample(BaseModel):
     id: str
     image: str
@@ -109,6 +133,7 @@ class Sample(BaseModel):
     qtype: int
     source: str = ""  # "starter", "round-1", ...
     generator: str = ""
+    lineage: Lineage | None = None  # only for items made by evolving another
 
 
 # ---- evaluation ----

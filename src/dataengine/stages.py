@@ -293,6 +293,83 @@ def filter_items(generated: list[Sample], out: str | Path, guard: BenchmarkGuard
     return Filtered(kept, rep)
 
 
+def edit_check(guard: BenchmarkGuard | None, pool: list[ImageAnnotation] | None,
+               cfg: RunConfig) -> Callable[[Sample, list[Sample]], str]:
+    """The filter on one item a person edited (`review.store.apply`), beside the items `seen` it would
+    join: "" when it passes, else the reason. The checks of `filter_items` but the embedding
+    near-duplicate and blind ones (they judge a set, or need a model)."""
+    anns = {a.image: a for a in pool} if pool else None
+    vocab = vocabulary(pool) if pool else None
+
+    def check(s: Sample, seen: list[Sample] = ()) -> str:
+        try:
+            _, dropped, _ = filter_samples([s], guard, anns, seen=[x for x in seen if x.id != s.id],
+                                           drop_unverified=cfg.filter.unverifiable == "drop", vocab=vocab)
+        except DataError as e:
+            return str(e)
+        return dropped[0][1] if dropped else ""
+    return check
+
+
+# ---- evolve ----
+
+def evolve_items(items: list[Sample], pool: list[ImageAnnotation], out: str | Path, cfg: RunConfig, rounds: int | None = None,
+                 seed: int = 0, llm: Callable[[], LLMClient] | None = None, log: Log = _quiet) -> list[Sample]:
+    """Evolve `items` (`evolve.rounds.evolve`) by the config's `evolve` section into the folder `out`;
+    return the kept children of every round. Resumes at the round a killed run was in."""
+    from .evolve.llm import LLMEvolver, load_prompts
+    from .evolve.rounds import evolve
+    from .llm.prompt import PromptStore
+    e = cfg.evolve
+    best = PromptStore(e.prompts).best() if e.prompts else None
+    if e.prompts and best is None:
+        raise DataError(f"{e.prompts}: no measured prompt version (run `dataengine ipo --evolve ITEMS` first)")
+    prompts = load_prompts(best.template if best else e.prompt)
+    evolver = LLMEvolver(llm(), prompts, rules=best.rules if best else None) if (e.generator == "llm" or e.judge == "llm") and llm else None
+    if (e.generator == "llm" or e.judge == "llm") and evolver is None:
+        raise DataError("evolve.generator or evolve.judge is llm, but no LLM is configured (the llm section)")
+    kept, _ = evolve(items, pool, out, rounds=e.rounds if rounds is None else rounds, operators=e.operators,
+                     vocab=vocabulary(pool), llm=evolver, generator=e.generator, judge=e.judge,
+                     embedder=get_embedder(cfg.embed.model), seed=seed, log=log)
+    return kept
+
+
+def optimize_evolve_prompt(client: LLMClient, items: list[Sample], pool: list[ImageAnnotation], out: str | Path, cfg: RunConfig,
+                           seed: int = 0, judge=None, accept=None, log: Log = _quiet):
+    """IPO on the evolution prompt (`cfg.evolve.prompt`): each version evolves the same
+    `ipo.per_type` seed items per operator, drawn from `items`, and is judged like generation's
+    (the annotation verifier, a person at the terminal or in the review page)."""
+    from .evolve.llm import ipo_items, load_prompts
+    from .llm.ipo import auto_judge, optimize
+    e, i = cfg.evolve, cfg.ipo
+    anns = {a.image: a for a in pool}
+    usable = [s for s in items if s.image in anns]
+    seeds = random.Random(seed).sample(usable, min(len(usable), i.per_type * len(e.operators)))
+    if not seeds:
+        raise DataError("no item to evolve is about an image of the pool")
+    return optimize(client, pool, out, rounds=i.rounds, target=i.target, per_type=0, qtypes=[], clarify=i.clarify,
+                    judge=judge or auto_judge, accept=accept, log=log, seed=seed, items_for=ipo_items(seeds, anns, e.operators),
+                    template=e.prompt, rules=load_prompts(e.prompt).rules)
+
+
+def with_evolved(items: list[Sample], evolved: list[Sample], share: float, seed: int) -> list[Sample]:
+    """`items` with a `share` of them replaced by an evolved descendant each (the deepest one, drawn
+    at random among equals): as many items as before, part of them harder. Items with no kept
+    descendant stay as they are."""
+    by_root: dict[str, list[Sample]] = {}
+    for c in evolved:
+        by_root.setdefault(c.lineage.root, []).append(c)
+    rng = random.Random(seed)
+    order = [i for i, s in enumerate(items) if s.id in by_root]
+    rng.shuffle(order)
+    out = list(items)
+    for i in order[:round(share * len(items))]:
+        family = by_root[items[i].id]
+        deepest = max(c.lineage.round for c in family)
+        out[i] = rng.choice([c for c in family if c.lineage.round == deepest])
+    return out
+
+
 # ---- train ----
 
 def training_mix(original: list[Sample], incremental: list[Sample], fraction: float, seed: int) -> list[Sample]:

@@ -21,6 +21,7 @@ from typing import Callable
 
 from pydantic import BaseModel
 
+from ..errors import DataError
 from ..filter import check_format, check_leak
 from ..generate.llm import LLMGenerator
 from ..qtypes import Vocabulary, verify
@@ -104,10 +105,38 @@ def human_judge(s: Sample, ann: ImageAnnotation | None, vocab: Vocabulary | None
                    explanation=ask("explanation: ").strip())
 
 
-# `dataengine ipo --review`: who judges the items of a prompt version
+class PageJudge:
+    """A person's verdicts given in the review page (`dataengine review RUN`, its IPO tab) instead of at
+    the terminal: each item's pass / fail (failure type, comment) is read from the review database,
+    waiting until the person has given it. `measure` writes a version's items before they are judged,
+    so the page can show them; a verdict given earlier (a resumed run) is used at once."""
+
+    def __init__(self, db: str | Path, poll: float = 1.0, timeout: float | None = None, show: Callable[[str], None] = print):
+        from ..review.store import ReviewStore
+        self.store, self.poll, self.timeout, self.show = ReviewStore(db), poll, timeout, show
+        self._waiting: str | None = None
+
+    def __call__(self, s: Sample, ann: ImageAnnotation | None, vocab: Vocabulary | None = None) -> Failure | None:
+        import time
+        round, start = s.source, time.monotonic()  # the version's items carry "ipo-v<n>" as their source
+        while (d := self.store.get(round, s.id)) is None or d.verdict not in ("pass", "fail"):
+            if self._waiting != round:
+                self._waiting = round
+                self.show(f"waiting for your verdicts on prompt {round.removeprefix('ipo-')} in the review page ({self.store.path})")
+            if self.timeout is not None and time.monotonic() - start > self.timeout:
+                raise DataError(f"item {s.id}: no verdict in {self.store.path} after {self.timeout:.0f} s")
+            time.sleep(self.poll)
+        if d.verdict == "pass":
+            return None
+        return Failure(item=s.id, qtype=s.qtype, image=s.image, question=s.instruction, failure_type=d.kind or "other",
+                       explanation=d.comment)
+
+
+# `dataengine ipo --review`: who judges the items of a prompt version ("page" is a PageJudge on a database)
 REVIEWERS: Registry = Registry("review mode")
 REVIEWERS.register("auto", auto_judge)
 REVIEWERS.register("human", human_judge)
+REVIEWERS.register("page", PageJudge)
 
 
 def review(items: list[Sample], problems: list[dict], anns: dict[str, ImageAnnotation], judge=auto_judge,
@@ -190,15 +219,24 @@ class IPOResult:
     stopped: str
 
 
+# f(client, version) -> (items made with the version's rules, problems as LLMGenerator reports them)
+ItemsFor = Callable[[LLMClient, PromptVersion], tuple[list[Sample], list[dict]]]
+
+
 def measure(client: LLMClient, version: PromptVersion, images: dict[int, list[ImageAnnotation]],
             anns: dict[str, ImageAnnotation], out: Path, judge=auto_judge, image_root: str | None = None,
-            vocab: Vocabulary | None = None) -> Review:
-    """Generate one item per sampled image with this version and review them; files under out/v{n}/."""
-    gen = LLMGenerator(client, prompt_for(version), source=f"ipo-v{version.version}", image_root=image_root)
-    items = [s for t, imgs in sorted(images.items()) for s in gen.generate_batch(t, imgs, [], random.Random(0))]
-    rv = review(items, gen.problems, anns, judge, vocab)
+            vocab: Vocabulary | None = None, items_for: ItemsFor | None = None) -> Review:
+    """Make items with this version and review them; files under out/v{n}/. By default one generated
+    item per sampled image; `items_for` makes them otherwise (the evolution prompt's children)."""
+    if items_for is not None:
+        items, problems = items_for(client, version)
+    else:
+        gen = LLMGenerator(client, prompt_for(version), source=f"ipo-v{version.version}", image_root=image_root)
+        items = [s for t, imgs in sorted(images.items()) for s in gen.generate_batch(t, imgs, [], random.Random(0))]
+        problems = gen.problems
     d = out / f"v{version.version}"
-    write_jsonl(d / "items.jsonl", items)
+    write_jsonl(d / "items.jsonl", items)  # before the review: a person judges them in the review page
+    rv = review(items, problems, anns, judge, vocab)
     write_jsonl(d / "failures.jsonl", rv.failures)
     return rv
 
@@ -212,9 +250,12 @@ def sample_images(pool: list[ImageAnnotation], qtypes: list[int], per_type: int,
 def optimize(client: LLMClient, pool: list[ImageAnnotation], out: str | Path, rounds: int = 3, target: float = 0.9,
              per_type: int = 3, qtypes: list[int] | None = None, clarify: bool = True, judge=auto_judge,
              accept: Callable[[str, str], str | None] | None = None, log: Callable[[str], None] = print,
-             seed: int = 0, image_root: str | None = None) -> IPOResult:
+             seed: int = 0, image_root: str | None = None, items_for: ItemsFor | None = None,
+             template: str = "generate-v1", rules: str | None = None) -> IPOResult:
     """Run IPO; re-running resumes from the stored versions. `accept(current, proposed)` returns the
-    rules to use (edited or not) or None to reject; None as `accept` accepts automatically."""
+    rules to use (edited or not) or None to reject; None as `accept` accepts automatically. For
+    another prompt than generation's (evolution's), `items_for` makes a version's items, `template`
+    names its prompt file and `rules` its first rules."""
     out = Path(out)
     store = PromptStore(out / "prompts.jsonl")
     images = sample_images(pool, qtypes or sorted(QTYPES), per_type, seed)
@@ -223,7 +264,7 @@ def optimize(client: LLMClient, pool: list[ImageAnnotation], out: str | Path, ro
 
     def measured(v: PromptVersion) -> PromptVersion:
         if v.correctness is None:
-            rv = measure(client, v, images, anns, out, judge, image_root, vocab)
+            rv = measure(client, v, images, anns, out, judge, image_root, vocab, items_for)
             v.correctness, v.judged = rv.correctness, rv.judged
             v.per_type = {t: c / n for t, (c, n) in sorted(rv.per_type.items())}
             store.save(v)
@@ -231,7 +272,7 @@ def optimize(client: LLMClient, pool: list[ImageAnnotation], out: str | Path, ro
             + " ".join(f"{t}:{x:.0%}" for t, x in v.per_type.items()))
         return v
 
-    current = measured(store.initial())
+    current = measured(store.initial(template, rules))
     for v in store.versions()[1:]:
         current = measured(v)
     stopped = "round limit"

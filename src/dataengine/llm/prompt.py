@@ -212,11 +212,12 @@ class PromptStore:
     def versions(self) -> list[PromptVersion]:
         return read_jsonl(self.path, PromptVersion) if self.path.exists() else []
 
-    def initial(self, template: str = "generate-v1") -> PromptVersion:
+    def initial(self, template: str = "generate-v1", rules: str | None = None) -> PromptVersion:
+        """The first version: the store's own, else the template's rules (or `rules`), stored."""
         vs = self.versions()
         if vs:
             return vs[0]
-        v = PromptVersion(version=1, template=template, rules=load_template(template).rules)
+        v = PromptVersion(version=1, template=template, rules=load_template(template).rules if rules is None else rules)
         self.save(v)
         return v
 

@@ -29,7 +29,12 @@ def candidates(qtype: int, ann: ImageAnnotation, vocab: Vocabulary) -> list[Cand
 
 def verify(item: Sample, ann: ImageAnnotation, vocab: Vocabulary) -> str | None:
     """Judge an item against the annotation: a reason if the annotation contradicts it, "" if it
-    confirms it, None if it cannot decide (also for a type no plug-in knows)."""
+    confirms it, None if it cannot decide (also for a type no plug-in knows). An evolved item (one
+    with a lineage) is read by the evolution grammar, whatever its type: its question chains facts or
+    changes format, which a type's own check would misread."""
+    if item.lineage is not None:
+        from ..evolve.grammar import check
+        return check(item, ann, vocab)
     if item.qtype not in QUESTION_TYPES:
         return None
     return QUESTION_TYPES.get(item.qtype).verify(item, ann, vocab)
