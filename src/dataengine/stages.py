@@ -415,8 +415,8 @@ class Trained:
 
 def train_model(model: str | Path, data: list[Sample] | list, image_root: str | Path, out: str | Path, cfg: TrainConfig,
                 progress: Progress | None = None) -> Trained:
-    """Fine-tune the checkpoint at `model` on `data` (items or `Conversation`s; full or LoRA, merged back) and save it to `out`
-    (under torchrun, the first process saves). Trained in float32 (bf16 mixed precision with `cfg.bf16`).
+    """Fine-tune the checkpoint at `model` on `data` (items, or `Conversation`s; full or LoRA, merged
+    back) and save it to `out` (under torchrun, the first process saves). Trained in float32 (bf16 mixed precision with `cfg.bf16`).
     DataError when `out` already holds a model: a finished training is never overwritten."""
     from .models.vlm import VLM
     from .train.sft import train
@@ -580,6 +580,7 @@ def evaluate_dialog_model(model: str | Path, dialogs_file: str | Path, image_roo
     from .dialog.benchmark import evaluate_dialogs, read_dialogs
     from .models.vlm import VLM
     out, dialogs_file = Path(out), Path(dialogs_file)
+    dialogs = read_dialogs(dialogs_file)  # a missing or bad file: DataError naming it
     what = {"model": str(Path(model).resolve()), "dialogs": hashlib.sha1(dialogs_file.read_bytes()).hexdigest(),
             "max_new_tokens": max_new_tokens, "grader": getattr(grader, "version", None)}
     if (out / "results.json").exists():
@@ -587,7 +588,6 @@ def evaluate_dialog_model(model: str | Path, dialogs_file: str | Path, image_roo
             raise DataError(f"{out}: holds the results of another dialog evaluation ({', '.join(diff)} differ): "
                             f"evaluate into another --out, or remove it")
         return json.loads((out / "results.json").read_text())
-    dialogs = read_dialogs(dialogs_file)
     write_json(out / "evaluation.json", what)
     # predictions.jsonl, then results.json, which marks the evaluation finished
     return evaluate_dialogs(VLM.load(model), dialogs, image_root, out, batch_size, max_new_tokens, grader)

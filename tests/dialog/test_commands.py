@@ -47,6 +47,9 @@ def test_merge_train_and_evaluate_dialogs(world, tiny_vlm, tmp_path):
     other = runner.invoke(app, ["dialog-eval", "--model", str(tmp_path / "m"), "--dialogs", str(tmp_path / "dialog.json"),
                                 "--image-root", str(tmp_path / "img"), "--out", str(tmp_path / "ev"), "--max-new-tokens", "4"])
     assert other.exit_code == 2 and "holds the results of another dialog evaluation (model differ)" in other.output
+    missing = runner.invoke(app, ["dialog-eval", "--model", str(tmp_path / "m1"), "--dialogs", str(tmp_path / "nope.json"),
+                                  "--image-root", str(tmp_path / "img"), "--out", str(tmp_path / "ev2")])
+    assert missing.exit_code == 2 and "nope.json: file not found" in missing.output
 
     # an item on a benchmark image: one line naming it, exit code 2, nothing written
     bench = json.loads(world.benchmark.read_text())["questions"][0]
