@@ -10,7 +10,8 @@ from typer.testing import CliRunner
 from dataengine.cli import app
 
 COMMANDS = ["loop", "world", "init-model", "train", "evaluate", "mme-eval", "pope-build", "pope-eval", "plan", "generate",
-            "filter", "evolve", "mix", "ipo", "llm-serve", "pool", "export", "import", "report", "review"]
+            "filter", "evolve", "mix", "ipo", "llm-serve", "pool", "export", "import", "report", "review",
+            "merge", "dialog-bench", "dialog-eval"]
 
 
 def test_every_stage_is_a_command_with_help():

@@ -165,7 +165,8 @@ def train(model: Path = typer.Option(...), data: list[Path] = typer.Option(..., 
           gradient_checkpointing: Optional[bool] = typer.Option(None),
           deepspeed: Optional[Path] = typer.Option(None, help="A DeepSpeed JSON config, for models too large for one GPU."),
           fsdp: Optional[bool] = typer.Option(None, help="Fully Sharded Data Parallel, under torchrun / accelerate launch."),
-          fsdp_config: Optional[Path] = typer.Option(None, help="FSDP's JSON config (version, cpu_offload, min_num_params...).")):
+          fsdp_config: Optional[Path] = typer.Option(None, help="FSDP's JSON config (version, cpu_offload, min_num_params...)."),
+          conversations: bool = typer.Option(False, help="DATA are conversations (`dataengine merge`'s): the loss on every answer.")):
     """Fine-tune MODEL on DATA (full, or LoRA merged back) and save it to OUT as safetensors. Settings
     default to the config's `train` section (the loop's), or to a preset."""
     from pydantic import ValidationError
@@ -190,7 +191,12 @@ def train(model: Path = typer.Option(...), data: list[Path] = typer.Option(..., 
         except ValidationError as e:
             raise DataError(f"train: {problem(e)}") from None
         with _progress() as p:
-            log = stages.train_model(model, _read_all(data, Sample), image_root, out, cfg, progress=p).log
+            if conversations:
+                from .dialog.conversation import Conversation
+                items = _read_all(data, Conversation)
+            else:
+                items = _read_all(data, Sample)
+            log = stages.train_model(model, items, image_root, out, cfg, progress=p).log
     losses = f"; loss {log['losses'][0]:.3f} -> {log['losses'][-1]:.3f}" if log["losses"] else ""
     console.print(f"trained {log['steps']} steps on {log['samples']} items{losses}")
 
@@ -667,19 +673,21 @@ def export(inp: Path = typer.Argument(...), out: Path = typer.Option(...),
 @app.command("import")
 def import_cmd(inp: Path = typer.Argument(..., help="A LLaVA conversation JSON, or a folder written by `export --to hf`."),
                out: Path = typer.Option(..., help="Sample JSONL."),
-               image_root: Optional[Path] = typer.Option(None, help="hf: where to write the images back")):
-    """Load exported data back into Sample records."""
+               image_root: Optional[Path] = typer.Option(None, help="hf: where to write the images back"),
+               conversations: bool = typer.Option(False, help="Multi-turn conversations (`merge --llava / --hf`), into Conversation JSONL.")):
+    """Load exported data back into Sample records (or, with --conversations, Conversation records)."""
+    from .dialog import export as dexport
     from .export import from_llava, import_hf
     from .records import write_jsonl
     with _errors():
         if inp.is_dir():
             if image_root is None:
                 raise DataError("--image-root is needed to write a dataset's images back")
-            samples = import_hf(inp, image_root)
+            samples = (dexport.import_hf if conversations else import_hf)(inp, image_root)
         else:
-            samples = from_llava(inp)
+            samples = (dexport.from_llava if conversations else from_llava)(inp)
     write_jsonl(out, samples)
-    console.print(f"wrote {len(samples)} samples to {out}")
+    console.print(f"wrote {len(samples)} {'conversations' if conversations else 'samples'} to {out}")
 
 
 @app.command()
@@ -707,6 +715,88 @@ def report(run_dir: Path = typer.Argument(Path("runs/default")),
         from .report.html import write_html
         with _errors():
             console.print(f"wrote {write_html([run_dir, *compare], html, image_root)}")
+
+
+# ---- multi-round dialogs ----
+
+@app.command()
+def merge(data: list[Path] = typer.Argument(..., help="Item JSONL files (generated, filtered, starter, a round's mix)."),
+          out: Path = typer.Option(..., help="Conversation JSONL."), config: Optional[Path] = _CONFIG,
+          pool: Optional[Path] = typer.Option(None, help="Image annotations, for the turns --pool-turns names."),
+          pool_turns: Optional[str] = typer.Option(None, help="caption,region,grounding,existence (config: merge.pool)"),
+          max_turns: Optional[int] = typer.Option(None, help="Turns a conversation at most (config default 8)."),
+          form: Optional[str] = typer.Option(None, help="Items with options: letter, word or mixed (default)."),
+          seed: int = typer.Option(0),
+          benchmark: Optional[Path] = typer.Option(None, help="SEED-Bench JSON or MMBench TSV whose images are refused."),
+          image_root: Optional[Path] = typer.Option(None, help="The items' images (with --benchmark; needed for --hf)."),
+          benchmark_image_root: Optional[Path] = typer.Option(None, help="The benchmark's images (default: --image-root)."),
+          dialog_benchmark: Optional[Path] = typer.Option(None, help="A dialog benchmark whose images are refused."),
+          llava: Optional[Path] = typer.Option(None, help="Also export the conversations as LLaVA multi-turn JSON here."),
+          hf: Optional[Path] = typer.Option(None, help="Also export them as a Hugging Face dataset (Parquet) here.")):
+    """Merge items per image into multi-round conversations, each turn with its format instruction (after
+    arXiv 2401.08968). An item on a benchmark image stops the merge, naming it."""
+    from . import stages
+    from .dialog import export as dexport
+    from .dialog.benchmark import dialog_images, read_dialogs
+    from .records import ImageAnnotation, Inputs, Sample
+    with _errors():
+        kinds = [k.strip() for k in pool_turns.split(",") if k.strip()] if pool_turns is not None else None
+        cfg = _config(config, merge__pool=kinds, merge__max_turns=max_turns, merge__form=form)
+        if cfg.merge.pool and pool is None:
+            raise DataError("--pool is needed for the turns of --pool-turns")
+        guard = None
+        if benchmark:
+            if image_root is None:
+                raise DataError("--image-root is needed with --benchmark")
+            inputs = Inputs(benchmark, image_root, image_root, image_root, benchmark_image_root or image_root)
+            guard = stages.benchmark_guard(stages.read_questions(inputs)[0], inputs)
+        refused = dialog_images(read_dialogs(dialog_benchmark)) if dialog_benchmark else set()
+        conversations = stages.merge_conversations(_read_all(data, Sample), out, cfg, seed, _read(pool, ImageAnnotation) if pool else None,
+                                                   refuse=stages.refuse_benchmark_images(guard, refused))
+        if llava:
+            dexport.export_llava(conversations, llava, image_root)
+        if hf:
+            if image_root is None:
+                raise DataError("--image-root is needed for --hf")
+            dexport.export_hf(conversations, image_root, hf)
+    turns = sum(len(c.turns) for c in conversations)
+    console.print(f"wrote {len(conversations)} conversations ({turns} turns) to {out}")
+
+
+@app.command("dialog-bench")
+def dialog_bench(out: Path = typer.Argument(..., help="The dialog benchmark JSON to write."),
+                 image_root: Path = typer.Option(..., help="Where its pictures are rendered (under dialog/)."),
+                 n: int = typer.Option(200, min=1, help="Dialogs (one per picture)."), seed: int = typer.Option(0),
+                 size: int = typer.Option(96, min=32, help="Picture side in pixels (the world's image_size).")):
+    """Build a multi-round dialog benchmark on held-out scenes of the synthetic world: later turns refer
+    back to earlier answers, each turn with a format instruction."""
+    from .dialog.benchmark import build_dialog_benchmark
+    with _errors():
+        dialogs = build_dialog_benchmark(image_root, out, n=n, seed=seed, size=size)
+    console.print(f"wrote {len(dialogs)} dialogs ({sum(len(d.turns) for d in dialogs)} turns) to {out}")
+
+
+@app.command("dialog-eval")
+def dialog_eval(model: Path = typer.Option(..., help="A checkpoint folder."),
+                dialogs: Path = typer.Option(..., help="A dialog benchmark JSON (`dataengine dialog-bench`)."),
+                image_root: Path = typer.Option(...), out: Path = typer.Option(..., help="Folder for predictions.jsonl, results.json."),
+                batch_size: int = typer.Option(16, min=1), max_new_tokens: int = typer.Option(24, min=1),
+                grade: bool = typer.Option(False, help="Grade open-ended sentence answers 0-1 with the LLM (MM-Vet's grader)."),
+                llm_url: list[str] = _LLM_URL, llm_local: bool = _LLM_LOCAL, config: Optional[Path] = _CONFIG):
+    """Ask a model every dialog turn by turn, its own answers kept in the conversation; print accuracy
+    per turn and per format, and format compliance. A finished evaluation in OUT is read back."""
+    from . import stages
+    from .dialog.judge import llm_grader
+    with _errors(), contextlib.ExitStack() as stack:
+        cfg = _config(config, llm__base_urls=llm_url or None, llm__local=True if llm_local else None)
+        grader = llm_grader(stack.enter_context(stages.open_llm(cfg.llm, out, out / "llm_cache.sqlite"))) if grade else None
+        figures = stages.evaluate_dialog_model(model, dialogs, image_root, out, batch_size, max_new_tokens, grader)
+    console.print(f"{figures['dialogs']} dialogs, {figures['turns']} turns: accuracy {figures['accuracy']:.1%}, "
+                  f"format compliance {figures['compliance']:.1%}, whole dialogs right {figures['whole_dialogs']:.1%}")
+    for t, f in figures["per_turn"].items():
+        console.print(f"  turn {t}: accuracy {f['accuracy']:.1%}, compliance {f['compliance']:.1%} ({f['n']})")
+    for k, f in figures["per_format"].items():
+        console.print(f"  {k:>8}: accuracy {f['accuracy']:.1%}, compliance {f['compliance']:.1%} ({f['n']})")
 
 
 @app.command()

@@ -202,6 +202,19 @@ class RoundTrainConfig(TrainConfig):
     model_config = ConfigDict(extra="forbid")
     original_fraction: float = Field(0.25, ge=0, le=1)  # share of the original data replayed in each round
     incremental: str = "all"  # "all": every round's data so far; "latest": this round's only
+    # "single": each item a one-turn conversation (question -> `target`); "merged": the round's
+    # training mix merged per image into multi-round conversations (`merge` section), each turn with
+    # its format instruction, the loss on every answer (after arXiv 2401.08968)
+    conversation: Literal["single", "merged"] = "single"
+
+
+class MergeConfig(Section):
+    """How items become multi-round conversations (`dialog.merge`; `dataengine merge`, `train.conversation: merged`)."""
+    max_turns: int = Field(8, ge=1)  # turns a conversation at most; an image with more items gets several
+    # an item with options: answered by its letter, by its short answer, or one of the two per item
+    form: Literal["letter", "word", "mixed"] = "mixed"
+    # turns the pool's annotations add for the images merged: caption, region, grounding, existence
+    pool: list[Literal["caption", "region", "grounding", "existence"]] = []
 
 
 class HADPOConfig(Section):
@@ -267,6 +280,7 @@ class RunConfig(Section):
     train: RoundTrainConfig = Field(default_factory=lambda: RoundTrainConfig(epochs=2.0, freeze_vision=True))
     hadpo: HADPOConfig = HADPOConfig()
     evolve: EvolveConfig = EvolveConfig()
+    merge: MergeConfig = MergeConfig()
 
 
 def load_config(path: str | Path | None) -> RunConfig:

@@ -9,6 +9,7 @@ run resumes with `dataengine loop` again and loses no finished stage.
       world/            the synthetic world (images/, pool.jsonl, benchmark.json, starter.jsonl)
       round_0/model/    the base model;  round_0/eval/  its evaluation
       round_k/plan.json generated.jsonl filtered.jsonl rejected.jsonl filter_report.json model/ eval/
+                        conversations.jsonl (train.conversation: merged: the training mix merged per image)
       round_n/          with hadpo.after_rounds, a hallucination round after the last: descriptions,
                         judged.jsonl, pairs.jsonl, before/ after/ (POPE, SHR), hadpo.json, model/ eval/
       benchmark_images/ an MMBench TSV's images, written once
@@ -271,6 +272,15 @@ class Loop:
             t = cfg.train
             data = stages.training_mix(original, self.incremental(k, all_rounds=t.incremental == "all", recheck=recheck),
                                        t.original_fraction, seed=cfg.seed + k)
+            if t.conversation == "merged":  # per image, one multi-round conversation (arXiv 2401.08968)
+                refuse = stages.refuse_benchmark_images(guard)
+                # the filter kept generated items off benchmark pictures; the original data never went through it
+                off = [(s, why) for s in data if (why := refuse(s.image, s.id))]
+                if off:
+                    self._log(f"[yellow]round {k}: {len(off)} training items left out of the conversations: "
+                              f"{', '.join(sorted({w for _, w in off}))} (e.g. {off[0][0].id})[/yellow]")
+                    data = [s for s in data if not refuse(s.image, s.id)]
+                data = stages.merge_conversations(data, rd / "conversations.jsonl", cfg, seed=cfg.seed + k, pool=pool, refuse=refuse)
             with progress_bar(self.console) as p:
                 vlm = stages.train_model(self.model_dir(k - 1), data, inputs.image_root, model_dir,
                                          t.model_copy(update={"seed": cfg.seed + k}), progress=p).vlm

@@ -11,6 +11,7 @@ writes its outputs (atomically) and returns what it made; none prints.
     made = generate_items(plan, pool, generator, generated_jsonl, cfg.generate, seed, seen)
     kept = filter_items(made.items, filtered_jsonl, guard, pool, cfg, seen)
     data = training_mix(original, incremental, cfg.train.original_fraction, seed)
+    data = merge_conversations(data, conversations_jsonl, cfg, seed, pool, refuse)   # train.conversation: merged
     train_model(model_dir, data, inputs.image_root, next_model_dir, cfg.train)
 """
 from __future__ import annotations
@@ -379,16 +380,43 @@ def training_mix(original: list[Sample], incremental: list[Sample], fraction: fl
     return replay + list(incremental)
 
 
+def refuse_benchmark_images(guard: BenchmarkGuard | None, dialog_images: set[str] = frozenset()):
+    """`refuse(image, item)` for `merge`: why an item's image may not be trained on (the benchmark's
+    pictures by path or content, the dialog benchmark's by path, a missing or unreadable file), or None."""
+    from types import SimpleNamespace
+
+    def refuse(image: str, item: str) -> str | None:
+        if image in dialog_images:
+            return "dialog benchmark image"
+        return guard.leaks(SimpleNamespace(id=item, image=image)) if guard else None
+    return refuse
+
+
+def merge_conversations(data: list[Sample], out: str | Path, cfg: RunConfig, seed: int,
+                        pool: list[ImageAnnotation] | None = None, refuse=None):
+    """The items merged per image into multi-round conversations (`dialog.merge`, with `cfg.merge`:
+    at most `max_turns` turns, items with options as letter / word / mixed, and the turns `merge.pool`
+    names from the annotations of the items' images), written to `out` (JSON lines). DataError for an
+    item on a benchmark image (`refuse`) or an item id given twice."""
+    from .dialog.merge import merge_items
+    m = cfg.merge
+    images = {s.image for s in data}
+    anns = [a for a in pool if a.image in images] if pool and m.pool else []
+    conversations = merge_items(data, anns, m.pool, max_turns=m.max_turns, form=m.form, seed=seed, refuse=refuse)
+    write_jsonl(out, conversations)
+    return conversations
+
+
 @dataclass
 class Trained:
     vlm: object  # the trained VLM, in memory
     log: dict  # steps, samples, losses
 
 
-def train_model(model: str | Path, data: list[Sample], image_root: str | Path, out: str | Path, cfg: TrainConfig,
+def train_model(model: str | Path, data: list[Sample] | list, image_root: str | Path, out: str | Path, cfg: TrainConfig,
                 progress: Progress | None = None) -> Trained:
-    """Fine-tune the checkpoint at `model` on `data` (full or LoRA, merged back) and save it to `out`
-    (under torchrun, the first process saves). Trained in float32 (bf16 mixed precision with `cfg.bf16`).
+    """Fine-tune the checkpoint at `model` on `data` (items, or `Conversation`s; full or LoRA, merged
+    back) and save it to `out` (under torchrun, the first process saves). Trained in float32 (bf16 mixed precision with `cfg.bf16`).
     DataError when `out` already holds a model: a finished training is never overwritten."""
     from .models.vlm import VLM
     from .train.sft import train
@@ -542,6 +570,27 @@ def score_predictions(questions: list[Question], predictions: str | Path, out: s
     else:
         (out / "circular.json").unlink(missing_ok=True)
     return res
+
+
+def evaluate_dialog_model(model: str | Path, dialogs_file: str | Path, image_root: str | Path, out: str | Path,
+                          batch_size: int = 16, max_new_tokens: int = 24, grader=None) -> dict:
+    """A checkpoint on a dialog benchmark (`dialog.benchmark.evaluate_dialogs`) into `out`
+    (predictions.jsonl, results.json, evaluation.json). A finished evaluation of the same model,
+    dialogs and settings is read back, not redone; a folder holding another's is refused (DataError)."""
+    from .dialog.benchmark import evaluate_dialogs, read_dialogs
+    from .models.vlm import VLM
+    out, dialogs_file = Path(out), Path(dialogs_file)
+    dialogs = read_dialogs(dialogs_file)  # a missing or bad file: DataError naming it
+    what = {"model": str(Path(model).resolve()), "dialogs": hashlib.sha1(dialogs_file.read_bytes()).hexdigest(),
+            "max_new_tokens": max_new_tokens, "grader": getattr(grader, "version", None)}
+    if (out / "results.json").exists():
+        if diff := differs(out / "evaluation.json", what) if (out / "evaluation.json").exists() else list(what):
+            raise DataError(f"{out}: holds the results of another dialog evaluation ({', '.join(diff)} differ): "
+                            f"evaluate into another --out, or remove it")
+        return json.loads((out / "results.json").read_text())
+    write_json(out / "evaluation.json", what)
+    # predictions.jsonl, then results.json, which marks the evaluation finished
+    return evaluate_dialogs(VLM.load(model), dialogs, image_root, out, batch_size, max_new_tokens, grader)
 
 
 def blind_results(out: str | Path) -> EvalResult | None:

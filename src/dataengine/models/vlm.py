@@ -222,6 +222,95 @@ class VLM:
         encoded = [self._with_answer(prompts, i, self.encode_answer(a)) for i, a in enumerate(answers)]
         return self.collate(encoded, prompts.images)
 
+    # ---- conversations (several turns about one image) ----
+    def _clean(self, text: str) -> str:
+        for token in {"<image>", getattr(self.processor, "image_token", None) or "<image>"}:
+            text = text.replace(token, "")
+        return text.strip()
+
+    def chat_text(self, turns: list[tuple[str, str | None]]) -> str:
+        """A conversation in the family's chat template, the image once in the first user turn; a last
+        turn with no answer (None) ends in the generation prompt."""
+        messages = []
+        for j, (user, answer) in enumerate(turns):
+            content = ([{"type": "image"}] if j == 0 else []) + [{"type": "text", "text": self._clean(user)}]
+            messages.append({"role": "user", "content": content})
+            if answer is not None:
+                messages.append({"role": "assistant", "content": [{"type": "text", "text": answer.strip()}]})
+        return self.processor.apply_chat_template(messages, add_generation_prompt=turns[-1][1] is None)
+
+    def encode_conversations(self, images: list[Image.Image], conversations: list[list[tuple[str, str | None]]]
+                             ) -> tuple[list[Encoded], dict[str, torch.Tensor]]:
+        """Conversations (one image each; turns of (user, answer), the last answer None to be generated)
+        as token ids with labels on every assistant turn's tokens (what the template writes from the
+        generation prompt to the end of the turn, as `encode_answer` does for one answer) and -100 on
+        every other token, plus the image inputs. The spans come from rendering each prefix of the
+        conversation with the chat template; a template whose prefixes do not tokenize as prefixes of
+        the whole is a DataError. Families with no chat format (PaliGemma) continue the prompt with
+        each answer and EOS, then the next question and a newline, all causal."""
+        if self.family.chat_template is None or getattr(self.processor, "chat_template", None) is None:
+            return self._encode_plain_conversations(images, conversations)
+        texts = [self.chat_text(c) for c in conversations]
+        enc = self.processor(images=images, text=texts, return_tensors="pt", padding=True)
+        keep = enc["attention_mask"].bool()
+        tok = lambda t: self.tokenizer(t)["input_ids"]  # noqa: E731 - as the processor tokenizes, before image expansion
+        out = []
+        for i, turns in enumerate(conversations):
+            ids = enc["input_ids"][i][keep[i]].tolist()
+            whole = tok(texts[i])
+            shift = len(ids) - len(whole)  # the image placeholder's expansion, which comes before every answer
+            labels = [-100] * len(ids)
+            for j, (user, answer) in enumerate(turns):
+                if answer is None:
+                    continue
+                before, through = tok(self.chat_text(turns[:j] + [(user, None)])), tok(self.chat_text(turns[:j + 1]))
+                if whole[:len(before)] != before or whole[:len(through)] != through:
+                    raise DataError(f"{self.kind}: the chat template's turn {j + 1} does not tokenize as a prefix of the "
+                                    f"whole conversation; its assistant tokens cannot be found")
+                labels[len(before) + shift:len(through) + shift] = ids[len(before) + shift:len(through) + shift]
+            types = {k: enc[k][i][keep[i]].tolist() for k in self.family.answer_type_ids if k in enc}
+            out.append(Encoded(ids, labels, types))
+        images_in = {k: v for k, v in enc.items() if k not in ("input_ids", "attention_mask", "labels", *TYPE_ID_KEYS)}
+        return out, images_in
+
+    def _encode_plain_conversations(self, images, conversations):
+        prompts = self.encode_prompts([c[0][0] for c in conversations], images)
+        out = []
+        for i, turns in enumerate(conversations):
+            ids = list(prompts.ids[i])
+            labels = [-100] * len(ids)
+            types = {k: list(v[i]) for k, v in prompts.types.items()}
+            for j, (user, answer) in enumerate(turns):
+                pieces = []
+                if j > 0:
+                    pieces.append((self.tokenizer(self._clean(user) + "\n", add_special_tokens=False)["input_ids"], False))
+                if answer is not None:
+                    pieces.append((self.encode_answer(answer), True))
+                for part, learn in pieces:
+                    ids += part
+                    labels += part if learn else [-100] * len(part)
+                    for k in types:
+                        types[k] += [self.family.answer_type_ids[k]] * len(part)  # after the first prompt, all causal
+            out.append(Encoded(ids, labels, types))
+        return out, prompts.images
+
+    def encode_conversation_batch(self, images: list[Image.Image], conversations: list[list[tuple[str, str]]]) -> dict[str, torch.Tensor]:
+        """A training batch of conversations: loss on every assistant turn, on no user turn."""
+        encoded, images_in = self.encode_conversations(images, conversations)
+        return self.collate(encoded, images_in)
+
+    @torch.no_grad()
+    def generate_chat(self, items: list[tuple[Image.Image, list[tuple[str, str | None]]]], max_new_tokens: int = 16) -> list[str]:
+        """The next answer of each conversation (its last turn's answer None), greedy; earlier answers
+        are given as they are (a dialog feeds the model's own back)."""
+        self.model.eval()
+        encoded, images_in = self.encode_conversations([img for img, _ in items], [turns for _, turns in items])
+        batch = self.collate(encoded, images_in, left=True)
+        batch.pop("labels")
+        width, pad = batch["input_ids"].shape[1], self.tokenizer.pad_token_id
+        out = self.model.generate(**self.on_device(batch), max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=pad)
+        return [self.tokenizer.decode(row[width:], skip_special_tokens=True).strip() for row in out]
+
     def collate(self, encoded: list[Encoded], image_inputs: dict[str, torch.Tensor], left: bool = False) -> dict[str, torch.Tensor]:
         """Pad to one width: on the right for training and scoring, on the left (`left`) for generation."""
         width = max(len(e.input_ids) for e in encoded)

@@ -26,6 +26,7 @@ from transformers import TrainerCallback
 from ..errors import DataError
 from ..images import load_image
 from ..models.vlm import VLM
+from ..dialog.conversation import Conversation
 from ..records import Sample, differs, write_json
 from .config import LoraConfig, TrainConfig
 
@@ -47,13 +48,16 @@ class Collator:
         self.vlm, self.target = vlm, target
 
     def __call__(self, batch: list[tuple[Sample, Image.Image]]):
+        if isinstance(batch[0][0], Conversation):  # every assistant turn learned, no user turn
+            return self.vlm.encode_conversation_batch([img for _, img in batch], [c.pairs() for c, _ in batch])
         return self.vlm.encode_batch([s.instruction for s, _ in batch], [img for _, img in batch],
                                      [getattr(s, self.target) for s, _ in batch])
 
 
-def train(vlm: VLM, samples: list[Sample], image_root: str | Path, out_dir: str | Path,
+def train(vlm: VLM, samples: list[Sample] | list[Conversation], image_root: str | Path, out_dir: str | Path,
           cfg: TrainConfig | None = None, progress: Progress | None = None) -> dict:
-    """Fine-tune `vlm` in place on `samples`; save it to `out_dir`; return the loss log."""
+    """Fine-tune `vlm` in place on `samples` (items, trained on `cfg.target`; or conversations, trained
+    on every assistant turn); save it to `out_dir`; return the loss log."""
     from transformers import Trainer, set_seed
     from transformers.trainer_callback import PrinterCallback
 
@@ -158,6 +162,8 @@ def check_trainable(vlm: VLM, samples: list[Sample], target: str) -> None:
     included). DataError naming the item otherwise, before any step is taken."""
     limit = getattr(vlm.model.config.get_text_config(), "max_position_embeddings", None)
     fixed = None
+    if samples and isinstance(samples[0], Conversation):
+        return check_conversations(vlm, samples, limit)
     for s in samples:
         where = f"sample {s.id}"
         if not s.instruction.strip():
@@ -173,6 +179,33 @@ def check_trainable(vlm: VLM, samples: list[Sample], target: str) -> None:
                 len(vlm.encode_answer(getattr(s, target)))
             if n > limit:
                 raise DataError(f"{where}: {n} tokens with its image, more than the model's {limit}")
+
+
+def check_conversations(vlm: VLM, conversations: list[Conversation], limit: int | None) -> None:
+    """`check_trainable` for conversations: every turn a question and an answer, a picture, and a
+    length the language model can take (the whole conversation, image tokens included)."""
+    for c in conversations:
+        if not isinstance(c, Conversation):
+            raise DataError(f"conversation {c.id}: conversations and single items cannot be trained together")
+        if not c.image.strip():
+            raise DataError(f"conversation {c.id}: no image (items without a picture are not supported)")
+        for t in c.turns:
+            if not t.user.strip():
+                raise DataError(f"conversation {c.id}: item {t.item}: empty question")
+            if not t.assistant.strip():
+                raise DataError(f"conversation {c.id}: item {t.item}: empty answer: nothing to learn to say")
+    if not limit:
+        return
+    # encoded as training will, with a blank picture of the model's size (64 at a time)
+    size = getattr(vlm.processor.image_processor, "crop_size", None) or {"height": 64, "width": 64}
+    blank = Image.new("RGB", (size.get("width", 64), size.get("height", 64)))
+    for i in range(0, len(conversations), 64):
+        chunk = conversations[i:i + 64]
+        encoded, _ = vlm.encode_conversations([blank] * len(chunk), [c.pairs() for c in chunk])
+        for c, e in zip(chunk, encoded):
+            if len(e.input_ids) > limit:
+                raise DataError(f"conversation {c.id}: {len(e.input_ids)} tokens with its image, more than the model's "
+                                f"{limit}: merge with fewer turns (merge.max_turns)")
 
 
 def fingerprint(vlm: VLM, samples: list[Sample], cfg: TrainConfig) -> dict:

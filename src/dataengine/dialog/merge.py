@@ -1,0 +1,144 @@
+"""Merge every item of an image into multi-round conversations, after "COCO is ALL you need for
+visual instruction fine-tuning" (Han et al., arXiv 2401.08968, section 3): per image, the items of
+all sources (generated items of any round and type, the pool's captions and region descriptions,
+POPE-style yes/no questions, grounding questions answered with a box) become the turns of one
+conversation, each turn with its source's format instruction, in shuffled order, at most
+`max_turns` turns a conversation, the image once at the start.
+
+Every item becomes exactly one turn of exactly one conversation; an item on a benchmark image (the
+multiple-choice benchmark's or the dialog benchmark's) is refused, never merged.
+"""
+from __future__ import annotations
+
+import hashlib
+import math
+import random
+from typing import Callable, Iterable
+
+from ..errors import DataError
+from ..records import LETTERS, ImageAnnotation, Sample
+from ..registry import Registry
+from .conversation import Conversation, Turn, format_box, with_instruction
+
+# How an item with options becomes a turn: its letter, its short answer, or one of the two drawn per item.
+SAMPLE_FORMS: Registry[str] = Registry("sample form")
+for _form in ("letter", "word", "mixed"):
+    SAMPLE_FORMS.register(_form, _form)
+
+# What a pool annotation gives, besides the items: each kind of turn it makes.
+POOL_KINDS: Registry[str] = Registry("pool turn kind")
+for _kind in ("caption", "region", "grounding", "existence"):
+    POOL_KINDS.register(_kind, _kind)
+
+CAPTION_Q = "Describe the image briefly."
+
+
+def _coin(key: str) -> bool:
+    """A fair coin fixed by a string (the item's id), the same on every machine and run."""
+    return hashlib.sha1(key.encode()).digest()[0] % 2 == 0
+
+
+def sample_turn(s: Sample, form: str = "mixed") -> Turn:
+    """The turn an item is: with options, the question, its options and the letter instruction answered
+    by the letter (`letter`), or the question with the word instruction answered by the short answer
+    (`word`), or one of the two by a coin fixed by the item's id (`mixed`). Without options, the short
+    answer with the word instruction when it is one to three words, else the answer with the sentence one."""
+    SAMPLE_FORMS.get(form)
+    question = s.instruction.replace("<image>", "").strip()
+    if s.options and s.choice_answer in LETTERS[:len(s.options)]:
+        letter = form == "letter" or (form == "mixed" and _coin(s.id))
+        if letter:
+            opts = "\n".join(f"{l}. {o}" for l, o in zip(LETTERS, s.options))
+            return Turn(user=with_instruction(f"{question}\n{opts}", "letter"), assistant=s.choice_answer,
+                        source=s.source or "item", format="letter", item=s.id)
+        return Turn(user=with_instruction(question, "word"), assistant=s.short_answer, source=s.source or "item",
+                    format="word", item=s.id)
+    if s.short_answer and len(s.short_answer.split()) <= 3:
+        return Turn(user=with_instruction(question, "word"), assistant=s.short_answer, source=s.source or "item",
+                    format="word", item=s.id)
+    return Turn(user=with_instruction(question, "sentence"), assistant=s.answer, source=s.source or "item",
+                format="sentence", item=s.id)
+
+
+def pool_turns(pool: Iterable[ImageAnnotation], kinds: Iterable[str] = ("caption", "region", "grounding", "existence"),
+               seed: int = 0) -> list[tuple[str, Turn]]:
+    """(image, turn) for what the pool's annotations say: `caption` the first caption (sentence);
+    `region` what is in each region's box (word: its phrase); `grounding` where each region's phrase
+    is (box, 0-1); `existence` POPE's random split, one object that is there and one that is not
+    (word: yes / no). Item ids name the image and what the turn is about."""
+    from ..benchmarks.pope import build_pope
+    kinds = [POOL_KINDS.get(POOL_KINDS.check(k)) for k in kinds]
+    pool = list(pool)
+    out: list[tuple[str, Turn]] = []
+    for ann in pool:
+        w, h = ann.width or 1, ann.height or 1
+        if "caption" in kinds and ann.captions:
+            out.append((ann.image, Turn(user=with_instruction(CAPTION_Q, "sentence"), assistant=ann.captions[0],
+                                        source="caption", format="sentence", item=f"{ann.image_id}-caption")))
+        # a phrase that names two regions has no one box: only the phrases that single one out
+        phrases = [r.phrase for r in ann.regions]
+        for k, r in enumerate(ann.regions):
+            box = format_box(r.bbox, w, h)
+            if "region" in kinds and len(r.phrase.split()) <= 3:
+                out.append((ann.image, Turn(user=with_instruction(f"What is in the region {box}?", "word"), assistant=r.phrase,
+                                            source="region", format="word", item=f"{ann.image_id}-region-{k}")))
+            if "grounding" in kinds and phrases.count(r.phrase) == 1:
+                out.append((ann.image, Turn(user=with_instruction(f"Where is the {r.phrase}?", "box"), assistant=box,
+                                            source="grounding", format="box", item=f"{ann.image_id}-grounding-{k}")))
+    if "existence" in kinds:
+        for p in build_pope(pool, "random", per_image=1, seed=seed):
+            out.append((p.image, Turn(user=with_instruction(p.text, "word"), assistant=p.label, source="existence",
+                                      format="word", item=f"pope-{p.image}-{p.text}")))
+    return out
+
+
+def merge(turns: Iterable[tuple[str, Turn]], max_turns: int = 8, seed: int = 0,
+          refuse: Callable[[str, str], str | None] | None = None) -> list[Conversation]:
+    """Conversations from (image, turn) pairs: per image, its turns shuffled (seeded by the image) and
+    cut into ceil(n / max_turns) conversations of near-equal length. `refuse(image, item)` says why an
+    item may not be trained on (a benchmark image), None when it may: DataError naming the item.
+    DataError too for an item id given twice. Conversations come in the order their images first appear."""
+    if max_turns < 1:
+        raise DataError(f"max_turns is {max_turns}: a conversation needs at least one turn")
+    by_image: dict[str, list[Turn]] = {}
+    ids: set[str] = set()
+    for image, t in turns:
+        if t.item in ids:
+            raise DataError(f"item {t.item}: given twice; every item becomes exactly one turn")
+        ids.add(t.item)
+        if refuse and (why := refuse(image, t.item)):
+            raise DataError(f"item {t.item}: {why} ({image}): never merged into training conversations")
+        by_image.setdefault(image, []).append(t)
+    out = []
+    for image, ts in by_image.items():
+        ts = list(ts)
+        random.Random(f"{seed}-{image}").shuffle(ts)
+        n = math.ceil(len(ts) / max_turns)
+        size, extra = divmod(len(ts), n)
+        start = 0
+        for k in range(n):
+            end = start + size + (k < extra)
+            out.append(Conversation(id=f"{image}#{k}", image=image, turns=ts[start:end]))
+            start = end
+    return out
+
+
+def single(turns: Iterable[tuple[str, Turn]]) -> list[Conversation]:
+    """Each turn a conversation of its own (the single-turn arm of `bench/dialog.py`)."""
+    return [Conversation(id=t.item, image=image, turns=[t]) for image, t in turns]
+
+
+def items_of(conversations: Iterable[Conversation]) -> list[str]:
+    """The item ids the conversations were made from, one per turn, in order."""
+    return [t.item for c in conversations for t in c.turns]
+
+
+def merge_items(samples: Iterable[Sample], pool: Iterable[ImageAnnotation] = (), pool_kinds: Iterable[str] = (),
+                max_turns: int = 8, form: str = "mixed", seed: int = 0,
+                refuse: Callable[[str, str], str | None] | None = None) -> list[Conversation]:
+    """`merge` of the items (`sample_turn`) and, for the images of `pool`, the turns `pool_kinds`
+    names (`pool_turns`)."""
+    turns = [(s.image, sample_turn(s, form)) for s in samples]
+    if pool_kinds:
+        turns += pool_turns(pool, pool_kinds, seed=seed)
+    return merge(turns, max_turns=max_turns, seed=seed, refuse=refuse)

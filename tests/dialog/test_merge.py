@@ -1,0 +1,88 @@
+import shutil
+from collections import Counter
+
+import pytest
+
+from dataengine.dialog.conversation import FORMATS, parse_box
+from dataengine.dialog.merge import items_of, merge, merge_items, pool_turns, sample_turn, single
+from dataengine.errors import DataError
+from dataengine.records import LETTERS, ImageAnnotation, Sample, read_jsonl
+
+
+@pytest.fixture(scope="module")
+def data(world):
+    return read_jsonl(world.original, Sample), read_jsonl(world.pool, ImageAnnotation)
+
+
+def test_every_item_is_in_exactly_one_conversation_of_its_own_image(data):
+    starter, pool = data
+    anns = pool[200:240]
+    turns = [(s.image, sample_turn(s)) for s in starter] + pool_turns(anns, seed=3)
+    convs = merge(turns, max_turns=4, seed=3)
+    assert Counter(items_of(convs)) == Counter(t.item for _, t in turns)  # each once, none lost, none made up
+    image_of = {t.item: image for image, t in turns}
+    assert all(image_of[t.item] == c.image for c in convs for t in c.turns)
+    assert all(1 <= len(c.turns) <= 4 for c in convs)
+    # an image's turns fill as few conversations as max_turns allows, of near-equal length
+    per_image = Counter(image for image, _ in turns)
+    for image, n in per_image.items():
+        lengths = [len(c.turns) for c in convs if c.image == image]
+        assert len(lengths) == -(-n // 4) and max(lengths) - min(lengths) <= 1
+    # merged images have turns from several sources, in shuffled order
+    assert any(len({t.source for t in c.turns}) >= 3 for c in convs)
+    order = [t.item for _, t in turns]
+    assert any([t.item for t in c.turns] != sorted((t.item for t in c.turns), key=order.index) for c in convs)
+    assert len({c.id for c in convs}) == len(convs)
+    # the same seed, the same conversations
+    assert merge(turns, max_turns=4, seed=3) == convs
+    assert len(single(turns)) == len(turns)
+
+
+def test_each_turn_carries_its_format_instruction_and_a_well_formed_answer(data):
+    starter, pool = data
+    ann = pool[250]
+    turns = [(s.image, sample_turn(s)) for s in starter[:200]] + pool_turns([ann], seed=0)
+    formats = Counter(t.format for _, t in turns)
+    assert set(formats) == set(FORMATS)  # letter and word items, caption sentences, grounding boxes
+    for _, t in turns:
+        assert t.user.endswith("\n" + FORMATS[t.format])
+        if t.format == "letter":
+            assert t.assistant in LETTERS
+        if t.format == "box":
+            x1, y1, x2, y2 = parse_box(t.assistant)
+            region = ann.regions[int(t.item.rsplit("-", 1)[1])]
+            assert abs(x1 * ann.width - region.bbox[0]) <= 0.01 * ann.width and abs(y2 * ann.height - region.bbox[3]) <= 0.01 * ann.height
+    # an item with options is asked either way: the letter form lists its options, the word form answers its short answer
+    s = next(s for s in starter if s.options)
+    assert sample_turn(s, "letter").assistant == s.choice_answer and "A. " in sample_turn(s, "letter").user
+    assert sample_turn(s, "word").assistant == s.short_answer and "A. " not in sample_turn(s, "word").user
+
+
+def test_a_benchmark_image_is_never_merged(world, data, tmp_path):
+    from dataengine import stages
+    from dataengine.benchmarks.seed import read_seed
+    from dataengine.dialog.benchmark import build_dialog_benchmark, dialog_images
+    starter, _ = data
+    bench = read_seed(world.benchmark)
+    guard = stages.benchmark_guard(bench, world)
+    dialogs = build_dialog_benchmark(world.image_root, tmp_path / "dialog.json", n=3, seed=5, size=64)
+    refuse = stages.refuse_benchmark_images(guard, dialog_images(dialogs))
+    assert merge_items(starter[:50], refuse=refuse)  # training images pass
+    on_bench = starter[0].model_copy(update={"id": "leak", "image": bench[0].image})
+    with pytest.raises(DataError, match="item leak: benchmark item"):
+        merge_items(starter[:5] + [on_bench], refuse=refuse)
+    # a copy of a benchmark picture under another name is caught by its content
+    shutil.copy(world.image_root / bench[1].image, world.image_root / "pool" / "copy_of_bench.png")
+    copy = starter[0].model_copy(update={"id": "copy", "image": "pool/copy_of_bench.png"})
+    with pytest.raises(DataError, match="item copy: benchmark image"):
+        merge_items([copy], refuse=refuse)
+    (world.image_root / "pool" / "copy_of_bench.png").unlink()
+    on_dialog = starter[0].model_copy(update={"id": "d", "image": dialogs[0].image})
+    with pytest.raises(DataError, match="item d: dialog benchmark image"):
+        merge_items([on_dialog], refuse=refuse)
+
+
+def test_an_item_given_twice_is_refused(data):
+    starter, _ = data
+    with pytest.raises(DataError, match=f"item {starter[0].id}: given twice"):
+        merge_items([starter[0], starter[1], starter[0]])
