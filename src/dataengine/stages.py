@@ -296,7 +296,9 @@ def edit_check(guard: BenchmarkGuard | None, pool: list[ImageAnnotation] | None,
                cfg: RunConfig) -> Callable[[Sample, list[Sample]], str]:
     """The filter on one item a person edited (`review.store.apply`), beside the items `seen` it would
     join: "" when it passes, else the reason. The checks of `filter_items` but the embedding
-    near-duplicate and blind ones (they judge a set, or need a model)."""
+    near-duplicate and blind ones (they judge a set, or need a model), and that the answer sentence
+    says the short answer (`filter.check_sentence`: a person types them apart)."""
+    from .filter import check_sentence
     anns = {a.image: a for a in pool} if pool else None
     vocab = vocabulary(pool) if pool else None
 
@@ -306,7 +308,7 @@ def edit_check(guard: BenchmarkGuard | None, pool: list[ImageAnnotation] | None,
                                            drop_unverified=cfg.filter.unverifiable == "drop", vocab=vocab)
         except DataError as e:
             return str(e)
-        return dropped[0][1] if dropped else ""
+        return dropped[0][1] if dropped else (check_sentence(s) or "")
     return check
 
 
@@ -351,10 +353,17 @@ def optimize_evolve_prompt(client: LLMClient, items: list[Sample], pool: list[Im
                     template=e.prompt, rules=load_prompts(e.prompt).rules)
 
 
-def with_evolved(items: list[Sample], evolved: list[Sample], share: float, seed: int) -> list[Sample]:
+def with_evolved(items: list[Sample], evolved: list[Sample], share: float, seed: int,
+                 reviewed: dict[str, Sample | None] | None = None) -> list[Sample]:
     """`items` with a `share` of them replaced by an evolved descendant each (the deepest one, drawn
     at random among equals): as many items as before, part of them harder. Items with no kept
-    descendant stay as they are."""
+    descendant stay as they are.
+
+    `reviewed`: a person's decisions on children (`review.store.reviewed_children`), child id -> the
+    child to use (its edit) or None (rejected, or an edit that fails the filter). A left-out child
+    gives way to the deepest other usable descendant of the same item (drawn among equals); with
+    none left, the item stays as it is. Which items are replaced does not depend on the decisions."""
+    reviewed = reviewed or {}
     by_root: dict[str, list[Sample]] = {}
     for c in evolved:
         by_root.setdefault(c.lineage.root, []).append(c)
@@ -365,8 +374,24 @@ def with_evolved(items: list[Sample], evolved: list[Sample], share: float, seed:
     for i in order[:round(share * len(items))]:
         family = by_root[items[i].id]
         deepest = max(c.lineage.round for c in family)
-        out[i] = rng.choice([c for c in family if c.lineage.round == deepest])
+        pick = rng.choice([c for c in family if c.lineage.round == deepest])
+        if pick.id in reviewed:
+            # Drawn as without decisions (the shared generator advances alike), so a decision on one
+            # child never changes which child another item gets.
+            pick = reviewed[pick.id] or _another_descendant(family, reviewed, f"{seed}|{items[i].id}")
+        if pick is not None:
+            out[i] = pick
     return out
+
+
+def _another_descendant(family: list[Sample], reviewed: dict[str, Sample | None], seed: str) -> Sample | None:
+    """The deepest descendant a person did not leave out (its edit where edited), drawn among equals."""
+    usable = [reviewed.get(c.id, c) for c in family]
+    usable = [c for c in usable if c is not None]
+    if not usable:
+        return None
+    deepest = max(c.lineage.round for c in usable)
+    return random.Random(seed).choice([c for c in usable if c.lineage.round == deepest])
 
 
 # ---- train ----

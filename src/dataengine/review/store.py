@@ -140,11 +140,19 @@ class Applied:
                 + (f", {len(self.failing)} edits failing the filter (left out: "
                    + "; ".join(f"{i}: {r}" for i, r in self.failing.items()) + ")" if self.failing else ""))
 
+    def decided(self) -> dict[str, Sample | None]:
+        """Item id -> its edit (passing), or None (rejected, or an edit that fails): only the items a
+        decision changed, as `stages.with_evolved` takes them for evolved children."""
+        edited = set(self.edited)
+        return ({i: None for i in [*self.rejected, *self.failing]}
+                | {s.id: s for s in self.items if s.id in edited})
+
 
 def basic_check(s: Sample) -> str:
-    """The filter's checks that need nothing but the item: its format, and whether it leaks its answer."""
-    from ..filter import check_format, check_leak
-    return check_format(s) or check_leak(s) or ""
+    """The filter's checks that need nothing but the item: its format, whether it leaks its answer,
+    and whether its answer sentence says the short answer."""
+    from ..filter import check_format, check_leak, check_sentence
+    return check_format(s) or check_leak(s) or check_sentence(s) or ""
 
 
 def apply(decisions: dict[str, Decision], kept: Iterable[Sample], others: Iterable[Sample] = (),
@@ -197,6 +205,22 @@ def reviewed_round(run_dir: str | Path, k: int, recheck: Callable[[Sample, list[
     decisions = store.decisions(k)
     others = read_jsonl(rd / "generated.jsonl", Sample) if decisions and (rd / "generated.jsonl").exists() else []
     return apply(decisions, kept, others, recheck)
+
+
+def reviewed_children(run_dir: str | Path, k: int,
+                      recheck: Callable[[Sample, list[Sample]], str] | None = None) -> tuple[list[Sample], Applied]:
+    """Round k's kept evolved children (`round_k/evolve/evolved.jsonl`, [] without it) as evolution
+    wrote them, and the run's review decisions on them (`Applied.decided()` for `stages.with_evolved`).
+    An edited child is re-checked beside the round's kept items, as the review page checks it."""
+    rd = Path(run_dir) / f"round_{k}"
+    path = rd / "evolve" / "evolved.jsonl"
+    children = read_jsonl(path, Sample) if path.exists() else []
+    store = open_store(run_dir)
+    decisions = store.decisions(k) if store is not None and children else {}
+    if not decisions:
+        return children, Applied(items=children)
+    seen = read_jsonl(rd / "filtered.jsonl", Sample) if recheck and (rd / "filtered.jsonl").exists() else []
+    return children, apply(decisions, children, recheck=(lambda s, _: recheck(s, seen)) if recheck else None)
 
 
 def apply_review(samples: list[Sample], run_dir: str | Path) -> Applied:
