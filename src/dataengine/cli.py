@@ -714,8 +714,8 @@ def review(run_dir: Path = typer.Argument(..., help="The run directory whose ite
            image_root: Optional[Path] = typer.Option(None, help="The pictures (default: the run config's, or its world's)."),
            ipo: Optional[Path] = typer.Option(None, help="The IPO folder (default: RUN/ipo)."),
            check: bool = typer.Option(False, "--check", help="Check the run directory and exit, without serving.")):
-    """A local web page to page through each round's generated, kept and rejected items, with their
-    pictures and boxes, and accept, reject or edit them; decisions go to RUN/review.sqlite and take
+    """A local web page to page through each round's generated, kept, rejected and evolved items, with
+    their pictures and boxes, and accept, reject or edit them; decisions go to RUN/review.sqlite and take
     effect in the loop's next training mix, `mix --review` and `export --review`."""
     from .review.app import create_app, serve
     with _errors():
