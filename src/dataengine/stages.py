@@ -296,9 +296,7 @@ def edit_check(guard: BenchmarkGuard | None, pool: list[ImageAnnotation] | None,
                cfg: RunConfig) -> Callable[[Sample, list[Sample]], str]:
     """The filter on one item a person edited (`review.store.apply`), beside the items `seen` it would
     join: "" when it passes, else the reason. The checks of `filter_items` but the embedding
-    near-duplicate and blind ones (they judge a set, or need a model), and that the answer sentence
-    says the short answer (`filter.check_sentence`: a person types them apart)."""
-    from .filter import check_sentence
+    near-duplicate and blind ones (they judge a set, or need a model)."""
     anns = {a.image: a for a in pool} if pool else None
     vocab = vocabulary(pool) if pool else None
 
@@ -308,7 +306,7 @@ def edit_check(guard: BenchmarkGuard | None, pool: list[ImageAnnotation] | None,
                                            drop_unverified=cfg.filter.unverifiable == "drop", vocab=vocab)
         except DataError as e:
             return str(e)
-        return dropped[0][1] if dropped else (check_sentence(s) or "")
+        return dropped[0][1] if dropped else ""
     return check
 
 

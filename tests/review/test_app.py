@@ -343,7 +343,7 @@ def test_the_command_refuses_a_bad_port_or_image_root_in_one_line(run):
 
 def test_an_edits_answer_sentence_and_letter_are_checked(client, run):
     from dataengine.filter import check_sentence
-    from dataengine.review.store import basic_check
+    from dataengine.review.store import Decision, answer_check, apply
     c = next(s for s in kept(run) if s.qtype == 5)  # "How many ...?": the short answer is a number word
     wrong = {"one": "four", "two": "four"}.get(c.short_answer, "one")
     r = client.post("/api/decide", json={"round": "1", "item": c.id, "verdict": "edit",
@@ -356,7 +356,14 @@ def test_an_edits_answer_sentence_and_letter_are_checked(client, run):
     r = client.post("/api/decide", json={"round": "1", "item": c.id, "verdict": "edit",
                                          "edited": {"answer": f"I count {c.short_answer.upper()} of them."}}).json()
     assert r["check"] == ""  # the short answer in other words and case passes
-    # the same checks where no recheck is given (mix --review, export --review)
-    assert basic_check(c.model_copy(update={"answer": f"There are {wrong} rings."})) == "the answer sentence does not say the short answer"
+    # as the loop applies it (the filter's recheck passes it; the sentence does not), and without a recheck
+    bad = c.model_copy(update={"answer": f"There are {wrong} rings."})
+    decisions = {c.id: Decision(round="1", item=c.id, verdict="edit", edited=bad)}
+    for recheck in (lambda s, seen: "", None):
+        applied = apply(decisions, [c], recheck=recheck)
+        assert applied.items == [] and applied.failing == {c.id: "the answer sentence does not say the short answer"}
+    # the sentence is only asked to say the short answer where an edit changed one of them
+    odd = c.model_copy(update={"answer": "The count is what it is."})
+    assert answer_check(odd.model_copy(update={"instruction": c.instruction + " "}), odd) == ""
     assert check_sentence(c.model_copy(update={"short_answer": "B", "answer": "The second one."})) is None  # letter only
     assert check_sentence(c.model_copy(update={"short_answer": "one", "answer": "There is none."})) is not None  # whole words

@@ -35,7 +35,7 @@ from starlette.routing import Route
 from ..errors import DataError
 from ..records import LETTERS, QTYPES, Sample
 from .run import Item, RunView
-from .store import DB_NAME, Decision, ReviewStore
+from .store import DB_NAME, Decision, ReviewStore, answer_check
 
 PAGE_SIZE = 20
 STATUSES = ("all", "kept", "rejected", "generated", "evolved")
@@ -286,7 +286,7 @@ class ReviewApp:
                                                "instruction": edited.instruction.strip(), "answer": edited.answer.strip(),
                                                "short_answer": edited.short_answer.strip()})
             kept = [it.sample for it in self.view.items(int(item.round)) if it.status == "kept"]
-            check = self.view.recheck(edited, kept)
+            check = self.view.recheck(edited, kept) or answer_check(edited, item.sample)
         d = self.store.decide(item.round, item.sample.id, verdict, edited=edited, check=check,
                               kind=str(body.get("kind") or "") if verdict == "fail" else "", comment=str(body.get("comment") or ""))
         return JSONResponse({"round": d.round, "item": d.item, "verdict": d.verdict, "check": d.check, "text": _decision_text(d)})

@@ -149,10 +149,20 @@ class Applied:
 
 
 def basic_check(s: Sample) -> str:
-    """The filter's checks that need nothing but the item: its format, whether it leaks its answer,
-    and whether its answer sentence says the short answer."""
-    from ..filter import check_format, check_leak, check_sentence
-    return check_format(s) or check_leak(s) or check_sentence(s) or ""
+    """The filter's checks that need nothing but the item: its format, and whether it leaks its answer."""
+    from ..filter import check_format, check_leak
+    return check_format(s) or check_leak(s) or ""
+
+
+def answer_check(edit: Sample, original: Sample) -> str:
+    """Where an edit changed the answer sentence or the short answer, the sentence must say the
+    short answer (`filter.check_sentence`): "" or the reason. Only then, as the filter never asked
+    it of generated items, and an LLM's sentence may word its answer otherwise."""
+    from ..filter import check_sentence
+    from ..qtypes.vocabulary import norm
+    if (norm(edit.answer), norm(edit.short_answer)) == (norm(original.answer), norm(original.short_answer)):
+        return ""
+    return check_sentence(edit) or ""
 
 
 def apply(decisions: dict[str, Decision], kept: Iterable[Sample], others: Iterable[Sample] = (),
@@ -161,7 +171,9 @@ def apply(decisions: dict[str, Decision], kept: Iterable[Sample], others: Iterab
     `others`: the round's other items (what it dropped), which an edit may bring back.
     Rejected items are left out; an edited item replaces the original when the edit passes the filter
     again (`recheck(edit, kept)` returns "" or the reason; without it, the check recorded when the
-    edit was made, or the format and leak checks), and is left out, reported as failing, when it does not.
+    edit was made, or the format and leak checks) and, where it changed the answer, says the short
+    answer in its sentence (`answer_check`); it is left out, reported as failing, when it does not,
+    and so is the original.
     Accepting an item changes nothing: the filter's verdict on a dropped item stands."""
     kept = list(kept)
     out = Applied(items=[])
@@ -175,7 +187,10 @@ def apply(decisions: dict[str, Decision], kept: Iterable[Sample], others: Iterab
             if s.id in kept_ids:
                 out.rejected.append(s.id)
             continue
-        reason = recheck(d.edited, kept) if recheck else (d.check if d.check is not None else basic_check(d.edited))
+        if recheck:
+            reason = recheck(d.edited, kept) or answer_check(d.edited, s)
+        else:  # the check recorded when the edit was made holds the answer check too
+            reason = d.check if d.check is not None else basic_check(d.edited) or answer_check(d.edited, s)
         if reason:
             out.failing[s.id] = reason
         else:
