@@ -92,7 +92,8 @@ class RunView:
 
     def in_training(self, k: int) -> set[str]:
         """The ids of round k's evolved children that its training mix uses, with the review decisions
-        as they stand now: `Loop.incremental` decides it, as for the loop's own training."""
+        as they stand now in the run's review database: `Loop.incremental` decides it, as for the loop's
+        own training."""
         if not (self.dir / f"round_{k}" / "evolve" / "evolved.jsonl").exists():
             return set()
         import io

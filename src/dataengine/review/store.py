@@ -9,6 +9,8 @@ decision on an item wins; every decision is also kept in `history`.
     store.decide("1", "round-1-3-cd34", "edit", edited=sample, check="")    # check: the filter's reason, "" passed
     applied = apply(store.decisions(), kept, others=generated, recheck=recheck)
     applied.items                                                          # what trains and is exported
+    children, decided = reviewed_children(run_dir, k, recheck)              # round k's evolved children:
+    stages.with_evolved(items, children, share, seed, reviewed=decided.decided())   # decisions on them count
 
 Verdicts: `accept`, `reject` and `edit` for a round's items (round "1", "2", ...); `pass` and
 `fail` (with a failure type and a comment) for an IPO prompt version's items (round "ipo-v2").
