@@ -696,7 +696,7 @@ def report(run_dir: Path = typer.Argument(Path("runs/default")),
            html: Optional[Path] = typer.Option(None, help="Also write one self-contained HTML report (plots, examples, ledger)."),
            image_root: Optional[Path] = typer.Option(None, help="--html: the pictures, for thumbnails (default: the run's world)")):
     """Print the accuracy table of a run, round by round, and the items ABS planned per type."""
-    from .report.terminal import counts_table, run_plans, run_report, run_results
+    from .report.terminal import counts_table, evolution_line, run_evolution, run_plans, run_report, run_results
     results = run_results(run_dir)
     if not results:
         _fail(DataError(f"{run_dir}: no evaluated rounds here"))
@@ -711,6 +711,8 @@ def report(run_dir: Path = typer.Argument(Path("runs/default")),
             data = json.loads(h.read_text())
             console.print(f"round {k}, hallucination round ({data['pairs']} pairs):\n  before: {summary_line(data['before'])}"
                           f"\n  after:  {summary_line(data['after'])}", highlight=False)
+    for k, stats in run_evolution(run_dir).items():
+        console.print(evolution_line(k, stats), highlight=False, soft_wrap=True)
     if html:
         from .report.html import write_html
         with _errors():
@@ -806,8 +808,8 @@ def review(run_dir: Path = typer.Argument(..., help="The run directory whose ite
            image_root: Optional[Path] = typer.Option(None, help="The pictures (default: the run config's, or its world's)."),
            ipo: Optional[Path] = typer.Option(None, help="The IPO folder (default: RUN/ipo)."),
            check: bool = typer.Option(False, "--check", help="Check the run directory and exit, without serving.")):
-    """A local web page to page through each round's generated, kept and rejected items, with their
-    pictures and boxes, and accept, reject or edit them; decisions go to RUN/review.sqlite and take
+    """A local web page to page through each round's generated, kept, rejected and evolved items, with
+    their pictures and boxes, and accept, reject or edit them; decisions go to RUN/review.sqlite and take
     effect in the loop's next training mix, `mix --review` and `export --review`."""
     from .review.app import create_app, serve
     with _errors():

@@ -35,7 +35,24 @@ def check_format(s: Sample) -> str | None:
     if s.choice_answer not in LETTERS[:4]:
         return "answer letter not A-D"
     if norm(s.options[LETTERS.index(s.choice_answer)]) != norm(s.short_answer):
+        # Which of the two is wrong: a short answer that is another option means the letter is
+        # marked wrong, not that the answer is missing.
+        if norm(s.short_answer) in {norm(o) for o in s.options}:
+            return "the marked letter's option is not the short answer"
         return "answer not among options"
+    return None
+
+
+def check_sentence(s: Sample) -> str | None:
+    """The answer sentence must not contradict the short answer, in the one way text alone can tell:
+    it must contain it (whole words, case-insensitively). A letter-only short answer ("B") is not
+    looked for, as sentences name the option, not its letter. Applied to a person's edits, where
+    the sentence and the short answer are typed apart."""
+    short = norm(s.short_answer)
+    if not short or re.fullmatch(r"[a-h]", short):
+        return None
+    if f" {short} " not in f" {norm(s.answer)} ":  # norm leaves words between single spaces
+        return "the answer sentence does not say the short answer"
     return None
 
 

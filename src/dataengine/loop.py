@@ -210,18 +210,24 @@ class Loop:
         (`dataengine review`) applied: rejected items left out, edited ones in place of the originals
         when `recheck` (the filter on one item) passes them; where a round evolved its items
         (`evolve.rounds`), its `evolve.share` of them replaced by evolved descendants (of items neither
-        rejected nor edited)."""
-        from .review.store import reviewed_round
+        rejected nor edited). Decisions on evolved children count too: a rejected child (or one whose
+        edit fails the filter) gives way to another descendant of the same item, or to the item
+        itself; a passing edit trains in the child's place (`stages.with_evolved`)."""
+        from .review.store import reviewed_children, reviewed_round
         out = []
         for j in (range(1, k + 1) if all_rounds else [k]):
             applied = reviewed_round(self.run_dir, j, recheck)
             if applied.rejected or applied.edited or applied.failing:
                 self._log(f"round {j}'s items as reviewed: {applied.summary()}")
             items = applied.items
-            if items and (e := self.run_dir / f"round_{j}" / "evolve" / "evolved.jsonl").exists():
+            if items and (self.run_dir / f"round_{j}" / "evolve" / "evolved.jsonl").exists():
+                children, decided = reviewed_children(self.run_dir, j, recheck)
+                if decided.rejected or decided.edited or decided.failing:
+                    self._log(f"round {j}'s evolved items as reviewed: {decided.summary()}")
                 edited = set(applied.edited)
-                evolved = [c for c in read_jsonl(e, Sample) if c.lineage.root not in edited]
-                items = stages.with_evolved(items, evolved, self.cfg.evolve.share, seed=self.cfg.seed + j)
+                evolved = [c for c in children if c.lineage.root not in edited]
+                items = stages.with_evolved(items, evolved, self.cfg.evolve.share, seed=self.cfg.seed + j,
+                                            reviewed=decided.decided())
             out += items
         return out
 

@@ -352,10 +352,17 @@ def optimize_evolve_prompt(client: LLMClient, items: list[Sample], pool: list[Im
                     template=e.prompt, rules=load_prompts(e.prompt).rules)
 
 
-def with_evolved(items: list[Sample], evolved: list[Sample], share: float, seed: int) -> list[Sample]:
+def with_evolved(items: list[Sample], evolved: list[Sample], share: float, seed: int,
+                 reviewed: dict[str, Sample | None] | None = None) -> list[Sample]:
     """`items` with a `share` of them replaced by an evolved descendant each (the deepest one, drawn
     at random among equals): as many items as before, part of them harder. Items with no kept
-    descendant stay as they are."""
+    descendant stay as they are.
+
+    `reviewed`: a person's decisions on children (`review.store.reviewed_children`), child id -> the
+    child to use (its edit) or None (rejected, or an edit that fails the filter). A left-out child
+    gives way to the deepest other usable descendant of the same item (drawn among equals); with
+    none left, the item stays as it is. Which items are replaced does not depend on the decisions."""
+    reviewed = reviewed or {}
     by_root: dict[str, list[Sample]] = {}
     for c in evolved:
         by_root.setdefault(c.lineage.root, []).append(c)
@@ -366,8 +373,24 @@ def with_evolved(items: list[Sample], evolved: list[Sample], share: float, seed:
     for i in order[:round(share * len(items))]:
         family = by_root[items[i].id]
         deepest = max(c.lineage.round for c in family)
-        out[i] = rng.choice([c for c in family if c.lineage.round == deepest])
+        pick = rng.choice([c for c in family if c.lineage.round == deepest])
+        if pick.id in reviewed:
+            # Drawn as without decisions (the shared generator advances alike), so a decision on one
+            # child never changes which child another item gets.
+            pick = reviewed[pick.id] or _another_descendant(family, reviewed, f"{seed}|{items[i].id}")
+        if pick is not None:
+            out[i] = pick
     return out
+
+
+def _another_descendant(family: list[Sample], reviewed: dict[str, Sample | None], seed: str) -> Sample | None:
+    """The deepest descendant a person did not leave out (its edit where edited), drawn among equals."""
+    usable = [reviewed.get(c.id, c) for c in family]
+    usable = [c for c in usable if c is not None]
+    if not usable:
+        return None
+    deepest = max(c.lineage.round for c in usable)
+    return random.Random(seed).choice([c for c in usable if c.lineage.round == deepest])
 
 
 # ---- train ----

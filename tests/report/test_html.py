@@ -1,4 +1,5 @@
 """The HTML report: one self-contained file, from a run directory written by hand."""
+import html
 import re
 
 import pytest
@@ -62,3 +63,52 @@ def test_runs_compared_and_bad_directories(tmp_path):
     assert "Run report: a, b" in page
     with pytest.raises(DataError, match="nothing: not a run directory"):
         write_html([tmp_path / "nothing"], tmp_path / "x.html")
+
+
+def evolved_run(root):
+    """make_run's run, its round 1 kept items grounded ones over a small pool, evolved for two rounds
+    into round_1/evolve as the loop does."""
+    from dataengine.evolve.rounds import evolve
+    from dataengine.generate import GroundedGenerator, generate
+    from dataengine.world.render import VOCABULARY, build_pool
+    run = make_run(root)
+    pool = build_pool(run / "world" / "images", "pool", range(24))
+    items = generate({t: 3 for t in (3, 4, 5, 9)}, pool, GroundedGenerator(VOCABULARY, source="round-1"), seed=1)
+    write_jsonl(run / "round_1" / "filtered.jsonl", items)
+    kept, stats = evolve(items, pool, run / "round_1" / "evolve", rounds=2, vocab=VOCABULARY)
+    return run, items, kept, stats
+
+
+def test_the_report_has_a_section_on_each_rounds_evolution(tmp_path):
+    from typer.testing import CliRunner
+
+    from dataengine.cli import app as cli
+    run, items, kept, stats = evolved_run(tmp_path / "run")
+    page = write_html([run], tmp_path / "r.html").read_text()
+    section = page.split("<h2>Round 1: instruction evolution</h2>")[1].split("<h2>")[0]
+    rows = re.findall(r"<tr><td>round (\d)</td>(.*?)</tr>", section)
+    assert [r for r, _ in rows] == ["1", "2"]
+    cells = re.findall(r"<td>(.*?)</td>", rows[0][1])
+    s = stats[0]
+    assert cells[0] == str(s.parents) and cells[2] == f"{s.kept_share:.0%}"
+    assert cells[3] == f"{s.parent_complexity:.1f} &rarr; {s.mean_complexity:.1f}"
+    for op, n in s.made.items():
+        assert f"{op} {s.kept.get(op, 0)}/{n}" in cells[1]
+    for f, n in s.formats.items():
+        assert f"{f} {n}" in cells[4]
+    # parent -> child examples: a child's question beside its parent's
+    by_id = {x.id: x for x in items + kept}
+    examples = re.findall(r"<tr><td>(\w+), round (\d)</td><td>(.*?)</td><td>(.*?)</td><td>(.*?)</td>", section)
+    assert len(examples) >= 2 and {r for _, r, *_ in examples} == {"1", "2"}
+    for op, r, parent, child, form in examples:
+        assert any((c.lineage.operator, str(c.lineage.round), c.lineage.format, c.instruction, by_id[c.lineage.parent].instruction)
+                   == (op, r, *map(html.unescape, (form, child, parent))) for c in kept), child
+    # and a line in the terminal report
+    res = CliRunner().invoke(cli, ["report", str(run)])
+    assert res.exit_code == 0, res.output
+    line = next(x for x in res.output.splitlines() if x.startswith("round 1, evolution:"))
+    assert f"round 1: {sum(s.kept.values())} of {sum(s.made.values())} children kept" in line and "round 2:" in line
+    # a run without evolution has neither
+    plain = make_run(tmp_path / "plain")
+    assert "instruction evolution" not in write_html([plain], tmp_path / "p.html").read_text()
+    assert "evolution" not in CliRunner().invoke(cli, ["report", str(plain)]).output

@@ -79,3 +79,18 @@ def test_progress_written_to_a_log_file_says_how_far_it_got():
         p.update(other, completed=3)
     lines = [ln for ln in buf.getvalue().splitlines() if ln]  # rich ends with a blank line
     assert [ln.split(" (")[0] for ln in lines] == ["train: 2/8", "train: 4/8", "train: 6/8", "train: 8/8", "evaluate: 3/3"]
+
+
+def test_each_rounds_evolution_gets_one_line(tmp_path):
+    from dataengine.evolve.rounds import RoundStats
+    from dataengine.report.terminal import evolution_line, run_evolution
+    st = [RoundStats(round=1, parents=8, made={"perception": 4, "reasoning": 4}, kept={"perception": 3, "reasoning": 1},
+                     kept_share=0.5, parent_complexity=3.0, mean_complexity=5.25, formats={"multiple choice": 4}, skills={}),
+          RoundStats(round=2, parents=4, made={"interaction": 4}, kept={"interaction": 2}, kept_share=0.5,
+                     parent_complexity=5.25, mean_complexity=6.0, formats={"fill in the blank": 1, "count a list": 1}, skills={})]
+    (tmp_path / "round_1").mkdir()
+    write_json(tmp_path / "round_2" / "evolve" / "stats.json", [s.model_dump() for s in st])
+    assert list(run_evolution(tmp_path)) == [2]  # round 1 did not evolve its items
+    assert evolution_line(2, run_evolution(tmp_path)[2]) == (
+        "round 2, evolution: round 1: 4 of 8 children kept (50%), complexity 3.0 -> 5.2, 1 formats; "
+        "round 2: 2 of 4 children kept (50%), complexity 5.2 -> 6.0, 2 formats")

@@ -309,3 +309,61 @@ def test_the_ipo_command_takes_verdicts_from_the_page(world, tmp_path):
     res = result["res"]
     assert res.exit_code == 0, res.output
     assert f"dataengine review {tmp_path}" in res.output.replace("\n", "") and "stopped: target met; best v1" in res.output
+
+
+def test_only_picture_files_are_served(client, run):
+    """A file under an image root that is no picture (by its suffix, or by its contents) gets 404."""
+    root = run / "world" / "images"
+    (root / "notes.txt").write_text("notes")
+    (root / "pool" / "fake.png").write_text("not a picture")
+    for path in ("/image/notes.txt", "/image/pool/fake.png", "/image/pool"):
+        r = client.get(path)
+        assert r.status_code == 404 and "notes" not in r.text.replace("notes.txt", ""), path
+    assert client.get(f"/image/{kept(run)[0].image}").headers["content-type"] == "image/png"
+
+
+def test_the_command_refuses_a_bad_port_or_image_root_in_one_line(run):
+    import socket
+
+    from tests.support.browser import free_port
+    res = CliRunner().invoke(cli, ["review", str(run), "--port", "99999"])
+    assert res.exit_code == 2 and "port 99999: not a port (1-65535)" in res.output and "Traceback" not in res.output
+    assert "review page" not in res.output
+    with socket.socket() as busy:  # a port another server listens on: refused before anything is announced
+        port = free_port()
+        busy.bind(("127.0.0.1", port))
+        busy.listen()
+        res = CliRunner().invoke(cli, ["review", str(run), "--port", str(port)])
+    assert res.exit_code == 2 and f"127.0.0.1:{port}: cannot listen there" in res.output and "review page" not in res.output
+    assert len(res.output.strip().splitlines()) == 1
+    for args in (["--check"], []):
+        res = CliRunner().invoke(cli, ["review", str(run), "--image-root", str(run / "nonexistent"), *args])
+        assert res.exit_code == 2 and "nonexistent: no such image root" in res.output and "Traceback" not in res.output
+
+
+def test_an_edits_answer_sentence_and_letter_are_checked(client, run):
+    from dataengine.filter import check_sentence
+    from dataengine.review.store import Decision, answer_check, apply
+    c = next(s for s in kept(run) if s.qtype == 5)  # "How many ...?": the short answer is a number word
+    wrong = {"one": "four", "two": "four"}.get(c.short_answer, "one")
+    r = client.post("/api/decide", json={"round": "1", "item": c.id, "verdict": "edit",
+                                         "edited": {"answer": f"There are {wrong} rings."}}).json()
+    assert r["check"] == "the answer sentence does not say the short answer" and "fails the filter" in r["text"]
+    other = next(o for o in c.options if o != c.short_answer)  # another option as the short answer, the letter unchanged
+    r = client.post("/api/decide", json={"round": "1", "item": c.id, "verdict": "edit",
+                                         "edited": {"short_answer": other, "answer": f"There are {other}."}}).json()
+    assert r["check"] == "the marked letter's option is not the short answer"
+    r = client.post("/api/decide", json={"round": "1", "item": c.id, "verdict": "edit",
+                                         "edited": {"answer": f"I count {c.short_answer.upper()} of them."}}).json()
+    assert r["check"] == ""  # the short answer in other words and case passes
+    # as the loop applies it (the filter's recheck passes it; the sentence does not), and without a recheck
+    bad = c.model_copy(update={"answer": f"There are {wrong} rings."})
+    decisions = {c.id: Decision(round="1", item=c.id, verdict="edit", edited=bad)}
+    for recheck in (lambda s, seen: "", None):
+        applied = apply(decisions, [c], recheck=recheck)
+        assert applied.items == [] and applied.failing == {c.id: "the answer sentence does not say the short answer"}
+    # the sentence is only asked to say the short answer where an edit changed one of them
+    odd = c.model_copy(update={"answer": "The count is what it is."})
+    assert answer_check(odd.model_copy(update={"instruction": c.instruction + " "}), odd) == ""
+    assert check_sentence(c.model_copy(update={"short_answer": "B", "answer": "The second one."})) is None  # letter only
+    assert check_sentence(c.model_copy(update={"short_answer": "one", "answer": "There is none."})) is not None  # whole words

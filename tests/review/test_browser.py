@@ -132,3 +132,32 @@ def test_a_missing_browser_fails_and_says_how_to_install_it(monkeypatch, tmp_pat
     monkeypatch.setenv("CHROMIUM", str(tmp_path / "no-chromium"))
     with pytest.raises(pytest.fail.Exception, match="apt-get install -y chromium chromium-driver"):
         chrome()
+
+
+def test_an_evolved_child_is_reviewed_in_the_page(browser, tmp_path):
+    """A child the training mix uses, rejected with the keyboard, leaves the mix; another is edited."""
+    from dataengine.evolve.rounds import evolve
+    run = review_run(tmp_path / "run", per_type=3)
+    pool = read_jsonl(run / "world" / "pool.jsonl", ImageAnnotation)
+    evolve(read_jsonl(run / "round_1" / "filtered.jsonl", Sample), pool, run / "round_1" / "evolve", rounds=2,
+           vocab=stages.vocabulary(pool))
+    with Server(create_app(run, allowed_hosts=["127.0.0.1", "localhost"])) as srv:
+        browser.get(srv.url + "/?round=1&status=evolved")
+        used = [c for c in browser.find_elements(By.CSS_SELECTOR, ".item") if c.find_elements(By.CSS_SELECTOR, ".training")]
+        a, b = (c.get_attribute("data-item") for c in used[:2])
+        assert card(browser, a).find_element(By.CSS_SELECTOR, "dl.lineage .operator").text
+        card(browser, a).find_element(By.CSS_SELECTOR, '.pic').click()  # not the parent's link
+        browser.switch_to.active_element.send_keys("r")
+        assert decided(browser, a, "reject") == "rejected"
+        card(browser, b).find_element(By.CSS_SELECTOR, '.pic').click()
+        browser.switch_to.active_element.send_keys("e")
+        form = card(browser, b).find_element(By.CSS_SELECTOR, "form.editor")
+        field = form.find_element(By.NAME, "answer")
+        answer = field.get_attribute("value")
+        field.clear()
+        field.send_keys("As the picture shows: " + answer)
+        form.find_element(By.CSS_SELECTOR, "button.save").click()
+        assert decided(browser, b, "edit") == "edited: passes the filter"
+        browser.refresh()
+        assert card(browser, a).find_elements(By.CSS_SELECTOR, ".not-training")
+        assert card(browser, b).find_elements(By.CSS_SELECTOR, ".training")

@@ -4,7 +4,8 @@ nothing fetched. Plots are drawn with matplotlib and embedded as PNG; pictures a
 What it holds, when the run has it: accuracy per type per round (the held-out part) with ABS's
 shares beside it; per round the items planned, generated and kept per type and the filter's
 reasons; LLM usage and cost per round, and a ledger of what an accuracy point cost (tokens, money,
-training seconds); examples per type (item, picture, and the bad cases that steered it); IPO's
+training seconds); per round that evolved its items, the evolution figures per operator with a few
+parent -> child examples; examples per type (item, picture, and the bad cases that steered it); IPO's
 prompt versions with the diff of their rules; CircularEval, POPE and MME tables; for several runs,
 their curves overlaid.
 """
@@ -19,7 +20,7 @@ from pathlib import Path
 
 from ..errors import DataError
 from ..records import QTYPES, Sample, read_jsonl
-from .terminal import run_blind, run_plans, run_results
+from .terminal import run_blind, run_evolution, run_plans, run_results
 
 STYLE = """body{font-family:system-ui,sans-serif;margin:2em;max-width:1200px;color:#222}
 table{border-collapse:collapse;margin:.5em 0 1.5em}td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}
@@ -227,6 +228,35 @@ def _hallucination(run: Path, k: int) -> str:
             + table + examples)
 
 
+def _evolution(run: Path, k: int, examples: int = 4) -> str:
+    """Round k's evolution (MMEvol), when it evolved its items: per evolution round, children made and
+    kept per operator, kept share, mean complexity parent -> child and formats; a few parent -> child
+    examples."""
+    ev = run / f"round_{k}" / "evolve"
+    stats = run_evolution(run).get(k)
+    if not stats:
+        return ""
+    rows = [[f"round {s.round}", s.parents,
+             html.escape(", ".join(f"{op} {s.kept.get(op, 0)}/{n}" for op, n in sorted(s.made.items()))),
+             f"{s.kept_share:.0%}", f"{s.parent_complexity:.1f} &rarr; {s.mean_complexity:.1f}",
+             html.escape(", ".join(f"{f} {n}" for f, n in sorted(s.formats.items(), key=lambda x: -x[1])))] for s in stats]
+    table = _table(["evolution round", "parents", "kept / made per operator", "kept share", "mean complexity (parent &rarr; child)",
+                    "formats (kept)"], rows)
+    known = {s.id: s for s in (read_jsonl(run / f"round_{k}" / "filtered.jsonl", Sample)
+                               if (run / f"round_{k}" / "filtered.jsonl").exists() else [])}
+    pairs = []
+    for s in stats:
+        path = ev / f"round_{s.round}" / "children.jsonl"
+        children = read_jsonl(path, Sample) if path.exists() else []
+        kept = [c for c in children if c.lineage and c.lineage.verdict and c.lineage.verdict.kept]
+        pairs += [(s.round, c) for c in kept[:max(1, examples // len(stats))] if c.lineage.parent in known]
+        known |= {c.id: c for c in kept}  # a later round's parents are this round's children
+    rows = [[f"{c.lineage.operator}, round {r}", html.escape(known[c.lineage.parent].instruction), html.escape(c.instruction),
+             html.escape(c.lineage.format), html.escape(c.short_answer)] for r, c in pairs]
+    examples_table = _table(["operator", "parent", "child", "format", "answer"], rows) if rows else ""
+    return f"<h2>Round {k}: instruction evolution</h2>" + table + examples_table
+
+
 def write_html(run_dirs: list[str | Path], out: str | Path, image_root: str | Path | None = None) -> Path:
     """The report of the first run (and, with more, all their curves overlaid) into one HTML file.
     `image_root`: where the run's pictures are, for thumbnails (default: the run's world/images)."""
@@ -251,6 +281,7 @@ def write_html(run_dirs: list[str | Path], out: str | Path, image_root: str | Pa
     for k in range(1, len(results)):
         if bars := _filter_bars(main, k):
             parts += [f"<h2>Round {k}: generated, kept and dropped per type</h2>", bars]
+        parts.append(_evolution(main, k))
         parts.append(_hallucination(main, k))
     parts += ["<h2>What a point cost</h2>", _ledger(main), "<h2>Examples per type</h2>", _examples(main, root),
               _ipo(main), _benchmark_tables(main)]

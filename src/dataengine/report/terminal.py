@@ -1,6 +1,7 @@
 """What the terminal shows: accuracy per question type per round, items planned per type, progress bars."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from rich.console import Console
@@ -162,3 +163,23 @@ def run_plans(run_dir: str | Path) -> list:
         out.append(Plan.model_validate_json(path.read_text()))
         k += 1
     return out
+
+
+def run_evolution(run_dir: str | Path) -> dict[int, list]:
+    """Loop round k -> the figures of each evolution round of its items (`round_k/evolve/stats.json`,
+    a list of `evolve.rounds.RoundStats`), for the rounds that evolved their items."""
+    from ..evolve.rounds import RoundStats
+    run_dir, out, k = Path(run_dir), {}, 1
+    while (rd := run_dir / f"round_{k}").is_dir():
+        if (path := rd / "evolve" / "stats.json").exists():
+            out[k] = [RoundStats.model_validate(x) for x in json.loads(path.read_text())]
+        k += 1
+    return out
+
+
+def evolution_line(k: int, stats: list) -> str:
+    """One line on loop round k's evolution: per evolution round, children kept of made, complexity
+    parent -> child, formats."""
+    parts = [f"round {s.round}: {sum(s.kept.values())} of {sum(s.made.values())} children kept ({s.kept_share:.0%}), "
+             f"complexity {s.parent_complexity:.1f} -> {s.mean_complexity:.1f}, {len(s.formats)} formats" for s in stats]
+    return f"round {k}, evolution: " + "; ".join(parts)

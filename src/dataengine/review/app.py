@@ -1,11 +1,12 @@
 """The review page (`dataengine review RUN`): a small Starlette app over a run directory.
 
-    GET  /                 a round's items, filtered by round, status, type, filter reason and prompt
-                           version: the picture with the annotation's boxes, the question and options,
-                           accept / reject / edit (keys a, r, e; j and k move between items)
+    GET  /                 a round's items, filtered by round, status, type, filter reason, prompt
+                           version and (evolved children) operator and format: the picture with the
+                           annotation's boxes, the question and options, accept / reject / edit
+                           (keys a, r, e; j and k move between items)
     GET  /ipo?version=N    a prompt version's IPO items, to pass or fail (keys p, f) with a failure type
                            and a comment: IPO's human review (`dataengine ipo --review page`)
-    GET  /item/ROUND/ID    one item, with every decision made on it
+    GET  /item/ROUND/ID    one item, with every decision made on it (an evolved child: its lineage)
     GET  /image/PATH       a picture, only from the run's image roots
     POST /api/decide       {"round", "item", "verdict", "edited"?, "kind"?, "comment"?}: recorded at once
     GET  /api/decisions    the last decision on each item (?round=)
@@ -34,10 +35,10 @@ from starlette.routing import Route
 from ..errors import DataError
 from ..records import LETTERS, QTYPES, Sample
 from .run import Item, RunView
-from .store import DB_NAME, Decision, ReviewStore
+from .store import DB_NAME, Decision, ReviewStore, answer_check
 
 PAGE_SIZE = 20
-STATUSES = ("all", "kept", "rejected", "generated")
+STATUSES = ("all", "kept", "rejected", "generated", "evolved")
 _STATIC = resources.files("dataengine.review").joinpath("static")
 
 
@@ -92,17 +93,40 @@ def _decision_text(d: Decision | None) -> str:
     return {"accept": "accepted", "reject": "rejected"}[d.verdict]
 
 
-def _item_card(item: Item, view: RunView, d: Decision | None, ipo: bool = False) -> str:
+def _lineage(item: Item) -> str:
+    """An evolved child's lineage: its parent's question, operator, evolution round, format, steps
+    and the judge's verdict with its reason."""
+    lin = item.sample.lineage
+    if item.status != "evolved" or lin is None:
+        return ""
+    v = lin.verdict
+    verdict = (f"{'kept' if v.kept else 'eliminated'} by {_e(v.judge)}" + (f", score {v.score:g}" if v.score is not None else "")
+               + (f": {_e(v.reason)}" if v.reason else "")) if v else "none"
+    parent = (f"<a href='/item/{_e(item.round)}/{_e(lin.parent)}'>{_e(item.parent.instruction)}</a>" if item.parent
+              else f"<code>{_e(lin.parent)}</code>")
+    steps = "".join(f"<li>{_e(x)}</li>" for x in lin.steps)
+    return (f"<dl class='lineage'><dt>parent</dt><dd class='parent'>{parent}</dd>"
+            f"<dt>operator</dt><dd class='operator'>{_e(lin.operator)} (evolution round {lin.round})</dd>"
+            f"<dt>format</dt><dd class='format'>{_e(lin.format)}</dd>"
+            + (f"<dt>steps</dt><dd><ol class='steps'>{steps}</ol></dd>" if steps else "")
+            + f"<dt>judge</dt><dd class='verdict'>{verdict}</dd></dl>")
+
+
+def _item_card(item: Item, view: RunView, d: Decision | None, ipo: bool = False, training: set[str] = frozenset()) -> str:
+    """One item; `training`: the evolved children the round's training mix uses (marked so)."""
     s = item.sample
     shown = d.edited if d is not None and d.edited is not None else s
     opts = "".join(f"<li class='{'right' if LETTERS[i] == shown.choice_answer else ''}'>{LETTERS[i]}. {_e(o)}</li>"
                    for i, o in enumerate(shown.options))
     status = f"<span class='status {item.status}'>{item.status}{': ' + _e(item.reason) if item.reason else ''}</span>"
+    if item.status == "evolved":
+        status += (" <span class='training'>in the training mix</span>" if s.id in training
+                   else " <span class='muted not-training'>not in the training mix</span>")
     head = (f"<div class='meta'>round {_e(item.round)} &middot; {_e(s.qtype)}. {_e(QTYPES.get(s.qtype, ('?',))[0])} "
             f"&middot; {_e(item.version)} &middot; {status} &middot; <a href='/item/{_e(item.round)}/{_e(s.id)}'><code>{_e(s.id)}</code></a></div>")
     pic = (f"<div class='pic'><img alt='{_e(s.image)}' src='/image/{_e(s.image)}'>{_boxes(item, view)}</div>")
     text = (f"<div class='q'>{_e(shown.instruction)}</div><ol class='opts'>{opts}</ol>"
-            f"<div class='muted answer'>{_e(shown.answer)}</div>")
+            f"<div class='muted answer'>{_e(shown.answer)}</div>{_lineage(item)}")
     decided = f"<div class='decision' data-verdict='{_e(d.verdict if d else '')}'>{_e(_decision_text(d))}</div>"
     if ipo:
         from ..llm.ipo import FAILURE_TYPES
@@ -137,6 +161,15 @@ def _select(name: str, values: list[tuple[str, str]], current: str) -> str:
     return f"<label>{name} <select name='{name}'>{opts}</select></label>"
 
 
+def _lineage_filters(items: list[Item], operator: str, form: str) -> str:
+    """The operator and format selects, where the round has evolved children."""
+    lineages = [it.sample.lineage for it in items if it.status == "evolved" and it.sample.lineage]
+    if not lineages:
+        return ""
+    return (_select("operator", [("", "all")] + [(o, o) for o in sorted({x.operator for x in lineages})], operator)
+            + _select("format", [("", "all")] + [(f, f) for f in sorted({x.format for x in lineages})], form))
+
+
 class ReviewApp:
     """The routes over one run directory and its review database."""
 
@@ -152,11 +185,14 @@ class ReviewApp:
         k = _int(q.get("round") or rounds[-1], "round")
         items = view.items(k)  # DataError (404) for a round that is not there
         status, qtype, reason, version = q.get("status", "all"), q.get("type", ""), q.get("reason", ""), q.get("version", "")
+        operator, form = q.get("operator", ""), q.get("format", "")
         if status not in STATUSES:
             raise HTTPException(400, f"status {status!r}: one of {', '.join(STATUSES)}")
         decisions = self.store.decisions(k)
         shown = [it for it in items if (status == "all" or it.status == status) and (not qtype or it.sample.qtype == _int(qtype, "type"))
-                 and (not reason or it.reason.split(":")[0] == reason) and (not version or it.version == version)]
+                 and (not reason or it.reason.split(":")[0] == reason) and (not version or it.version == version)
+                 and (not operator or (it.sample.lineage is not None and it.sample.lineage.operator == operator))
+                 and (not form or (it.sample.lineage is not None and it.sample.lineage.format == form))]
         pages = max(1, -(-len(shown) // PAGE_SIZE))
         page = _int(q.get("page") or 1, "page")
         if not 1 <= page <= pages:
@@ -168,13 +204,17 @@ class ReviewApp:
                    + _select("type", [("", "all")] + [(str(t), f"{t}. {QTYPES.get(t, ('?',))[0]}") for t in types], qtype)
                    + _select("reason", [("", "all")] + [(r, r) for r in sorted({it.reason.split(':')[0] for it in items if it.reason})], reason)
                    + _select("version", [("", "all")] + [(v, v) for v in sorted({it.version for it in items})], version)
+                   + _lineage_filters(items, operator, form)
                    + "<button type='submit'>show</button></form>")
         counts = {s: sum(it.status == s for it in items) for s in STATUSES[1:]}
         done = sum(it.sample.id in decisions for it in items)
         summary = (f"<p class='summary'>round {k}: {len(items)} items ({', '.join(f'{n} {s}' for s, n in counts.items() if n)}); "
                    f"<span id='decided'>{done}</span> decided; showing {len(shown)}</p>")
-        cards = "".join(_item_card(it, view, decisions.get(it.sample.id)) for it in shown[(page - 1) * PAGE_SIZE:page * PAGE_SIZE])
-        params = {k2: v for k2, v in {"round": k, "status": status, "type": qtype, "reason": reason, "version": version}.items() if v}
+        on_page = shown[(page - 1) * PAGE_SIZE:page * PAGE_SIZE]
+        training = view.in_training(k) if any(it.status == "evolved" for it in on_page) else set()
+        cards = "".join(_item_card(it, view, decisions.get(it.sample.id), training=training) for it in on_page)
+        params = {k2: v for k2, v in {"round": k, "status": status, "type": qtype, "reason": reason, "version": version,
+                                      "operator": operator, "format": form}.items() if v}
         pager = " ".join(f"<a href='/?{_e(urlencode({**params, 'page': p}))}'{' class=active' if p == page else ''}>{p}</a>"
                          for p in range(1, pages + 1)) if pages > 1 else ""
         return _page(f"review: round {k}", _nav(view, "items") + filters + summary + f"<div class='pager'>{pager}</div>"
@@ -206,8 +246,9 @@ class ReviewApp:
         history = self.store.history(item.sample.id)
         rows = "".join(f"<li>{_e(time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(d.at)))}: {_e(_decision_text(d))}</li>"
                        for d in history if d.round == item.round)
+        training = self.view.in_training(int(item.round)) if item.status == "evolved" else set()
         return _page(f"review: {item.sample.id}", _nav(self.view, "") + _item_card(item, self.view, self.store.get(item.round, item.sample.id),
-                                                                                    ipo=item.round.startswith("ipo-"))
+                                                                                    ipo=item.round.startswith("ipo-"), training=training)
                      + f"<h3>decisions</h3><ol class='history'>{rows or '<li class=muted>none yet</li>'}</ol>")
 
     async def image(self, request: Request) -> Response:
@@ -245,7 +286,7 @@ class ReviewApp:
                                                "instruction": edited.instruction.strip(), "answer": edited.answer.strip(),
                                                "short_answer": edited.short_answer.strip()})
             kept = [it.sample for it in self.view.items(int(item.round)) if it.status == "kept"]
-            check = self.view.recheck(edited, kept)
+            check = self.view.recheck(edited, kept) or answer_check(edited, item.sample)
         d = self.store.decide(item.round, item.sample.id, verdict, edited=edited, check=check,
                               kind=str(body.get("kind") or "") if verdict == "fail" else "", comment=str(body.get("comment") or ""))
         return JSONResponse({"round": d.round, "item": d.item, "verdict": d.verdict, "check": d.check, "text": _decision_text(d)})
@@ -302,14 +343,40 @@ def create_app(run_dir: str | Path, image_root: str | Path | None = None, ipo_di
     return app
 
 
+def bind(host: str, port: int):
+    """A socket bound to (host, port) for the server, so a port that cannot be used is known before
+    the page's address is announced. DataError (one line) for a port outside 1-65535, a host that
+    does not resolve, or a port in use."""
+    import socket
+    if not 1 <= port <= 65535:
+        raise DataError(f"port {port}: not a port (1-65535)")
+    try:
+        family, kind, proto, _, addr = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+    except socket.gaierror as e:
+        raise DataError(f"host {host}: cannot listen there ({e.strerror})") from None
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn does: a restart right after a stop binds
+        sock.bind(addr)
+    except OSError as e:
+        sock.close()
+        raise DataError(f"{host}:{port}: cannot listen there ({e.strerror}; another server on that port? try --port)") from None
+    return sock
+
+
 def serve(run_dir: str | Path, host: str = "127.0.0.1", port: int = 8765, image_root: str | Path | None = None,
           ipo_dir: str | Path | None = None, log=print) -> None:
-    """Serve the review page until Ctrl-C (loopback only unless `host` says otherwise)."""
+    """Serve the review page until Ctrl-C (loopback only unless `host` says otherwise). DataError
+    before anything is announced when the run, the image root or the port is unusable (`bind`)."""
     import uvicorn
     loopback = host in ("127.0.0.1", "localhost", "::1")
     app = create_app(run_dir, image_root, ipo_dir,
                      allowed_hosts=["127.0.0.1", "localhost", "[::1]"] if loopback else None)
+    sock = bind(host, port)
     log(f"review page: http://{'[::1]' if host == '::1' else host}:{port}/  (decisions in {app.state.store.path}; Ctrl-C stops)")
     if not loopback:
         log(f"listening on {host}, not loopback only: whoever reaches this address can read the items and change decisions")
-    uvicorn.run(app, host=host, port=port, log_level="warning")
+    try:
+        uvicorn.Server(uvicorn.Config(app, log_level="warning")).run(sockets=[sock])
+    finally:
+        sock.close()

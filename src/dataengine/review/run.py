@@ -1,6 +1,8 @@
 """What the review page shows of a run directory: each round's generated items, whether the filter
-kept them (or why it dropped them), their prompt version, their picture and its annotation; IPO's
-prompt versions and their items. Read only; nothing is built or changed here."""
+kept them (or why it dropped them), their prompt version, their picture and its annotation; the
+round's evolved children (`round_k/evolve/evolved.jsonl`) with their lineage, and which of them the
+round's training mix uses; IPO's prompt versions and their items. Read only; nothing is built or
+changed here."""
 from __future__ import annotations
 
 import re
@@ -17,8 +19,9 @@ from ..records import ImageAnnotation, Sample, read_jsonl
 class Item:
     round: str  # "1", "2", ... or "ipo-v2"
     sample: Sample
-    status: str  # "kept", "rejected" (by the filter) or "generated" (not filtered yet); IPO: "ipo"
+    status: str  # "kept", "rejected" (by the filter), "generated" (not filtered yet) or "evolved"; IPO: "ipo"
     reason: str = ""  # the filter's reason for a rejected item
+    parent: Sample | None = None  # an evolved child's parent (a kept item, or a child of an earlier evolution round)
 
     @property
     def version(self) -> str:
@@ -46,6 +49,8 @@ class RunView:
             self.image_root = Path(d.image_root)
         else:
             self.image_root = self.dir / "world" / "images"
+        if (image_root or d.image_root) and not self.image_root.is_dir():  # one you named must be there
+            raise DataError(f"{self.image_root}: no such image root (the pictures)")
         self.pool_path = Path(d.pool) if d.pool else self.dir / "world" / "pool.jsonl"
         self.benchmark_path = Path(d.benchmark) if d.benchmark else self.dir / "world" / "benchmark.json"
         if d.benchmark_image_root:
@@ -64,7 +69,8 @@ class RunView:
         return out
 
     def items(self, k: int) -> list[Item]:
-        """Round k's generated items, each marked kept or rejected (with the filter's reason)."""
+        """Round k's generated items, each marked kept or rejected (with the filter's reason), then its
+        kept evolved children (status "evolved", each with its parent)."""
         if k not in self.rounds():
             raise DataError(f"round {k}: not in {self.dir} (rounds with items: {', '.join(map(str, self.rounds())) or 'none'})")
         rd = self.dir / f"round_{k}"
@@ -76,8 +82,27 @@ class RunView:
         if (rd / "rejected.jsonl").exists():
             for s in read_jsonl(rd / "rejected.jsonl", Sample):
                 reasons[s.id] = s.source.split(" | ", 1)[1] if " | " in s.source else "dropped"
-        return [Item(str(k), s, "kept" if s.id in kept else "rejected", reasons.get(s.id, "" if s.id in kept else "dropped"))
-                for s in generated]
+        out = [Item(str(k), s, "kept" if s.id in kept else "rejected", reasons.get(s.id, "" if s.id in kept else "dropped"))
+               for s in generated]
+        if (rd / "evolve" / "evolved.jsonl").exists():
+            children = read_jsonl(rd / "evolve" / "evolved.jsonl", Sample)
+            by_id = {s.id: s for s in [*generated, *children]}
+            out += [Item(str(k), c, "evolved", parent=by_id.get(c.lineage.parent)) for c in children if c.lineage]
+        return out
+
+    def in_training(self, k: int) -> set[str]:
+        """The ids of round k's evolved children that its training mix uses, with the review decisions
+        as they stand now in the run's review database: `Loop.incremental` decides it, as for the loop's
+        own training."""
+        if not (self.dir / f"round_{k}" / "evolve" / "evolved.jsonl").exists():
+            return set()
+        import io
+
+        from rich.console import Console
+
+        from ..loop import Loop
+        loop = Loop(self.cfg, self.dir, console=Console(file=io.StringIO()))
+        return {s.id for s in loop.incremental(k, all_rounds=False, recheck=self.recheck) if s.lineage}
 
     def item(self, round: str, item_id: str) -> Item:
         items = self.ipo_items(_ipo_version(round)) if round.startswith("ipo-v") else self.items(_round_number(round))
@@ -109,12 +134,13 @@ class RunView:
         return list(dict.fromkeys([self.image_root.resolve(), self.benchmark_image_root.resolve()]))
 
     def image_file(self, rel: str) -> Path:
-        """The picture at `rel`, only under the run's image roots; DataError otherwise."""
-        if "\x00" in rel or rel.startswith(("/", "\\")):
+        """The picture at `rel`, only under the run's image roots, and only a picture (by its suffix,
+        and PIL can read its header): DataError otherwise, so no other file under a root is served."""
+        if "\x00" in rel or rel.startswith(("/", "\\")) or Path(rel).suffix.lower() not in PICTURE_SUFFIXES:
             raise DataError(f"{rel!r}: not a picture of this run")
         for root in self.image_roots():
             path = (root / rel).resolve()
-            if path.is_relative_to(root) and path.is_file():
+            if path.is_relative_to(root) and path.is_file() and _is_picture(path):
                 return path
         raise DataError(f"{rel}: not a picture of this run")
 
@@ -130,6 +156,19 @@ class RunView:
             guard = BenchmarkGuard(read_benchmark(self.benchmark_path, self.benchmark_image_root), self.image_root,
                                    self.benchmark_image_root)
         return stages.edit_check(guard, list(self.annotations.values()), self.cfg)
+
+
+PICTURE_SUFFIXES = (".png", ".jpg", ".jpeg", ".gif", ".bmp", ".webp")
+
+
+def _is_picture(path: Path) -> bool:
+    """PIL reads the file's header as a picture (the pixels are not decoded)."""
+    from PIL import Image, UnidentifiedImageError
+    try:
+        with Image.open(path) as im:
+            return im.format is not None
+    except (UnidentifiedImageError, OSError):
+        return False
 
 
 def _round_number(round: str) -> int:

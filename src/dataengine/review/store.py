@@ -9,6 +9,8 @@ decision on an item wins; every decision is also kept in `history`.
     store.decide("1", "round-1-3-cd34", "edit", edited=sample, check="")    # check: the filter's reason, "" passed
     applied = apply(store.decisions(), kept, others=generated, recheck=recheck)
     applied.items                                                          # what trains and is exported
+    children, decided = reviewed_children(run_dir, k, recheck)              # round k's evolved children:
+    stages.with_evolved(items, children, share, seed, reviewed=decided.decided())   # decisions on them count
 
 Verdicts: `accept`, `reject` and `edit` for a round's items (round "1", "2", ...); `pass` and
 `fail` (with a failure type and a comment) for an IPO prompt version's items (round "ipo-v2").
@@ -140,11 +142,29 @@ class Applied:
                 + (f", {len(self.failing)} edits failing the filter (left out: "
                    + "; ".join(f"{i}: {r}" for i, r in self.failing.items()) + ")" if self.failing else ""))
 
+    def decided(self) -> dict[str, Sample | None]:
+        """Item id -> its edit (passing), or None (rejected, or an edit that fails): only the items a
+        decision changed, as `stages.with_evolved` takes them for evolved children."""
+        edited = set(self.edited)
+        return ({i: None for i in [*self.rejected, *self.failing]}
+                | {s.id: s for s in self.items if s.id in edited})
+
 
 def basic_check(s: Sample) -> str:
     """The filter's checks that need nothing but the item: its format, and whether it leaks its answer."""
     from ..filter import check_format, check_leak
     return check_format(s) or check_leak(s) or ""
+
+
+def answer_check(edit: Sample, original: Sample) -> str:
+    """Where an edit changed the answer sentence or the short answer, the sentence must say the
+    short answer (`filter.check_sentence`): "" or the reason. Only then, as the filter never asked
+    it of generated items, and an LLM's sentence may word its answer otherwise."""
+    from ..filter import check_sentence
+    from ..qtypes.vocabulary import norm
+    if (norm(edit.answer), norm(edit.short_answer)) == (norm(original.answer), norm(original.short_answer)):
+        return ""
+    return check_sentence(edit) or ""
 
 
 def apply(decisions: dict[str, Decision], kept: Iterable[Sample], others: Iterable[Sample] = (),
@@ -153,7 +173,9 @@ def apply(decisions: dict[str, Decision], kept: Iterable[Sample], others: Iterab
     `others`: the round's other items (what it dropped), which an edit may bring back.
     Rejected items are left out; an edited item replaces the original when the edit passes the filter
     again (`recheck(edit, kept)` returns "" or the reason; without it, the check recorded when the
-    edit was made, or the format and leak checks), and is left out, reported as failing, when it does not.
+    edit was made, or the format and leak checks) and, where it changed the answer, says the short
+    answer in its sentence (`answer_check`); it is left out, reported as failing, when it does not,
+    and so is the original.
     Accepting an item changes nothing: the filter's verdict on a dropped item stands."""
     kept = list(kept)
     out = Applied(items=[])
@@ -167,7 +189,10 @@ def apply(decisions: dict[str, Decision], kept: Iterable[Sample], others: Iterab
             if s.id in kept_ids:
                 out.rejected.append(s.id)
             continue
-        reason = recheck(d.edited, kept) if recheck else (d.check if d.check is not None else basic_check(d.edited))
+        if recheck:
+            reason = recheck(d.edited, kept) or answer_check(d.edited, s)
+        else:  # the check recorded when the edit was made holds the answer check too
+            reason = d.check if d.check is not None else basic_check(d.edited) or answer_check(d.edited, s)
         if reason:
             out.failing[s.id] = reason
         else:
@@ -197,6 +222,22 @@ def reviewed_round(run_dir: str | Path, k: int, recheck: Callable[[Sample, list[
     decisions = store.decisions(k)
     others = read_jsonl(rd / "generated.jsonl", Sample) if decisions and (rd / "generated.jsonl").exists() else []
     return apply(decisions, kept, others, recheck)
+
+
+def reviewed_children(run_dir: str | Path, k: int,
+                      recheck: Callable[[Sample, list[Sample]], str] | None = None) -> tuple[list[Sample], Applied]:
+    """Round k's kept evolved children (`round_k/evolve/evolved.jsonl`, [] without it) as evolution
+    wrote them, and the run's review decisions on them (`Applied.decided()` for `stages.with_evolved`).
+    An edited child is re-checked beside the round's kept items, as the review page checks it."""
+    rd = Path(run_dir) / f"round_{k}"
+    path = rd / "evolve" / "evolved.jsonl"
+    children = read_jsonl(path, Sample) if path.exists() else []
+    store = open_store(run_dir)
+    decisions = store.decisions(k) if store is not None and children else {}
+    if not decisions:
+        return children, Applied(items=children)
+    seen = read_jsonl(rd / "filtered.jsonl", Sample) if recheck and (rd / "filtered.jsonl").exists() else []
+    return children, apply(decisions, children, recheck=(lambda s, _: recheck(s, seen)) if recheck else None)
 
 
 def apply_review(samples: list[Sample], run_dir: str | Path) -> Applied:
