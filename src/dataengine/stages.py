@@ -573,12 +573,17 @@ def score_predictions(questions: list[Question], predictions: str | Path, out: s
 
 
 def evaluate_dialog_model(model: str | Path, dialogs_file: str | Path, image_root: str | Path, out: str | Path,
-                          batch_size: int = 16, max_new_tokens: int = 24, grader=None) -> dict:
+                          batch_size: int = 16, max_new_tokens: int = 24, grader=None, on_dialogs=None) -> dict:
     """A checkpoint on a dialog benchmark (`dialog.benchmark.evaluate_dialogs`) into `out`
     (predictions.jsonl, results.json, evaluation.json). A finished evaluation of the same model,
-    dialogs and settings is read back, not redone; a folder holding another's is refused (DataError)."""
-    from .dialog.benchmark import evaluate_dialogs, read_dialogs
+    dialogs and settings is read back, not redone; a folder holding another's is refused (DataError).
+    A killed one resumes: each batch's finished dialogs are appended to predictions.partial.jsonl
+    (`records.resume_jsonl`, refused in one line when another model, dialog file or setting made it)
+    and not asked again; `on_dialogs(predictions)` is called after each batch is kept."""
+    from .dialog.benchmark import DialogPrediction, evaluate_dialogs, read_dialogs
+    from .evaluate import model_id
     from .models.vlm import VLM
+    from .records import append_jsonl, finish_partial, resume_jsonl
     out, dialogs_file = Path(out), Path(dialogs_file)
     dialogs = read_dialogs(dialogs_file)  # a missing or bad file: DataError naming it
     what = {"model": str(Path(model).resolve()), "dialogs": hashlib.sha1(dialogs_file.read_bytes()).hexdigest(),
@@ -588,9 +593,22 @@ def evaluate_dialog_model(model: str | Path, dialogs_file: str | Path, image_roo
             raise DataError(f"{out}: holds the results of another dialog evaluation ({', '.join(diff)} differ): "
                             f"evaluate into another --out, or remove it")
         return json.loads((out / "results.json").read_text())
+    vlm = VLM.load(model)
+    partial = out / "predictions.partial.jsonl"
+    # the replies do not depend on the grader (grades come after): a graded re-run keeps them; the
+    # weights' hash tells a model retrained in the same folder from the one that replied
+    done = resume_jsonl(partial, DialogPrediction, {k: what[k] for k in ("model", "dialogs", "max_new_tokens")} |
+                        {"weights": model_id(vlm)}, kind="dialog replies")
     write_json(out / "evaluation.json", what)
-    # predictions.jsonl, then results.json, which marks the evaluation finished
-    return evaluate_dialogs(VLM.load(model), dialogs, image_root, out, batch_size, max_new_tokens, grader)
+
+    def keep(preds):
+        append_jsonl(partial, preds)
+        if on_dialogs:
+            on_dialogs(preds)
+    # predictions.jsonl, then results.json, which marks the evaluation finished; then the partial goes
+    figures = evaluate_dialogs(vlm, dialogs, image_root, out, batch_size, max_new_tokens, grader, done=done, on_dialogs=keep)
+    finish_partial(partial)
+    return figures
 
 
 def blind_results(out: str | Path) -> EvalResult | None:
