@@ -88,7 +88,9 @@ def main() -> None:
     # as round 1 of the loop trains: a seeded share (train.original_fraction) of the starter set replayed
     # beside the new items (stages.training_mix), the same replay in both arms; `train.conversation:
     # merged` merges the whole mix per image, so the merged arm merges the replayed items too. A starter
-    # item on a benchmark picture is left out of both (the loop leaves it out of its conversations).
+    # item on a benchmark picture is left out of both before the draw (the loop drops it after the
+    # draw, from its conversations only; in the default world 1 of 2,120 starter items is one), so
+    # the replay may differ from round 1's by that item.
     original = [s for s in read_jsonl(inputs.original, Sample) if refuse(s.image, s.id) is None]
     mix = stages.training_mix(original, items, cfg.train.original_fraction, seed=cfg.seed + 1)
     replayed = len(mix) - len(items)
