@@ -12,7 +12,10 @@ steps and learning rate:
 The items: grounded items of every SEED-Bench type on `--images` pool images (as a round generates
 them; those with options asked for the letter or the short answer, one or the other per item), and
 what those images' annotations say: the caption (a sentence), each region's box (grounding, "[x1, y1,
-x2, y2]" in 0-1), what lies in each box (a phrase), and POPE-style yes / no questions.
+x2, y2]" in 0-1), what lies in each box (a phrase), and POPE-style yes / no questions. Beside them,
+as a loop round trains, the replay of the starter set (`train.original_fraction` of it, seeded as
+round 1's `stages.training_mix`), the same items in both arms: one-turn conversations in `single`,
+merged per image with the rest in `merged` (as `train.conversation: merged` merges the round's mix).
 
 Each arm is measured single-round (the multiple-choice benchmark's held-out part, by option
 likelihood, as the loop reports it) and multi-round (the dialog benchmark: held-out scenes, five
@@ -40,7 +43,7 @@ from dataengine.dialog.merge import merge, pool_turns, sample_turn, single
 from dataengine.generate import GroundedGenerator, generate
 from dataengine.loop import Loop
 from dataengine.models.vlm import VLM
-from dataengine.records import ImageAnnotation, read_jsonl, write_jsonl
+from dataengine.records import ImageAnnotation, Sample, read_jsonl, write_jsonl
 from dataengine.train.config import TrainConfig
 from dataengine.train.sft import train
 
@@ -82,10 +85,20 @@ def main() -> None:
     items = generate({t: args.per_type for t in range(1, 10)}, anns, GroundedGenerator(stages.vocabulary(pool), source="generated"),
                      seed=cfg.seed + 1, max_images=None)
     write_jsonl(args.out / "items.jsonl", items)
-    turns = [(s.image, sample_turn(s, cfg.merge.form)) for s in items] + pool_turns(anns, seed=cfg.seed)
+    # as round 1 of the loop trains: a seeded share (train.original_fraction) of the starter set replayed
+    # beside the new items (stages.training_mix), the same replay in both arms; `train.conversation:
+    # merged` merges the whole mix per image, so the merged arm merges the replayed items too. A starter
+    # item on a benchmark picture is left out of both before the draw (the loop drops it after the
+    # draw, from its conversations only; in the default world 1 of 2,120 starter items is one), so
+    # the replay may differ from round 1's by that item.
+    original = [s for s in read_jsonl(inputs.original, Sample) if refuse(s.image, s.id) is None]
+    mix = stages.training_mix(original, items, cfg.train.original_fraction, seed=cfg.seed + 1)
+    replayed = len(mix) - len(items)
+    turns = [(s.image, sample_turn(s, cfg.merge.form)) for s in mix] + pool_turns(anns, seed=cfg.seed)
     arms = {"single": single(turns), "merged": merge(turns, max_turns=args.max_turns, seed=cfg.seed + args.seed, refuse=refuse)}
     n_turns = len(turns)
-    console.print(f"{len(items)} items and {n_turns - len(items)} annotation turns on {len({i for i, _ in turns})} images; "
+    console.print(f"{len(items)} items, {replayed} replayed starter items ({cfg.train.original_fraction:.0%}) and "
+                  f"{n_turns - len(mix)} annotation turns on {len({i for i, _ in turns})} images; "
                   f"merged into {len(arms['merged'])} conversations; dialog benchmark: {len(dialogs)} dialogs")
 
     t = cfg.train
@@ -131,7 +144,7 @@ def main() -> None:
                   f"format compliance {m['dialog']['compliance'] - s['dialog']['compliance']:+.1%} (target +10 points)")
     minutes = (time.monotonic() - started) / 60
     console.print(f"{minutes:.0f} minutes in all")
-    figures = {"turns": n_turns, "items": len(items), "conversations": len(arms["merged"]), "dialogs": len(dialogs),
+    figures = {"turns": n_turns, "items": len(items), "replayed": replayed, "conversations": len(arms["merged"]), "dialogs": len(dialogs),
                "arms": rows, "minutes": minutes, "args": {k: str(v) for k, v in vars(args).items()}}
     (args.out / ("figures.json" if not args.seed else f"figures-seed{args.seed}.json")).write_text(json.dumps(figures, indent=2) + "\n")
 

@@ -166,9 +166,14 @@ def train(model: Path = typer.Option(...), data: list[Path] = typer.Option(..., 
           deepspeed: Optional[Path] = typer.Option(None, help="A DeepSpeed JSON config, for models too large for one GPU."),
           fsdp: Optional[bool] = typer.Option(None, help="Fully Sharded Data Parallel, under torchrun / accelerate launch."),
           fsdp_config: Optional[Path] = typer.Option(None, help="FSDP's JSON config (version, cpu_offload, min_num_params...)."),
-          conversations: bool = typer.Option(False, help="DATA are conversations (`dataengine merge`'s): the loss on every answer.")):
+          conversations: bool = typer.Option(False, help="DATA are conversations (`dataengine merge`'s): the loss on every answer."),
+          benchmark: Optional[Path] = typer.Option(None, help="SEED-Bench JSON or MMBench TSV whose images are refused."),
+          benchmark_image_root: Optional[Path] = typer.Option(None, help="The benchmark's images (default: --image-root)."),
+          dialog_benchmark: Optional[Path] = typer.Option(None, help="A dialog benchmark whose images are refused.")):
     """Fine-tune MODEL on DATA (full, or LoRA merged back) and save it to OUT as safetensors. Settings
-    default to the config's `train` section (the loop's), or to a preset."""
+    default to the config's `train` section (the loop's), or to a preset. With --benchmark (and
+    --dialog-benchmark), an item or conversation on one of its pictures (by path or content) stops
+    the training before any step, naming the file and the item, as `merge` and `filter` refuse it."""
     from pydantic import ValidationError
 
     from . import stages
@@ -190,15 +195,40 @@ def train(model: Path = typer.Option(...), data: list[Path] = typer.Option(..., 
                 cfg = TrainConfig(**(base.model_dump(include=set(TrainConfig.model_fields)) | flags))
         except ValidationError as e:
             raise DataError(f"train: {problem(e)}") from None
+        if conversations:
+            from .dialog.conversation import Conversation
+            by_file = {f: _read(f, Conversation) for f in data}
+        else:
+            by_file = {f: _read(f, Sample) for f in data}
+        if benchmark or dialog_benchmark:
+            _refuse_benchmark_images(by_file, image_root, benchmark, benchmark_image_root, dialog_benchmark)
+        items = [x for xs in by_file.values() for x in xs]
         with _progress() as p:
-            if conversations:
-                from .dialog.conversation import Conversation
-                items = _read_all(data, Conversation)
-            else:
-                items = _read_all(data, Sample)
             log = stages.train_model(model, items, image_root, out, cfg, progress=p).log
     losses = f"; loss {log['losses'][0]:.3f} -> {log['losses'][-1]:.3f}" if log["losses"] else ""
     console.print(f"trained {log['steps']} steps on {log['samples']} items{losses}")
+
+
+def _refuse_benchmark_images(by_file: dict, image_root: Path, benchmark: Optional[Path], benchmark_image_root: Optional[Path],
+                             dialog_benchmark: Optional[Path]) -> None:
+    """DataError naming the file and the item (a conversation's turn: its item) of the first item
+    on a picture of the benchmark (by path or content; or a missing or unreadable picture) or of
+    the dialog benchmark: training data that never went through `filter` or `merge` is held to the same rule."""
+    from . import stages
+    from .dialog.benchmark import dialog_images, read_dialogs
+    from .records import Inputs
+    guard = None
+    if benchmark:
+        inputs = Inputs(benchmark, image_root, image_root, image_root, benchmark_image_root or image_root)
+        guard = stages.benchmark_guard(stages.read_questions(inputs)[0], inputs)
+    refuse = stages.refuse_benchmark_images(guard, dialog_images(read_dialogs(dialog_benchmark)) if dialog_benchmark else set())
+    for path, records in by_file.items():
+        for r in records:
+            turns = getattr(r, "turns", None)
+            item = turns[0].item if turns else r.id
+            if why := refuse(r.image, item):
+                what = f"conversation {r.id} (item {item})" if turns else f"item {r.id}"
+                raise DataError(f"{path}: {what}: {why} ({r.image}): never trained on")
 
 
 # ---- evaluate ----
@@ -786,7 +816,8 @@ def dialog_eval(model: Path = typer.Option(..., help="A checkpoint folder."),
                 grade: bool = typer.Option(False, help="Grade open-ended sentence answers 0-1 with the LLM (MM-Vet's grader)."),
                 llm_url: list[str] = _LLM_URL, llm_local: bool = _LLM_LOCAL, config: Optional[Path] = _CONFIG):
     """Ask a model every dialog turn by turn, its own answers kept in the conversation; print accuracy
-    per turn and per format, and format compliance. A finished evaluation in OUT is read back."""
+    per turn and per format, and format compliance. A finished evaluation in OUT is read back; a
+    killed one resumes, keeping the dialogs it finished."""
     from . import stages
     from .dialog.judge import llm_grader
     with _errors(), contextlib.ExitStack() as stack:

@@ -115,6 +115,10 @@ class EvalConfig(Section):
     max_new_tokens: int = Field(32, ge=1)
     judge: Literal["off", "llm"] = "off"
     circular: bool = False  # CircularEval (MMBench's way): each question once per rotation; circular.json
+    # N > 0: every round's model also answers N held-out multi-round dialogs (`dialog.benchmark`, built
+    # once into the run's world folder: world/dialog.json, pictures under world/images/dialog), and
+    # summary.json reports their accuracy per turn and format compliance (round_k/dialog/)
+    dialog: int = Field(0, ge=0)
 
     @field_validator("method")
     @classmethod

@@ -6,8 +6,9 @@ run resumes with `dataengine loop` again and loses no finished stage.
 
     run/
       config.yaml
-      world/            the synthetic world (images/, pool.jsonl, benchmark.json, starter.jsonl)
-      round_0/model/    the base model;  round_0/eval/  its evaluation
+      world/            the synthetic world (images/, pool.jsonl, benchmark.json, starter.jsonl; with
+                        evaluate.dialog, dialog.json and images/dialog/, built once)
+      round_0/model/    the base model;  round_0/eval/  its evaluation;  round_k/dialog/  the dialog benchmark's
       round_k/plan.json generated.jsonl filtered.jsonl rejected.jsonl filter_report.json model/ eval/
                         conversations.jsonl (train.conversation: merged: the training mix merged per image)
       round_n/          with hadpo.after_rounds, a hallucination round after the last: descriptions,
@@ -26,6 +27,7 @@ from rich.console import Console
 
 from . import stages
 from .config import RunConfig, dump_config, load_config
+from .dialog.benchmark import dialog_images, read_dialogs
 from .errors import DataError
 from .records import (
     EvalResult,
@@ -174,6 +176,8 @@ class Loop:
             if self.cfg.evaluate.circular and circ:
                 row["circular"] = circ["overall"]["circular"]
             row["regressions"] = guard.get(k, [])
+            if self.cfg.evaluate.dialog and (d := stages.dialog_summary(self.run_dir / f"round_{k}" / "dialog")):
+                row["dialog"] = d
             if (h := self.run_dir / f"round_{k}" / "hadpo.json").exists():
                 row["hallucination"] = hallucination_figures(json.loads(h.read_text()))
             rounds.append(row)
@@ -200,10 +204,21 @@ class Loop:
         return self._evaluate(vlm or model_dir, 0, questions, inputs)
 
     def _evaluate(self, model, k: int, questions: list[Question], inputs: Inputs) -> EvalResult:
-        """Round k's model on the benchmark, into round_k/eval."""
+        """Round k's model on the benchmark, into round_k/eval; with `evaluate.dialog`, on the dialog
+        benchmark too, into round_k/dialog."""
         with progress_bar(self.console) as p:
-            return stages.evaluate_model(model, questions, inputs.benchmark_image_root, self.run_dir / f"round_{k}" / "eval", self.cfg,
-                                         benchmark=inputs.benchmark.name, progress=p, llm=self.llm, model_name=self.model_name(k))
+            res = stages.evaluate_model(model, questions, inputs.benchmark_image_root, self.run_dir / f"round_{k}" / "eval", self.cfg,
+                                        benchmark=inputs.benchmark.name, progress=p, llm=self.llm, model_name=self.model_name(k))
+        if self.cfg.evaluate.dialog:
+            e = self.cfg.evaluate
+            world_dir = self.run_dir / "world"
+            f = stages.evaluate_dialog_model(self.model_dir(k), stages.dialog_benchmark(self.cfg, world_dir), world_dir / "images",
+                                             self.run_dir / f"round_{k}" / "dialog", e.batch_size, e.max_new_tokens,
+                                             model_name=self.model_name(k), vlm=None if isinstance(model, (str, Path)) else model,
+                                             dtype=self.cfg.model.dtype)
+            self._log(f"round {k}: {f['dialogs']} dialogs: accuracy {f['accuracy']:.1%} (later turns {f['later_turns_accuracy']:.1%}), "
+                      f"format compliance {f['compliance']:.1%}")
+        return res
 
     def incremental(self, k: int, all_rounds: bool = True, recheck=None) -> list[Sample]:
         """The kept items of rounds 1..k (or of round k alone), with a person's review decisions
@@ -279,7 +294,8 @@ class Loop:
             data = stages.training_mix(original, self.incremental(k, all_rounds=t.incremental == "all", recheck=recheck),
                                        t.original_fraction, seed=cfg.seed + k)
             if t.conversation == "merged":  # per image, one multi-round conversation (arXiv 2401.08968)
-                refuse = stages.refuse_benchmark_images(guard)
+                dialogs = self.run_dir / "world" / "dialog.json"
+                refuse = stages.refuse_benchmark_images(guard, dialog_images(read_dialogs(dialogs)) if dialogs.exists() else set())
                 # the filter kept generated items off benchmark pictures; the original data never went through it
                 off = [(s, why) for s in data if (why := refuse(s.image, s.id))]
                 if off:

@@ -596,24 +596,75 @@ def score_predictions(questions: list[Question], predictions: str | Path, out: s
 
 
 def evaluate_dialog_model(model: str | Path, dialogs_file: str | Path, image_root: str | Path, out: str | Path,
-                          batch_size: int = 16, max_new_tokens: int = 24, grader=None) -> dict:
+                          batch_size: int = 16, max_new_tokens: int = 24, grader=None, on_dialogs=None,
+                          model_name: str | None = None, vlm=None, dtype: str = "float32") -> dict:
     """A checkpoint on a dialog benchmark (`dialog.benchmark.evaluate_dialogs`) into `out`
     (predictions.jsonl, results.json, evaluation.json). A finished evaluation of the same model,
-    dialogs and settings is read back, not redone; a folder holding another's is refused (DataError)."""
-    from .dialog.benchmark import evaluate_dialogs, read_dialogs
-    from .models.vlm import VLM
+    dialogs and settings is read back, not redone; a folder holding another's is refused (DataError).
+    A killed one resumes: each batch's finished dialogs are appended to predictions.partial.jsonl
+    (`records.resume_jsonl`, refused in one line when another model, dialog file or setting made it)
+    and not asked again; `on_dialogs(predictions)` is called after each batch is kept. `model_name`:
+    how the record names the model (the loop's "round_k/model", so a moved run still reads back; default
+    its resolved path); `vlm`: the model already loaded from `model` (else loaded here, in `dtype`)."""
+    from .dialog.benchmark import DialogPrediction, evaluate_dialogs, read_dialogs
+    from .evaluate import model_id
+    from .models.vlm import VLM, torch_dtype
+    from .records import append_jsonl, finish_partial, resume_jsonl
     out, dialogs_file = Path(out), Path(dialogs_file)
     dialogs = read_dialogs(dialogs_file)  # a missing or bad file: DataError naming it
-    what = {"model": str(Path(model).resolve()), "dialogs": hashlib.sha1(dialogs_file.read_bytes()).hexdigest(),
+    what = {"model": model_name or str(Path(model).resolve()), "dialogs": hashlib.sha1(dialogs_file.read_bytes()).hexdigest(),
             "max_new_tokens": max_new_tokens, "grader": getattr(grader, "version", None)}
     if (out / "results.json").exists():
         if diff := differs(out / "evaluation.json", what) if (out / "evaluation.json").exists() else list(what):
             raise DataError(f"{out}: holds the results of another dialog evaluation ({', '.join(diff)} differ): "
                             f"evaluate into another --out, or remove it")
         return json.loads((out / "results.json").read_text())
+    vlm = vlm or VLM.load(model, dtype=torch_dtype(dtype))
+    partial = out / "predictions.partial.jsonl"
+    # the replies do not depend on the grader (grades come after): a graded re-run keeps them; the
+    # weights' hash tells a model retrained in the same folder from the one that replied
+    done = resume_jsonl(partial, DialogPrediction, {k: what[k] for k in ("model", "dialogs", "max_new_tokens")} |
+                        {"weights": model_id(vlm)}, kind="dialog replies")
     write_json(out / "evaluation.json", what)
-    # predictions.jsonl, then results.json, which marks the evaluation finished
-    return evaluate_dialogs(VLM.load(model), dialogs, image_root, out, batch_size, max_new_tokens, grader)
+
+    def keep(preds):
+        append_jsonl(partial, preds)
+        if on_dialogs:
+            on_dialogs(preds)
+    # predictions.jsonl, then results.json, which marks the evaluation finished; then the partial goes
+    figures = evaluate_dialogs(vlm, dialogs, image_root, out, batch_size, max_new_tokens, grader, done=done, on_dialogs=keep)
+    finish_partial(partial)
+    return figures
+
+
+def dialog_benchmark(cfg: RunConfig, world_dir: str | Path) -> Path:
+    """The loop's dialog benchmark (`evaluate.dialog` dialogs): world_dir/dialog.json, its pictures
+    under world_dir/images/dialog, built once (from the run's seed and world settings, on scenes no
+    pool or benchmark uses) and read back after. DataError when the file there holds another number
+    of dialogs than the config asks for."""
+    from .dialog.benchmark import build_dialog_benchmark, read_dialogs
+    world_dir = Path(world_dir)
+    path, n = world_dir / "dialog.json", cfg.evaluate.dialog
+    if path.exists():
+        if (have := len(read_dialogs(path))) != n:
+            raise DataError(f"{path}: holds {have} dialogs, evaluate.dialog asks for {n}: remove it to build them anew")
+        return path
+    build_dialog_benchmark(world_dir / "images", path, n=n, seed=cfg.seed, size=cfg.world.image_size,
+                           cooccurrence=cfg.world.cooccurrence)
+    return path
+
+
+def dialog_summary(out: str | Path) -> dict | None:
+    """A dialog evaluation's figures for summary.json (accuracy overall, of the later turns and per
+    turn; format compliance overall and per format; whole dialogs right), or None when there is none."""
+    path = Path(out) / "results.json"
+    if not path.exists():
+        return None
+    r = json.loads(path.read_text())
+    return {"accuracy": r["accuracy"], "later_turns_accuracy": r["later_turns_accuracy"], "compliance": r["compliance"],
+            "whole_dialogs": r["whole_dialogs"], "dialogs": r["dialogs"],
+            "per_turn": {t: x["accuracy"] for t, x in r["per_turn"].items()},
+            "per_format_compliance": {f: x["compliance"] for f, x in r["per_format"].items()}}
 
 
 def blind_results(out: str | Path) -> EvalResult | None:

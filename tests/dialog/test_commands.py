@@ -29,7 +29,8 @@ def test_merge_train_and_evaluate_dialogs(world, tiny_vlm, tmp_path):
 
     tiny_vlm.save(tmp_path / "m")
     res = runner.invoke(app, ["train", "--model", str(tmp_path / "m"), "--data", str(tmp_path / "conv.jsonl"), "--conversations",
-                              "--image-root", f"{w}/images", "--out", str(tmp_path / "m1"), "--epochs", "1", "--batch-size", "8"])
+                              "--image-root", f"{w}/images", "--out", str(tmp_path / "m1"), "--epochs", "1", "--batch-size", "8",
+                              "--benchmark", f"{w}/benchmark.json"])  # none of them on a benchmark picture
     assert res.exit_code == 0, res.output
     log = json.loads((tmp_path / "m1" / "train_log.json").read_text())
     assert log["samples"] == len(convs) and log["steps"] == -(-len(convs) // 8)
@@ -58,3 +59,44 @@ def test_merge_train_and_evaluate_dialogs(world, tiny_vlm, tmp_path):
                               "--benchmark", f"{w}/benchmark.json", "--image-root", f"{w}/images"])
     assert res.exit_code == 2 and "item leak-1: benchmark item" in res.output
     assert not (tmp_path / "leak-conv.jsonl").exists()
+
+
+def test_train_refuses_conversations_on_benchmark_pictures(world, tiny_vlm, tmp_path):
+    """`train --conversations` takes what `merge` made or anything else: held to merge's rule when
+    given the benchmarks, before any step."""
+    import shutil
+
+    from dataengine.dialog.benchmark import build_dialog_benchmark
+    from dataengine.dialog.merge import merge_items
+    runner = CliRunner()
+    items = read_jsonl(world.original, Sample)[:6]
+    convs = merge_items(items, max_turns=2)
+    bench = json.loads(world.benchmark.read_text())["questions"][0]["data_id"]
+    dialogs = build_dialog_benchmark(tmp_path / "img", tmp_path / "dialog.json", n=2, seed=5, size=64)  # refused by path
+    copy = world.image_root / "pool" / "copy-of-bench.png"  # the same picture under another name: refused by content
+    shutil.copy(world.image_root / bench, copy)
+    try:
+        _refused(runner, world, tiny_vlm, tmp_path, convs, items, bench, dialogs)
+    finally:
+        copy.unlink()
+
+
+def _refused(runner, world, tiny_vlm, tmp_path, convs, items, bench, dialogs):
+    w = str(world.benchmark.parent)
+    tiny_vlm.save(tmp_path / "m")
+    cases = [(bench, "benchmark item"), ("pool/copy-of-bench.png", "benchmark image"), (dialogs[0].image, "dialog benchmark image")]
+    for k, (image, why) in enumerate(cases):
+        bad = convs[1].model_copy(update={"id": f"bad-{k}", "image": image})
+        write_jsonl(tmp_path / f"conv{k}.jsonl", [convs[0], bad])
+        res = runner.invoke(app, ["train", "--model", str(tmp_path / "m"), "--data", str(tmp_path / f"conv{k}.jsonl"), "--conversations",
+                                  "--image-root", f"{w}/images", "--out", str(tmp_path / f"m{k}"), "--epochs", "1",
+                                  "--benchmark", f"{w}/benchmark.json", "--dialog-benchmark", str(tmp_path / "dialog.json")])
+        assert res.exit_code == 2, res.output
+        line = " ".join(res.output.split())
+        assert f"conv{k}.jsonl: conversation bad-{k} (item {bad.turns[0].item}): {why}" in line, res.output
+        assert not (tmp_path / f"m{k}").exists()
+    # single items too, with the file and the item named
+    write_jsonl(tmp_path / "items.jsonl", [items[0], items[1].model_copy(update={"id": "leak", "image": bench})])
+    res = runner.invoke(app, ["train", "--model", str(tmp_path / "m"), "--data", str(tmp_path / "items.jsonl"), "--image-root", f"{w}/images",
+                              "--out", str(tmp_path / "mi"), "--benchmark", f"{w}/benchmark.json"])
+    assert res.exit_code == 2 and "items.jsonl: item leak: benchmark item" in " ".join(res.output.split()), res.output

@@ -199,15 +199,24 @@ Grader = Callable[[list[tuple[str, str, str]]], list[float | None]]
 
 
 def evaluate_dialogs(vlm, dialogs: list[Dialog], image_root: str | Path, out: str | Path | None = None,
-                     batch_size: int = 16, max_new_tokens: int = 24, grader: Grader | None = None) -> dict:
+                     batch_size: int = 16, max_new_tokens: int = 24, grader: Grader | None = None,
+                     done: list[DialogPrediction] | None = None,
+                     on_dialogs: Callable[[list[DialogPrediction]], None] | None = None) -> dict:
     """Ask every dialog turn by turn (batches of `batch_size` dialogs at the same turn), each turn with
     the model's own earlier answers before it; score each reply (`score_turn`). With `grader` (an LLM
     judge, `judge.llm_grader`), sentence turns without key words are graded 0-1 by it and counted right
-    at >= 0.5. Returns the figures (`dialog_figures`); with `out`, writes predictions.jsonl and results.json there."""
+    at >= 0.5. Returns the figures (`dialog_figures`); with `out`, writes predictions.jsonl and results.json there.
+
+    `done`: predictions of an earlier, killed run (`finished_dialogs`): a dialog with all its turns
+    there is kept as it is and not asked again; one with only some is asked again from its first turn
+    (its later turns depend on its earlier replies). `on_dialogs(predictions)` is called after each
+    batch, with all the turns of the dialogs it finished (before grading), so a caller can keep them."""
     from ..images import load_image
-    preds: list[DialogPrediction] = []
-    for start in range(0, len(dialogs), batch_size):
-        chunk = dialogs[start:start + batch_size]
+    kept = finished_dialogs(dialogs, done or [])
+    preds: list[DialogPrediction] = [p for d in dialogs if d.id in kept for p in kept[d.id]]
+    todo = [d for d in dialogs if d.id not in kept]
+    for start in range(0, len(todo), batch_size):
+        chunk = todo[start:start + batch_size]
         images = [load_image(image_root, d.image, where=f"dialog {d.id}") for d in chunk]
         replies: list[list[str]] = [[] for _ in chunk]
         for t in range(max(len(d.turns) for d in chunk)):
@@ -216,11 +225,18 @@ def evaluate_dialogs(vlm, dialogs: list[Dialog], image_root: str | Path, out: st
                      for i in rows]
             for i, r in zip(rows, vlm.generate_chat(items, max_new_tokens=max_new_tokens)):
                 replies[i].append(r)
+        batch = []
         for d, rs in zip(chunk, replies):
             for t, (turn, r) in enumerate(zip(d.turns, rs)):
                 right, ok = score_turn(turn, r)
-                preds.append(DialogPrediction(dialog=d.id, turn=t, kind=turn.kind, format=turn.format, question=turn.question,
+                batch.append(DialogPrediction(dialog=d.id, turn=t, kind=turn.kind, format=turn.format, question=turn.question,
                                               answer=turn.answer, reply=r, correct=right, complies=ok))
+        preds += batch
+        if on_dialogs:
+            on_dialogs(batch)
+    # the figures and the file in the dialogs' order, whichever run asked them
+    order = {d.id: k for k, d in enumerate(dialogs)}
+    preds.sort(key=lambda p: (order[p.dialog], p.turn))
     if grader:
         turns = {(d.id, t): turn for d in dialogs for t, turn in enumerate(d.turns)}
         open_ = [p for p in preds if p.format == "sentence" and not turns[p.dialog, p.turn].keys]
@@ -231,6 +247,20 @@ def evaluate_dialogs(vlm, dialogs: list[Dialog], image_root: str | Path, out: st
         write_jsonl(Path(out) / "predictions.jsonl", preds)
         write_json(Path(out) / "results.json", figures)
     return figures
+
+
+def finished_dialogs(dialogs: list[Dialog], done: list[DialogPrediction]) -> dict[str, list[DialogPrediction]]:
+    """Dialog id -> its predictions, for the dialogs of `dialogs` that `done` holds every turn of
+    (each once, asking the dialog's question); a dialog cut short by a kill is not finished."""
+    by_dialog: dict[str, dict[int, DialogPrediction]] = {}
+    for p in done:
+        by_dialog.setdefault(p.dialog, {})[p.turn] = p
+    out = {}
+    for d in dialogs:
+        got = by_dialog.get(d.id, {})
+        if sorted(got) == list(range(len(d.turns))) and all(got[k].question == t.question for k, t in enumerate(d.turns)):
+            out[d.id] = [got[k] for k in range(len(d.turns))]
+    return out
 
 
 def _share(xs: list[bool]) -> float:
