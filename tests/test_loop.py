@@ -203,3 +203,26 @@ def test_kills_at_many_moments_end_in_the_uninterrupted_results(tmp_path):
     for f in ("round_1/generated.jsonl", "round_1/filtered.jsonl", "round_0/eval/predictions.jsonl", "round_1/eval/predictions.jsonl"):
         assert (tmp_path / "whole" / f).read_bytes() == (run / f).read_bytes(), f
     assert not list(run.rglob("*.tmp")) and not list(run.rglob(".saving"))
+
+
+def test_original_items_on_benchmark_pictures_are_never_trained_on(tmp_path):
+    """A training set may hold a benchmark's picture (a copy under another name): round 0 and every
+    round leave it out, and the run says so."""
+    import shutil
+
+    from dataengine.world.build import build_world
+    cfg = small_config(rounds=0)
+    run = tmp_path / "run"
+    inputs = build_world(cfg, run / "world")
+    bench = json.loads(inputs.benchmark.read_text())["questions"][0]
+    shutil.copy(inputs.image_root / bench["data_id"], inputs.image_root / "pool" / "copy.png")
+    starter = read_jsonl(inputs.original, Sample)
+    leak = starter[0].model_copy(update={"id": "on-a-benchmark-picture", "image": "pool/copy.png"})
+    inputs.original.write_text("".join(s.model_dump_json() + "\n" for s in starter + [leak]))
+    said = []
+    loop = Loop(cfg, run)
+    loop._log = lambda m: said.append(str(m))
+    loop.run()
+    assert any("1 original items are on benchmark pictures (e.g. on-a-benchmark-picture)" in m for m in said)
+    trained = json.loads((run / "round_0" / "model" / "train_log.json").read_text())
+    assert trained["samples"] == len(starter)

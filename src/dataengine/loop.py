@@ -122,13 +122,19 @@ class Loop:
         original = read_jsonl(inputs.original, Sample)
         if not original and cfg.model.path is None:
             raise DataError(f"{inputs.original}: the original training set is empty")
+        guard = stages.benchmark_guard(benchmark, inputs)
+        # The filter keeps generated items off the benchmark's pictures; the original data never passes
+        # it, and a training set may well hold a benchmark's pictures (the same COCO image, a re-render).
+        original, off = stages.off_benchmark(original, guard)
+        if off:
+            self._log(f"[yellow]{inputs.original}: {len(off)} original items are on benchmark pictures "
+                      f"(e.g. {off[0].id}): never trained on[/yellow]")
         self.check_config(write=True)
         results = [self.round_zero(inputs, questions, original)]
         self._log(self.table(results))
         with self._stack:
             if rounds > 0:
                 pool = read_jsonl(inputs.pool, ImageAnnotation)
-                guard = stages.benchmark_guard(benchmark, inputs)
                 if cfg.generate.generator == "llm" and not (self.run_dir / f"round_{rounds}" / "generated.jsonl").exists():
                     self.optimize_prompt(pool, inputs)
                 for k in range(1, rounds + 1):

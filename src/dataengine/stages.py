@@ -403,6 +403,13 @@ def training_mix(original: list[Sample], incremental: list[Sample], fraction: fl
     return replay + list(incremental)
 
 
+def off_benchmark(items: list[Sample], guard: BenchmarkGuard) -> tuple[list[Sample], list[Sample]]:
+    """`items` split into those whose picture is none of the benchmark's (by path or content) and
+    those on a benchmark picture. A missing or unreadable picture is left for training to report."""
+    on = {s.id for s in items if guard.leaks(s) in ("benchmark item", "benchmark image")}
+    return [s for s in items if s.id not in on], [s for s in items if s.id in on]
+
+
 def refuse_benchmark_images(guard: BenchmarkGuard | None, dialog_images: set[str] = frozenset()):
     """`refuse(image, item)` for `merge`: why an item's image may not be trained on (the benchmark's
     pictures by path or content, the dialog benchmark's by path, a missing or unreadable file), or None."""
