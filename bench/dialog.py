@@ -36,14 +36,14 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from _base import base_round
 from dataengine import stages
 from dataengine.config import load_config
 from dataengine.dialog.benchmark import build_dialog_benchmark, evaluate_dialogs, read_dialogs
 from dataengine.dialog.merge import merge, pool_turns, sample_turn, single
 from dataengine.generate import GroundedGenerator, generate
-from dataengine.loop import Loop
 from dataengine.models.vlm import VLM
-from dataengine.records import ImageAnnotation, Sample, read_jsonl, write_jsonl
+from dataengine.records import Sample, read_jsonl, write_jsonl
 from dataengine.train.config import TrainConfig
 from dataengine.train.sft import train
 
@@ -66,13 +66,8 @@ def main() -> None:
     console = Console(width=160)
     started = time.monotonic()
     cfg = load_config(args.config)
-    base_dir = args.out / "base"
-    console.rule("base model (round 0)")
-    Loop(cfg, base_dir, console).run(rounds=0)
-    inputs = stages.resolve_inputs(cfg, base_dir)
-    base_model = base_dir / "round_0" / "model"
-    pool = read_jsonl(inputs.pool, ImageAnnotation)
-    benchmark, questions = stages.read_questions(inputs)
+    base = base_round(cfg, args.out, console)
+    inputs, base_model, pool, benchmark, questions = base.inputs, base.model, base.pool, base.benchmark, base.questions
     guard = stages.benchmark_guard(benchmark, inputs)
 
     dialog_path = args.out / "dialog.json"
@@ -116,7 +111,7 @@ def main() -> None:
                         TrainConfig(epochs=args.epochs, lr=t.lr, batch_size=batch, freeze_vision=t.freeze_vision,
                                     scheduler=t.scheduler, warmup_ratio=t.warmup_ratio, seed=cfg.seed + 1 + args.seed))
             console.print(f"{name}: {log['steps']} steps, batch {batch} conversations, {log['seconds']:.0f} s")
-        eval_dir = base_dir / "round_0" / "eval" if name == "base" else d / "eval"  # the base's: the loop's own
+        eval_dir = base_model.parent / "eval" if name == "base" else d / "eval"  # the base's: the loop's own
         seed_res = stages.evaluate_model(model_dir, questions, inputs.benchmark_image_root, eval_dir, no_blind,
                                          benchmark=inputs.benchmark.name, model_name="round_0/model" if name == "base" else None
                                          ).part("report")

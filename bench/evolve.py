@@ -24,15 +24,15 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
+from _base import base_round  # noqa: E402
 from dataengine import stages  # noqa: E402
 from dataengine.benchmarks.seed import read_seed  # noqa: E402
 from dataengine.config import load_config  # noqa: E402
 from dataengine.evaluate import evaluate, split  # noqa: E402
 from dataengine.evolve.rounds import evolve  # noqa: E402
 from dataengine.generate import GroundedGenerator, generate  # noqa: E402
-from dataengine.loop import Loop  # noqa: E402
 from dataengine.models.vlm import VLM  # noqa: E402
-from dataengine.records import ImageAnnotation, Sample, read_jsonl, write_jsonl  # noqa: E402
+from dataengine.records import write_jsonl  # noqa: E402
 from dataengine.world.hard import build_hard  # noqa: E402
 from dataengine.world.render import VOCABULARY  # noqa: E402
 
@@ -48,14 +48,8 @@ def main() -> None:
     console = Console()
     started = time.monotonic()
     cfg = load_config(args.config)
-    base_dir = args.out / "base"
-    console.rule("base model (round 0)")
-    Loop(cfg, base_dir, console).run(rounds=0)
-    inputs = stages.resolve_inputs(cfg, base_dir)
-    base_model = base_dir / "round_0" / "model"
-    pool = read_jsonl(inputs.pool, ImageAnnotation)
-    original = read_jsonl(inputs.original, Sample)
-    _, questions = stages.read_questions(inputs)
+    base = base_round(cfg, args.out, console)
+    inputs, base_model, pool, original, questions = base.inputs, base.model, base.pool, base.original, base.questions
     hard_path = build_hard(cfg, args.out / "hard", args.hard_per_category)
     hard = read_seed(hard_path)
     hard_root = args.out / "hard" / "images"

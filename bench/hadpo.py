@@ -28,13 +28,13 @@ from PIL import Image
 from rich.console import Console
 from rich.table import Table
 
+from _base import base_round
 from dataengine import stages
 from dataengine.config import HADPOConfig, load_config
 from dataengine.generate.pairs import PreferencePair
 from dataengine.hadpo import POPE_SPLITS, describe_prompt, heldout_images, measure, object_names, run_hadpo
-from dataengine.loop import Loop
 from dataengine.models.vlm import VLM
-from dataengine.records import ImageAnnotation, Sample, read_jsonl
+from dataengine.records import Sample, read_jsonl
 from dataengine.train.config import TrainConfig
 from dataengine.train.dpo import train_dpo
 from dataengine.train.sft import train
@@ -50,15 +50,10 @@ def main() -> None:
     started = time.monotonic()
     cfg = load_config(args.config)
     base_cfg = cfg.model_copy(update={"hadpo": HADPOConfig()})  # round 0 does not depend on the hallucination round
-    base_dir = args.out / "base"
-    console.rule("base model (round 0)")
-    Loop(base_cfg, base_dir, console).run(rounds=0)
-    inputs = stages.resolve_inputs(base_cfg, base_dir)
-    base_model = base_dir / "round_0" / "model"
-    pool = read_jsonl(inputs.pool, ImageAnnotation)
-    heldout, heldout_root = heldout_images(cfg, inputs, pool, read_jsonl(inputs.original, Sample))
+    base = base_round(base_cfg, args.out, console)
+    inputs, base_model, pool, questions = base.inputs, base.model, base.pool, base.questions
+    heldout, heldout_root = heldout_images(cfg, inputs, pool, base.original)
     names, prompt = object_names(pool, heldout), describe_prompt(cfg)
-    benchmark, questions = stages.read_questions(inputs)
 
     def bench_accuracy(model_dir: Path, where: Path) -> float:
         return stages.evaluate_model(model_dir, questions, inputs.benchmark_image_root, where, cfg,

@@ -7,14 +7,13 @@
 """
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path, PurePosixPath
 
 from .benchmarks.answers import LETTER_INSTRUCTION
 from .errors import DataError
 from .images import resolve
-from .records import LETTERS, Lineage, Sample, read_text, write_json
+from .records import LETTERS, Lineage, Sample, read_json, write_json
 from .registry import Registry
 
 # The LLaVA JSON's forms: question -> sentence, question + options -> letter, or one of each.
@@ -69,10 +68,7 @@ _OPTION = re.compile(r"^([A-D])\. (.*)$")
 def from_llava(path: str | Path) -> list[Sample]:
     """Samples back from a LLaVA JSON written by `export_llava` (both forms, or the choice form alone)."""
     path = Path(path)
-    try:
-        entries = json.loads(read_text(path))
-    except json.JSONDecodeError as e:
-        raise DataError(f"{path}: cannot read LLaVA JSON ({e.__class__.__name__})") from None
+    entries = read_json(path)
     merged: dict[str, dict] = {}
     for n, e in enumerate(entries):
         try:

@@ -240,6 +240,14 @@ def read_text(path: str | Path) -> str:
             raise DataError(f"{path}: not UTF-8 text (byte {e.start})") from None
 
 
+def read_json(path: str | Path):
+    """A user's JSON file, parsed; DataError naming the file and the line of a syntax error."""
+    try:
+        return json.loads(read_text(path))
+    except json.JSONDecodeError as e:
+        raise DataError(f"{path}: not valid JSON (line {e.lineno}: {e.msg})") from None
+
+
 def read_table(path: str | Path, delimiter: str = "\t") -> list[dict]:
     """The rows of a TSV (or, with ",", CSV) file as dicts by the header; fields may be huge (base64
     images). DataError if the file is not UTF-8 or has no rows."""

@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 from ..errors import DataError
-from ..records import Question, read_table, read_text
+from ..records import Question, read_json, read_table, read_text
 
 
 def _rows(path: Path) -> tuple[list[dict], str]:
@@ -30,10 +30,7 @@ def _rows(path: Path) -> tuple[list[dict], str]:
     if suffix in (".tsv", ".csv"):
         return read_table(path, "\t" if suffix == ".tsv" else ","), "row"
     if suffix == ".json":
-        try:
-            data = json.loads(read_text(path))
-        except json.JSONDecodeError as e:
-            raise DataError(f"{path}: not valid JSON (line {e.lineno}: {e.msg})") from None
+        data = read_json(path)
         data = data.get("logs", data) if isinstance(data, dict) else data
         if not isinstance(data, list):
             raise DataError(f"{path}: expected a list of predictions (or lmms-eval's {{\"logs\": [...]}})")

@@ -6,7 +6,7 @@ from collections import Counter
 from pathlib import Path
 
 from ..errors import DataError
-from ..records import LETTERS, QTYPES, Question, read_text, write_json
+from ..records import LETTERS, QTYPES, Question, read_json, write_json
 
 SEED_FIELDS = ("question_id", "question", "choice_a", "choice_b", "choice_c", "choice_d", "answer",
                "question_type_id", "data_id")
@@ -48,10 +48,7 @@ def read_seed(path: str | Path) -> list[Question]:
     path = Path(path)
     if not path.exists():
         raise DataError(f"{path}: benchmark file not found")
-    try:
-        data = json.loads(read_text(path))
-    except json.JSONDecodeError as e:
-        raise DataError(f"{path}: not valid JSON (line {e.lineno}: {e.msg})") from None
+    data = read_json(path)
     items = data.get("questions") if isinstance(data, dict) else None
     if not isinstance(items, list):
         raise DataError(f"{path}: no 'questions' list (not a SEED-Bench file)")

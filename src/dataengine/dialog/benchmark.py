@@ -13,7 +13,6 @@ refuses them; the world renders them from seeds no pool uses).
 """
 from __future__ import annotations
 
-import json
 import random
 import re
 from pathlib import Path
@@ -23,7 +22,7 @@ from pydantic import BaseModel, Field, ValidationError
 
 from ..errors import DataError
 from ..qtypes.geometry import direction
-from ..records import LETTERS, ImageAnnotation, read_text, write_json, write_jsonl
+from ..records import LETTERS, ImageAnnotation, read_json, write_json, write_jsonl
 from .conversation import FORMATS, complies, format_box, iou, normalise, parse_box, parse_letter, with_instruction
 
 # A relation as the annotation names it -> as a question says it.
@@ -147,10 +146,7 @@ def write_dialogs(path: str | Path, dialogs: list[Dialog]) -> Path:
 def read_dialogs(path: str | Path) -> list[Dialog]:
     """A dialog benchmark file; DataError naming the file, the dialog and the field of a bad one."""
     path = Path(path)
-    try:
-        data = json.loads(read_text(path))
-    except json.JSONDecodeError as e:
-        raise DataError(f"{path}: not JSON (line {e.lineno})") from None
+    data = read_json(path)
     if not isinstance(data, dict) or not isinstance(data.get("dialogs"), list):
         raise DataError(f"{path}: not a dialog benchmark (a JSON object with a list 'dialogs')")
     out, seen = [], set()

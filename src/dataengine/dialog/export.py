@@ -6,12 +6,11 @@ conversations.
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path, PurePosixPath
 
 from ..errors import DataError
 from ..images import resolve
-from ..records import read_text, write_json
+from ..records import read_json, write_json
 from .conversation import Conversation, Turn
 
 
@@ -41,10 +40,7 @@ def from_llava(path: str | Path) -> list[Conversation]:
     """Conversations back from a LLaVA multi-turn JSON (`export_llava`'s, or any with human / gpt turns:
     a turn without its record is source "llava", format "sentence", item "<id>-<k>")."""
     path = Path(path)
-    try:
-        entries = json.loads(read_text(path))
-    except json.JSONDecodeError as e:
-        raise DataError(f"{path}: cannot read LLaVA JSON ({e.__class__.__name__})") from None
+    entries = read_json(path)
     if not isinstance(entries, list):
         raise DataError(f"{path}: not LLaVA JSON (a list of conversations)")
     out = []
