@@ -169,7 +169,8 @@ def train(model: Path = typer.Option(...), data: list[Path] = typer.Option(..., 
           conversations: bool = typer.Option(False, help="DATA are conversations (`dataengine merge`'s): the loss on every answer."),
           benchmark: Optional[Path] = typer.Option(None, help="SEED-Bench JSON or MMBench TSV whose images are refused."),
           benchmark_image_root: Optional[Path] = typer.Option(None, help="The benchmark's images (default: --image-root)."),
-          dialog_benchmark: Optional[Path] = typer.Option(None, help="A dialog benchmark whose images are refused.")):
+          dialog_benchmark: Optional[Path] = typer.Option(None, help="A dialog benchmark whose images are refused."),
+          dialog_image_root: Optional[Path] = typer.Option(None, help="The dialog benchmark's images (default: --image-root).")):
     """Fine-tune MODEL on DATA (full, or LoRA merged back) and save it to OUT as safetensors. Settings
     default to the config's `train` section (the loop's), or to a preset. With --benchmark (and
     --dialog-benchmark), an item or conversation on one of its pictures (by path or content) stops
@@ -201,7 +202,7 @@ def train(model: Path = typer.Option(...), data: list[Path] = typer.Option(..., 
         else:
             by_file = {f: _read(f, Sample) for f in data}
         if benchmark or dialog_benchmark:
-            _refuse_benchmark_images(by_file, image_root, benchmark, benchmark_image_root, dialog_benchmark)
+            _refuse_benchmark_images(by_file, image_root, benchmark, benchmark_image_root, dialog_benchmark, dialog_image_root)
         items = [x for xs in by_file.values() for x in xs]
         with _progress() as p:
             log = stages.train_model(model, items, image_root, out, cfg, progress=p).log
@@ -210,7 +211,7 @@ def train(model: Path = typer.Option(...), data: list[Path] = typer.Option(..., 
 
 
 def _refuse_benchmark_images(by_file: dict, image_root: Path, benchmark: Optional[Path], benchmark_image_root: Optional[Path],
-                             dialog_benchmark: Optional[Path]) -> None:
+                             dialog_benchmark: Optional[Path], dialog_image_root: Optional[Path] = None) -> None:
     """DataError naming the file and the item (a conversation's turn: its item) of the first item
     on a picture of the benchmark (by path or content; or a missing or unreadable picture) or of
     the dialog benchmark: training data that never went through `filter` or `merge` is held to the same rule."""
@@ -221,7 +222,8 @@ def _refuse_benchmark_images(by_file: dict, image_root: Path, benchmark: Optiona
     if benchmark:
         inputs = Inputs(benchmark, image_root, image_root, image_root, benchmark_image_root or image_root)
         guard = stages.benchmark_guard(stages.read_questions(inputs)[0], inputs)
-    refuse = stages.refuse_benchmark_images(guard, dialog_images(read_dialogs(dialog_benchmark)) if dialog_benchmark else set())
+    refuse = stages.refuse_benchmark_images(guard, dialog_images(read_dialogs(dialog_benchmark)) if dialog_benchmark else set(),
+                                            image_root=image_root, dialog_image_root=dialog_image_root)
     for path, records in by_file.items():
         for r in records:
             turns = getattr(r, "turns", None)
@@ -763,6 +765,7 @@ def merge(data: list[Path] = typer.Argument(..., help="Item JSONL files (generat
           image_root: Optional[Path] = typer.Option(None, help="The items' images (with --benchmark; needed for --hf)."),
           benchmark_image_root: Optional[Path] = typer.Option(None, help="The benchmark's images (default: --image-root)."),
           dialog_benchmark: Optional[Path] = typer.Option(None, help="A dialog benchmark whose images are refused."),
+          dialog_image_root: Optional[Path] = typer.Option(None, help="The dialog benchmark's images (default: --image-root)."),
           llava: Optional[Path] = typer.Option(None, help="Also export the conversations as LLaVA multi-turn JSON here."),
           hf: Optional[Path] = typer.Option(None, help="Also export them as a Hugging Face dataset (Parquet) here.")):
     """Merge items per image into multi-round conversations, each turn with its format instruction (after
@@ -784,7 +787,8 @@ def merge(data: list[Path] = typer.Argument(..., help="Item JSONL files (generat
             guard = stages.benchmark_guard(stages.read_questions(inputs)[0], inputs)
         refused = dialog_images(read_dialogs(dialog_benchmark)) if dialog_benchmark else set()
         conversations = stages.merge_conversations(_read_all(data, Sample), out, cfg, seed, _read(pool, ImageAnnotation) if pool else None,
-                                                   refuse=stages.refuse_benchmark_images(guard, refused))
+                                                   refuse=stages.refuse_benchmark_images(guard, refused, image_root=image_root,
+                                                                                         dialog_image_root=dialog_image_root))
         if llava:
             dexport.export_llava(conversations, llava, image_root)
         if hf:

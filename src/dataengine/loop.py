@@ -301,7 +301,8 @@ class Loop:
                                        t.original_fraction, seed=cfg.seed + k)
             if t.conversation == "merged":  # per image, one multi-round conversation (arXiv 2401.08968)
                 dialogs = self.run_dir / "world" / "dialog.json"
-                refuse = stages.refuse_benchmark_images(guard, dialog_images(read_dialogs(dialogs)) if dialogs.exists() else set())
+                refuse = stages.refuse_benchmark_images(guard, dialog_images(read_dialogs(dialogs)) if dialogs.exists() else set(),
+                                                        image_root=inputs.image_root, dialog_image_root=dialogs.parent / "images")
                 # the filter kept generated items off benchmark pictures; the original data never went through it
                 off = [(s, why) for s in data if (why := refuse(s.image, s.id))]
                 if off:

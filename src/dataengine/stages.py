@@ -410,13 +410,35 @@ def off_benchmark(items: list[Sample], guard: BenchmarkGuard) -> tuple[list[Samp
     return [s for s in items if s.id not in on], [s for s in items if s.id in on]
 
 
-def refuse_benchmark_images(guard: BenchmarkGuard | None, dialog_images: set[str] = frozenset()):
+def refuse_benchmark_images(guard: BenchmarkGuard | None, dialog_images: set[str] = frozenset(),
+                            image_root: str | Path | None = None, dialog_image_root: str | Path | None = None):
     """`refuse(image, item)` for `merge`: why an item's image may not be trained on (the benchmark's
-    pictures by path or content, the dialog benchmark's by path, a missing or unreadable file), or None."""
+    pictures by path or content, the dialog benchmark's by path or content, a missing or unreadable
+    file), or None. Paths are compared resolved: the items' under `image_root`, the dialog benchmark's
+    under `dialog_image_root` (default: `image_root`); "by content" means a byte-identical copy (sha1)."""
     from types import SimpleNamespace
 
+    from .filter import file_hash
+    from .images import resolve
+    if dialog_images and image_root is None:
+        raise DataError("--image-root is needed with --dialog-benchmark (its pictures are compared as files)")
+    droot = dialog_image_root if dialog_image_root is not None else image_root
+    paths = {resolve(droot, i, where="dialog benchmark") for i in dialog_images} if dialog_images else set()
+    hashes = {h for h in map(file_hash, paths) if h}
+    cache: dict[Path, str | None] = {}
+
+    def on_dialog(image: str, item: str) -> bool:
+        if not paths:
+            return False
+        path = resolve(image_root, image, where=f"item {item}")
+        if path in paths:
+            return True
+        if path not in cache:
+            cache[path] = file_hash(path) if path.is_file() else None
+        return cache[path] is not None and cache[path] in hashes
+
     def refuse(image: str, item: str) -> str | None:
-        if image in dialog_images:
+        if on_dialog(image, item):
             return "dialog benchmark image"
         return guard.leaks(SimpleNamespace(id=item, image=image)) if guard else None
     return refuse

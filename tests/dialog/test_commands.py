@@ -72,25 +72,29 @@ def test_train_refuses_conversations_on_benchmark_pictures(world, tiny_vlm, tmp_
     items = read_jsonl(world.original, Sample)[:6]
     convs = merge_items(items, max_turns=2)
     bench = json.loads(world.benchmark.read_text())["questions"][0]["data_id"]
-    dialogs = build_dialog_benchmark(tmp_path / "img", tmp_path / "dialog.json", n=2, seed=5, size=64)  # refused by path
+    dialogs = build_dialog_benchmark(tmp_path / "img", tmp_path / "dialog.json", n=2, seed=5, size=64)
     copy = world.image_root / "pool" / "copy-of-bench.png"  # the same picture under another name: refused by content
     shutil.copy(world.image_root / bench, copy)
+    dcopy = world.image_root / "pool" / "copy-of-dialog.png"  # a dialog picture's byte-identical copy: refused by content
+    shutil.copy(tmp_path / "img" / dialogs[0].image, dcopy)
     try:
         _refused(runner, world, tiny_vlm, tmp_path, convs, items, bench, dialogs)
     finally:
         copy.unlink()
+        dcopy.unlink()
 
 
 def _refused(runner, world, tiny_vlm, tmp_path, convs, items, bench, dialogs):
     w = str(world.benchmark.parent)
     tiny_vlm.save(tmp_path / "m")
-    cases = [(bench, "benchmark item"), ("pool/copy-of-bench.png", "benchmark image"), (dialogs[0].image, "dialog benchmark image")]
+    cases = [(bench, "benchmark item"), ("pool/copy-of-bench.png", "benchmark image"), ("pool/copy-of-dialog.png", "dialog benchmark image")]
     for k, (image, why) in enumerate(cases):
         bad = convs[1].model_copy(update={"id": f"bad-{k}", "image": image})
         write_jsonl(tmp_path / f"conv{k}.jsonl", [convs[0], bad])
         res = runner.invoke(app, ["train", "--model", str(tmp_path / "m"), "--data", str(tmp_path / f"conv{k}.jsonl"), "--conversations",
                                   "--image-root", f"{w}/images", "--out", str(tmp_path / f"m{k}"), "--epochs", "1",
-                                  "--benchmark", f"{w}/benchmark.json", "--dialog-benchmark", str(tmp_path / "dialog.json")])
+                                  "--benchmark", f"{w}/benchmark.json", "--dialog-benchmark", str(tmp_path / "dialog.json"),
+                                  "--dialog-image-root", str(tmp_path / "img")])
         assert res.exit_code == 2, res.output
         line = " ".join(res.output.split())
         assert f"conv{k}.jsonl: conversation bad-{k} (item {bad.turns[0].item}): {why}" in line, res.output

@@ -66,7 +66,7 @@ def test_a_benchmark_image_is_never_merged(world, data, tmp_path):
     bench = read_seed(world.benchmark)
     guard = stages.benchmark_guard(bench, world)
     dialogs = build_dialog_benchmark(world.image_root, tmp_path / "dialog.json", n=3, seed=5, size=64)
-    refuse = stages.refuse_benchmark_images(guard, dialog_images(dialogs))
+    refuse = stages.refuse_benchmark_images(guard, dialog_images(dialogs), image_root=world.image_root)
     assert merge_items(starter[:50], refuse=refuse)  # training images pass
     on_bench = starter[0].model_copy(update={"id": "leak", "image": bench[0].image})
     with pytest.raises(DataError, match="item leak: benchmark item"):
@@ -80,6 +80,15 @@ def test_a_benchmark_image_is_never_merged(world, data, tmp_path):
     on_dialog = starter[0].model_copy(update={"id": "d", "image": dialogs[0].image})
     with pytest.raises(DataError, match="item d: dialog benchmark image"):
         merge_items([on_dialog], refuse=refuse)
+    # the dialog benchmark's pictures by resolved path and by content, not by the path's string
+    shutil.copy(world.image_root / dialogs[1].image, world.image_root / "pool" / "copy_of_dialog.png")
+    try:
+        for k, image in enumerate([f"./{dialogs[0].image}", f"pool/../{dialogs[0].image}", "pool/copy_of_dialog.png"]):
+            other = starter[0].model_copy(update={"id": f"d{k}", "image": image})
+            with pytest.raises(DataError, match=f"item d{k}: dialog benchmark image"):
+                merge_items([other], refuse=refuse)
+    finally:
+        (world.image_root / "pool" / "copy_of_dialog.png").unlink()
 
 
 def test_an_item_given_twice_is_refused(data):
