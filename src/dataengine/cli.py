@@ -803,12 +803,16 @@ def merge(data: list[Path] = typer.Argument(..., help="Item JSONL files (generat
 def dialog_bench(out: Path = typer.Argument(..., help="The dialog benchmark JSON to write."),
                  image_root: Path = typer.Option(..., help="Where its pictures are rendered (under dialog/)."),
                  n: int = typer.Option(200, min=1, help="Dialogs (one per picture)."), seed: int = typer.Option(0),
-                 size: int = typer.Option(96, min=32, help="Picture side in pixels (the world's image_size).")):
+                 size: Optional[int] = typer.Option(None, min=32, help="Picture side in pixels (default: the config's world.image_size)."),
+                 config: Optional[Path] = typer.Option(None, help="Run config: its world's image_size and cooccurrence.")):
     """Build a multi-round dialog benchmark on held-out scenes of the synthetic world: later turns refer
-    back to earlier answers, each turn with a format instruction."""
+    back to earlier answers, each turn with a format instruction. The settings that made the pictures
+    are kept beside them (dialog/made.json); a folder made with others is refused."""
     from .dialog.benchmark import build_dialog_benchmark
     with _errors():
-        dialogs = build_dialog_benchmark(image_root, out, n=n, seed=seed, size=size)
+        world = _config(config).world
+        dialogs = build_dialog_benchmark(image_root, out, n=n, seed=seed, size=size or world.image_size,
+                                         cooccurrence=world.cooccurrence)
     console.print(f"wrote {len(dialogs)} dialogs ({sum(len(d.turns) for d in dialogs)} turns) to {out}")
 
 

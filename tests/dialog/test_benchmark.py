@@ -137,3 +137,35 @@ def test_images_without_a_singled_out_shape_give_no_dialog(world):
     pool = read_jsonl(world.pool, ImageAnnotation)
     lone = [a for a in pool if len(a.objects) == 1][:5]
     assert lone and build_dialogs(lone, 5) == []
+
+
+def test_pictures_of_other_settings_are_refused_not_kept(tmp_path):
+    """Pictures already on disk are kept by the renderer: a build with another size (or co-occurrence)
+    into the same root would describe scenes the pictures do not show. Refused in one line."""
+    import json as _json
+
+    from typer.testing import CliRunner
+
+    from dataengine.cli import app
+    build_dialog_benchmark(tmp_path / "img", tmp_path / "a.json", n=2, seed=0, size=64)
+    made = _json.loads((tmp_path / "img" / "dialog" / "made.json").read_text())
+    assert made["size"] == 64 and made["cooccurrence"] == 0.0 and made["seeds"] == [0]
+    with pytest.raises(DataError, match=r"dialog: its pictures were made with size 64 \(asked: 80\)"):
+        build_dialog_benchmark(tmp_path / "img", tmp_path / "b.json", n=2, seed=0, size=80)
+    assert not (tmp_path / "b.json").exists()
+    with pytest.raises(DataError, match="cooccurrence 0.0 \\(asked: 0.5\\)"):
+        build_dialog_benchmark(tmp_path / "img", tmp_path / "b.json", n=2, seed=0, size=64, cooccurrence=0.5)
+    build_dialog_benchmark(tmp_path / "img", tmp_path / "c.json", n=2, seed=1, size=64)  # the same settings, another seed
+    assert _json.loads((tmp_path / "img" / "dialog" / "made.json").read_text())["seeds"] == [0, 1]
+    # pictures with no record are not trusted either
+    (tmp_path / "img" / "dialog" / "made.json").unlink()
+    with pytest.raises(DataError, match="no record of what made them"):
+        build_dialog_benchmark(tmp_path / "img", tmp_path / "d.json", n=2, seed=0, size=64)
+    # the command: one line, exit 2; --config gives the world's image size
+    res = CliRunner().invoke(app, ["dialog-bench", str(tmp_path / "e.json"), "--image-root", str(tmp_path / "img"), "--n", "2"])
+    assert res.exit_code == 2 and "no record" in res.output and "Traceback" not in res.output
+    (tmp_path / "cfg.yaml").write_text("world:\n  image_size: 72\n")
+    res = CliRunner().invoke(app, ["dialog-bench", str(tmp_path / "f.json"), "--image-root", str(tmp_path / "img2"), "--n", "2",
+                                   "--config", str(tmp_path / "cfg.yaml")])
+    assert res.exit_code == 0, res.output
+    assert _json.loads((tmp_path / "img2" / "dialog" / "made.json").read_text())["size"] == 72

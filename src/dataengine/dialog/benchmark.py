@@ -127,6 +127,7 @@ def build_dialog_benchmark(image_root: str | Path, out: str | Path, n: int = 200
     """`n` dialogs on scenes of the synthetic world rendered for it (under image_root/dialog/, from seeds
     no pool or benchmark uses), written to `out`. DataError when 4n scenes do not give n dialogs."""
     from ..world.render import build_pool
+    _check_made(Path(image_root), size, cooccurrence)
     first = seed * 10**6 + SEED_OFFSET
     anns = build_pool(Path(image_root), "dialog", range(first, first + 2 * n), size, cooccurrence)
     dialogs = build_dialogs(anns, n, seed)
@@ -135,8 +136,35 @@ def build_dialog_benchmark(image_root: str | Path, out: str | Path, n: int = 200
         dialogs += build_dialogs(anns, n - len(dialogs), seed + 1)
     if len(dialogs) < n:
         raise DataError(f"{out}: {4 * n} scenes gave {len(dialogs)} dialogs, fewer than {n}")
+    _record_made(Path(image_root), size, cooccurrence, seed)
     write_dialogs(out, dialogs)
     return dialogs
+
+
+def _check_made(image_root: Path, size: int, cooccurrence: float) -> None:
+    """DataError when image_root/dialog/ holds pictures rendered with other settings (its made.json),
+    or pictures with no record of what made them: kept pictures would not show the scenes described."""
+    import json
+
+    from ..records import differs
+    folder, record = image_root / "dialog", image_root / "dialog" / "made.json"
+    what = {"size": size, "cooccurrence": cooccurrence}
+    if record.exists():
+        if bad := differs(record, what):
+            old = json.loads(record.read_text())
+            said = ", ".join(f"{k} {old.get(k)} (asked: {what[k]})" for k in bad)
+            raise DataError(f"{folder}: its pictures were made with {said}: use another --image-root or remove the folder")
+    elif folder.is_dir() and any(folder.glob("dialog_*.png")):
+        raise DataError(f"{folder}: holds pictures with no record of what made them (made.json): "
+                        "use another --image-root or remove the folder")
+
+
+def _record_made(image_root: Path, size: int, cooccurrence: float, seed: int) -> None:
+    """Keeps beside the dialog pictures what made them (size, cooccurrence, the seeds built there)."""
+    import json
+    record = image_root / "dialog" / "made.json"
+    seeds = json.loads(record.read_text()).get("seeds", []) if record.exists() else []
+    write_json(record, {"size": size, "cooccurrence": cooccurrence, "seeds": sorted(set(seeds) | {seed})})
 
 
 def write_dialogs(path: str | Path, dialogs: list[Dialog]) -> Path:
