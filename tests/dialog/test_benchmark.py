@@ -34,6 +34,8 @@ def test_every_answer_follows_from_the_annotation(dialogs):
         [ref] = [o for o in ann.objects if o.attributes[0] == m.group(2) and o.name == m.group(3)]  # the reference is unique
         # exactly one shape lies that way of the reference, and it is the one the dialog is about
         assert [o.id for o in ann.objects if o.id != ref.id and direction(o.bbox, ref.bbox) == pred] == [target.id]
+        # and no other shape is diagonal to the reference (one a viewer might also call "to the right")
+        assert all(direction(o.bbox, ref.bbox) is not None for o in ann.objects if o.id != ref.id)
         assert first.answer == target.name and first.refers_to is None
         for t in d.turns[1:]:
             assert t.question.endswith(FORMATS[t.format])

@@ -69,16 +69,21 @@ def _object_phrase(ann: ImageAnnotation, oid: int) -> str:
 def dialog_for(ann: ImageAnnotation, rng: random.Random) -> Dialog | None:
     """A dialog about one image: which shape lies in some direction of a shape named by colour and
     kind (unique on the image), then its colour, its box and its size ("it": the shape of the first
-    answer), and whether some shape is on the image; the follow-ups in shuffled order. None when the
-    image has no shape that a direction singles out."""
+    answer), and whether some shape is on the image; the follow-ups in shuffled order. A reference is
+    used only when every other shape lies in a definite direction of it (none diagonal: "to the right"
+    would be ambiguous), as the evolution grammar resolves. None when the image has no shape that a
+    direction singles out so."""
     objs = ann.objects
     phrase = {o.id: _object_phrase(ann, o.id) for o in objs}
     choices = []
     for b in objs:
         if [phrase[o.id] for o in objs].count(phrase[b.id]) != 1:
             continue
+        where = {a.id: direction(a.bbox, b.bbox) for a in objs if a.id != b.id}
+        if None in where.values():  # a shape diagonal to the reference: a viewer may well call it "to the right" too
+            continue
         for pred in WHERE:
-            hits = [a for a in objs if a.id != b.id and direction(a.bbox, b.bbox) == pred]
+            hits = [a for a in objs if a.id != b.id and where[a.id] == pred]
             if len(hits) == 1:
                 choices.append((hits[0], pred, b))
     if not choices:
