@@ -827,11 +827,18 @@ def dialog_eval(model: Path = typer.Option(..., help="A checkpoint folder."),
     per turn and per format, and format compliance. A finished evaluation in OUT is read back; a
     killed one resumes, keeping the dialogs it finished."""
     from . import stages
+    from .dialog.benchmark import open_ended, read_dialogs
     from .dialog.judge import llm_grader
     with _errors(), contextlib.ExitStack() as stack:
         cfg = _config(config, llm__base_urls=llm_url or None, llm__local=True if llm_local else None)
+        if grade and not open_ended(read_dialogs(dialogs)):
+            console.print(f"[yellow]{dialogs}: no open-ended turn to grade; --grade ignored[/yellow]", highlight=False)
+            grade = False
         grader = llm_grader(stack.enter_context(stages.open_llm(cfg.llm, out, out / "llm_cache.sqlite"))) if grade else None
         figures = stages.evaluate_dialog_model(model, dialogs, image_root, out, batch_size, max_new_tokens, grader)
+    if figures.get("ungraded"):
+        console.print(f"[yellow]{figures['ungraded']} open-ended turns could not be graded (no usable grade from the LLM): "
+                      f"left out of the accuracy; run again to grade them[/yellow]", highlight=False)
     console.print(f"{figures['dialogs']} dialogs, {figures['turns']} turns: accuracy {figures['accuracy']:.1%}, "
                   f"format compliance {figures['compliance']:.1%}, whole dialogs right {figures['whole_dialogs']:.1%}")
     for t, f in figures["per_turn"].items():

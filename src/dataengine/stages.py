@@ -634,7 +634,9 @@ def evaluate_dialog_model(model: str | Path, dialogs_file: str | Path, image_roo
     (`records.resume_jsonl`, refused in one line when another model, dialog file or setting made it)
     and not asked again; `on_dialogs(predictions)` is called after each batch is kept. `model_name`:
     how the record names the model (the loop's "round_k/model", so a moved run still reads back; default
-    its resolved path); `vlm`: the model already loaded from `model` (else loaded here, in `dtype`)."""
+    its resolved path); `vlm`: the model already loaded from `model` (else loaded here, in `dtype`).
+    Turns the grader gave no usable grade leave the folder unfinished (no results.json, the replies
+    kept), so a later run grades them without asking the model again."""
     from .dialog.benchmark import DialogPrediction, evaluate_dialogs, read_dialogs
     from .evaluate import model_id
     from .models.vlm import VLM, torch_dtype
@@ -662,6 +664,9 @@ def evaluate_dialog_model(model: str | Path, dialogs_file: str | Path, image_roo
             on_dialogs(preds)
     # predictions.jsonl, then results.json, which marks the evaluation finished; then the partial goes
     figures = evaluate_dialogs(vlm, dialogs, image_root, out, batch_size, max_new_tokens, grader, done=done, on_dialogs=keep)
+    if figures.get("ungraded"):  # not finished: a later run keeps the replies and grades what is left
+        (out / "results.json").unlink(missing_ok=True)
+        return figures
     finish_partial(partial)
     return figures
 

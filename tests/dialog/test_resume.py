@@ -66,3 +66,51 @@ def test_partial_replies_of_another_model_are_refused(world, tiny_vlm, tmp_path)
         next(tiny_vlm.model.parameters()).sub_(1.0)
     with pytest.raises(DataError, match=r"predictions.partial.jsonl: partial dialog replies of another run \(weights differ\)"):
         stages.evaluate_dialog_model(*args, batch_size=2, max_new_tokens=4)
+
+
+def test_turns_the_grader_could_not_grade_are_left_for_a_later_run(world, tiny_vlm, tmp_path):
+    """A grader with no usable grade (server down, unreadable answer): those turns are counted apart,
+    not as wrong, and the folder is not finished, so a later run grades them without asking again."""
+    from dataengine.dialog.benchmark import read_dialogs, write_dialogs
+    dialogs = build_dialog_benchmark(tmp_path / "img", tmp_path / "d0.json", n=3, seed=3, size=64)
+    for d in dialogs:  # make the colour turn open-ended (a sentence with no key words)
+        t = next(t for t in d.turns if t.kind == "colour")
+        t.format, t.keys = "sentence", []
+    write_dialogs(tmp_path / "dialog.json", dialogs)
+    assert read_dialogs(tmp_path / "dialog.json") == dialogs
+    tiny_vlm.save(tmp_path / "m")
+    args = (tmp_path / "m", tmp_path / "dialog.json", tmp_path / "img", tmp_path / "ev")
+
+    def down(items):
+        return [None for _ in items]
+    down.version = "grade-v1"
+    figures = stages.evaluate_dialog_model(*args, batch_size=2, max_new_tokens=4, grader=down)
+    assert figures["ungraded"] == 3 and figures["per_format"]["sentence"]["accuracy"] == 0.0
+    assert figures["per_format"]["sentence"]["n"] == 3
+    assert not (tmp_path / "ev" / "results.json").exists()  # not finished for grading
+    asked: list = []
+
+    def up(items):
+        return [1.0 for _ in items]
+    up.version = "grade-v1"
+    figures = stages.evaluate_dialog_model(*args, batch_size=2, max_new_tokens=4, grader=up, on_dialogs=asked.append)
+    assert asked == [] and figures["ungraded"] == 0  # the replies kept, only graded now
+    assert figures["per_format"]["sentence"]["accuracy"] == 1.0
+    assert (tmp_path / "ev" / "results.json").exists()
+
+
+def test_grade_with_nothing_open_ended_says_so_and_opens_no_llm(world, tiny_vlm, tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from dataengine.cli import app
+    build_dialog_benchmark(tmp_path / "img", tmp_path / "dialog.json", n=2, seed=3, size=64)
+    tiny_vlm.save(tmp_path / "m")
+
+    def no_llm(*a, **k):
+        raise AssertionError("the LLM was opened")
+    monkeypatch.setattr(stages, "open_llm", no_llm)
+    res = CliRunner().invoke(app, ["dialog-eval", "--model", str(tmp_path / "m"), "--dialogs", str(tmp_path / "dialog.json"),
+                                   "--image-root", str(tmp_path / "img"), "--out", str(tmp_path / "ev"), "--max-new-tokens", "4",
+                                   "--grade"])
+    assert res.exit_code == 0, res.output
+    assert "no open-ended turn to grade" in " ".join(res.output.split())

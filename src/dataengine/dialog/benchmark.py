@@ -59,6 +59,7 @@ class DialogPrediction(BaseModel):
     correct: bool
     complies: bool
     grade: float | None = None  # the LLM grader's 0-1 score, for open-ended answers graded that way
+    ungraded: bool = False  # an open-ended answer the grader gave no usable grade for: out of the accuracy
 
 
 def _object_phrase(ann: ImageAnnotation, oid: int) -> str:
@@ -234,7 +235,7 @@ def evaluate_dialogs(vlm, dialogs: list[Dialog], image_root: str | Path, out: st
     """Ask every dialog turn by turn (batches of `batch_size` dialogs at the same turn), each turn with
     the model's own earlier answers before it; score each reply (`score_turn`). With `grader` (an LLM
     judge, `judge.llm_grader`), sentence turns without key words are graded 0-1 by it and counted right
-    at >= 0.5. Returns the figures (`dialog_figures`); with `out`, writes predictions.jsonl and results.json there.
+    at >= 0.5; one it gives no usable grade is `ungraded`, left out of the accuracy and counted apart. Returns the figures (`dialog_figures`); with `out`, writes predictions.jsonl and results.json there.
 
     `done`: predictions of an earlier, killed run (`finished_dialogs`): a dialog with all its turns
     there is kept as it is and not asked again; one with only some is asked again from its first turn
@@ -270,7 +271,7 @@ def evaluate_dialogs(vlm, dialogs: list[Dialog], image_root: str | Path, out: st
         turns = {(d.id, t): turn for d in dialogs for t, turn in enumerate(d.turns)}
         open_ = [p for p in preds if p.format == "sentence" and not turns[p.dialog, p.turn].keys]
         for p, g in zip(open_, grader([(p.question, p.answer, p.reply) for p in open_])):
-            p.grade, p.correct = g, g is not None and g >= 0.5
+            p.grade, p.correct, p.ungraded = g, g is not None and g >= 0.5, g is None
     figures = dialog_figures(preds)
     if out is not None:
         write_jsonl(Path(out) / "predictions.jsonl", preds)
@@ -296,27 +297,37 @@ def _share(xs: list[bool]) -> float:
     return sum(xs) / len(xs) if xs else 0.0
 
 
+def _accuracy(ps: list[DialogPrediction]) -> float:
+    return _share([p.correct for p in ps if not p.ungraded])
+
+
 def dialog_figures(preds: list[DialogPrediction]) -> dict:
     """Accuracy over all turns, per turn index (1-based) and per format; format compliance overall
-    and per format; the share of dialogs right in every turn; and how many of each."""
+    and per format; the share of dialogs right in every turn; and how many of each. Turns the grader
+    gave no usable grade (`ungraded`) are left out of the accuracies and counted under "ungraded"."""
     by_turn: dict[int, list[DialogPrediction]] = {}
     by_format: dict[str, list[DialogPrediction]] = {}
-    by_dialog: dict[str, list[bool]] = {}
+    by_dialog: dict[str, list[DialogPrediction]] = {}
     for p in preds:
         by_turn.setdefault(p.turn + 1, []).append(p)
         by_format.setdefault(p.format, []).append(p)
-        by_dialog.setdefault(p.dialog, []).append(p.correct)
+        by_dialog.setdefault(p.dialog, []).append(p)
     return {
-        "turns": len(preds), "dialogs": len(by_dialog),
-        "accuracy": _share([p.correct for p in preds]),
+        "turns": len(preds), "dialogs": len(by_dialog), "ungraded": sum(p.ungraded for p in preds),
+        "accuracy": _accuracy(preds),
         "compliance": _share([p.complies for p in preds]),
-        "later_turns_accuracy": _share([p.correct for p in preds if p.turn > 0]),
-        "per_turn": {t: {"n": len(ps), "accuracy": _share([p.correct for p in ps]), "compliance": _share([p.complies for p in ps])}
+        "later_turns_accuracy": _accuracy([p for p in preds if p.turn > 0]),
+        "per_turn": {t: {"n": len(ps), "accuracy": _accuracy(ps), "compliance": _share([p.complies for p in ps])}
                      for t, ps in sorted(by_turn.items())},
-        "per_format": {f: {"n": len(ps), "accuracy": _share([p.correct for p in ps]), "compliance": _share([p.complies for p in ps])}
+        "per_format": {f: {"n": len(ps), "accuracy": _accuracy(ps), "compliance": _share([p.complies for p in ps])}
                        for f, ps in sorted(by_format.items())},
-        "whole_dialogs": _share([all(v) for v in by_dialog.values()]),
+        "whole_dialogs": _share([all(p.correct for p in ps) for ps in by_dialog.values() if not any(p.ungraded for p in ps)]),
     }
+
+
+def open_ended(dialogs: list[Dialog]) -> int:
+    """How many turns a grader would grade: sentence answers with no key words."""
+    return sum(t.format == "sentence" and not t.keys for d in dialogs for t in d.turns)
 
 
 def dialog_images(dialogs: list[Dialog]) -> set[str]:
