@@ -200,6 +200,8 @@ def train(model: Path = typer.Option(...), data: list[Path] = typer.Option(..., 
             from .dialog.conversation import Conversation
             by_file = {f: _read(f, Conversation) for f in data}
         else:
+            for f in data:
+                _not_conversations(f)
             by_file = {f: _read(f, Sample) for f in data}
         if benchmark or dialog_benchmark:
             _refuse_benchmark_images(by_file, image_root, benchmark, benchmark_image_root, dialog_benchmark, dialog_image_root)
@@ -208,6 +210,19 @@ def train(model: Path = typer.Option(...), data: list[Path] = typer.Option(..., 
             log = stages.train_model(model, items, image_root, out, cfg, progress=p).log
     losses = f"; loss {log['losses'][0]:.3f} -> {log['losses'][-1]:.3f}" if log["losses"] else ""
     console.print(f"trained {log['steps']} steps on {log['samples']} items{losses}")
+
+
+def _not_conversations(path: Path) -> None:
+    """DataError when the JSON lines file at `path` starts with a conversation (`merge`'s), not an item."""
+    import json
+    try:
+        with open(path, encoding="utf-8") as f:
+            first = next((line for line in f if line.strip()), "")
+        row = json.loads(first) if first else None
+    except (OSError, ValueError):
+        return  # reading it properly names the problem
+    if isinstance(row, dict) and "turns" in row and "instruction" not in row:
+        raise DataError(f"{path}: holds conversations (`merge`'s), not items: add --conversations")
 
 
 def _refuse_benchmark_images(by_file: dict, image_root: Path, benchmark: Optional[Path], benchmark_image_root: Optional[Path],

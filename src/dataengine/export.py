@@ -152,7 +152,15 @@ def import_hf(data_dir: str | Path, image_root: str | Path) -> list[Sample]:
         if k == "lineage":  # shards written before evolution existed have no such column
             return Lineage.model_validate_json(row["lineage"]) if row.get("lineage") else None
         return row[k]
-    return [Sample(**{k: field(row, k) for k in Sample.model_fields}) for row in parquet_rows(data_dir, image_root, "sample")]
+    out = []
+    for row in parquet_rows(data_dir, image_root, "sample"):
+        if "turns" in row and "instruction" not in row:
+            raise DataError(f"{data_dir}: holds conversations (`merge --hf`), not samples: add --conversations")
+        try:
+            out.append(Sample(**{k: field(row, k) for k in Sample.model_fields}))
+        except KeyError as e:
+            raise DataError(f"{data_dir}: not an exported sample dataset (no column {e.args[0]!r})") from None
+    return out
 
 
 # Where `dataengine export --to` writes: f(samples, out, form, image_root)

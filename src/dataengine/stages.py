@@ -642,6 +642,8 @@ def evaluate_dialog_model(model: str | Path, dialogs_file: str | Path, image_roo
     from .models.vlm import VLM, torch_dtype
     from .records import append_jsonl, finish_partial, resume_jsonl
     out, dialogs_file = Path(out), Path(dialogs_file)
+    if out.exists() and not out.is_dir():
+        raise DataError(f"{out}: a file, not a folder: give --out a folder for the predictions and results")
     dialogs = read_dialogs(dialogs_file)  # a missing or bad file: DataError naming it
     what = {"model": model_name or str(Path(model).resolve()), "dialogs": hashlib.sha1(dialogs_file.read_bytes()).hexdigest(),
             "max_new_tokens": max_new_tokens, "grader": getattr(grader, "version", None)}

@@ -40,3 +40,32 @@ def test_a_conversation_with_broken_turns_is_named(tmp_path):
         {"from": "human", "value": "<image>\nQ"}, {"from": "human", "value": "Q2"}]}]))
     with pytest.raises(DataError, match="conversation c7: turns must alternate human, gpt"):
         export.from_llava(tmp_path / "bad.json")
+
+
+def test_wrong_kind_of_input_is_one_line_not_a_traceback(conversations, world, tiny_vlm, tmp_path):
+    """A conversations folder imported as samples, a conversation file trained as items, `dialog-eval
+    --out` an existing file, `dialog-bench --image-root` a file: one line each, exit code 2."""
+    from typer.testing import CliRunner
+
+    from dataengine.cli import app
+    from dataengine.dialog.benchmark import build_dialog_benchmark
+    from dataengine.records import write_jsonl
+    runner = CliRunner()
+
+    def fails(args, says):
+        res = runner.invoke(app, args)
+        assert res.exit_code == 2, res.output
+        assert says in " ".join(res.output.split()) and "Traceback" not in res.output, res.output
+    export.export_hf(conversations[:3], world.image_root, tmp_path / "conv_hf")
+    fails(["import", str(tmp_path / "conv_hf"), "--out", str(tmp_path / "s.jsonl"), "--image-root", str(tmp_path / "ii2")],
+          "holds conversations (`merge --hf`), not samples: add --conversations")
+    write_jsonl(tmp_path / "conv.jsonl", conversations[:3])
+    tiny_vlm.save(tmp_path / "m")
+    fails(["train", "--model", str(tmp_path / "m"), "--data", str(tmp_path / "conv.jsonl"), "--image-root", str(world.image_root),
+           "--out", str(tmp_path / "m1"), "--epochs", "1"], "conv.jsonl: holds conversations (`merge`'s), not items: add --conversations")
+    (tmp_path / "some_file.jsonl").write_text("{}\n")
+    fails(["dialog-bench", str(tmp_path / "d.json"), "--image-root", str(tmp_path / "some_file.jsonl"), "--n", "2", "--size", "64"],
+          "some_file.jsonl: not a folder")
+    build_dialog_benchmark(tmp_path / "img", tmp_path / "d.json", n=2, seed=3, size=64)
+    fails(["dialog-eval", "--model", str(tmp_path / "m"), "--dialogs", str(tmp_path / "d.json"), "--image-root", str(tmp_path / "img"),
+           "--out", str(tmp_path / "some_file.jsonl")], "some_file.jsonl: a file, not a folder")

@@ -133,6 +133,8 @@ def build_dialog_benchmark(image_root: str | Path, out: str | Path, n: int = 200
     """`n` dialogs on scenes of the synthetic world rendered for it (under image_root/dialog/, from seeds
     no pool or benchmark uses), written to `out`. DataError when 4n scenes do not give n dialogs."""
     from ..world.render import build_pool
+    if Path(image_root).exists() and not Path(image_root).is_dir():
+        raise DataError(f"{image_root}: not a folder (--image-root is where the dialog pictures are rendered)")
     _check_made(Path(image_root), size, cooccurrence)
     first = seed * 10**6 + SEED_OFFSET
     anns = build_pool(Path(image_root), "dialog", range(first, first + 2 * n), size, cooccurrence)

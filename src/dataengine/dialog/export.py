@@ -92,6 +92,11 @@ def export_hf(conversations: list[Conversation], image_root: str | Path, out_dir
 
 def import_hf(data_dir: str | Path, image_root: str | Path) -> list[Conversation]:
     """Conversations back from `export_hf` shards; each image is written to its path under `image_root`."""
+    from ..errors import DataError
     from ..export import parquet_rows
-    return [Conversation(id=row["id"], image=row["image_path"], turns=[Turn(**t) for t in row["turns"]])
-            for row in parquet_rows(data_dir, image_root, "conversation")]
+    out = []
+    for row in parquet_rows(data_dir, image_root, "conversation"):
+        if "turns" not in row:
+            raise DataError(f"{data_dir}: holds samples, not conversations: leave out --conversations")
+        out.append(Conversation(id=row["id"], image=row["image_path"], turns=[Turn(**t) for t in row["turns"]]))
+    return out
