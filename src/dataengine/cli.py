@@ -206,10 +206,23 @@ def train(model: Path = typer.Option(...), data: list[Path] = typer.Option(..., 
         if benchmark or dialog_benchmark:
             _refuse_benchmark_images(by_file, image_root, benchmark, benchmark_image_root, dialog_benchmark, dialog_image_root)
         items = [x for xs in by_file.values() for x in xs]
-        with _progress() as p:
-            log = stages.train_model(model, items, image_root, out, cfg, progress=p).log
+        try:
+            with _progress() as p:
+                log = stages.train_model(model, items, image_root, out, cfg, progress=p).log
+        except DataError as e:  # an item's problem (empty answer, too long): name its file too
+            raise _in_file(e, by_file) from None
     losses = f"; loss {log['losses'][0]:.3f} -> {log['losses'][-1]:.3f}" if log["losses"] else ""
     console.print(f"trained {log['steps']} steps on {log['samples']} items{losses}")
+
+
+def _in_file(e: DataError, by_file: dict) -> DataError:
+    """`e` with the file of the item or conversation it names ("sample ID: ...", "conversation ID: ...") before it."""
+    import re
+    m = re.match(r"(?:sample|conversation) (\S+): ", str(e))
+    for path, records in by_file.items():
+        if m and any(r.id == m.group(1) for r in records):
+            return DataError(f"{path}: {e}")
+    return e
 
 
 def _not_conversations(path: Path) -> None:

@@ -171,3 +171,23 @@ def test_pictures_of_other_settings_are_refused_not_kept(tmp_path):
                                    "--config", str(tmp_path / "cfg.yaml")])
     assert res.exit_code == 0, res.output
     assert _json.loads((tmp_path / "img2" / "dialog" / "made.json").read_text())["size"] == 72
+
+
+def test_a_dialog_file_with_impossible_turns_is_named(tmp_path, dialogs):
+    path, ds = dialogs
+    base = json.loads(path.read_text())
+
+    def bad(change, says):
+        data = json.loads(json.dumps(base))
+        change(data)
+        (tmp_path / "bad.json").write_text(json.dumps(data))
+        with pytest.raises(DataError, match=says):
+            read_dialogs(tmp_path / "bad.json")
+    bad(lambda d: d.update(dialogs=[]), "bad.json: no dialogs")
+    bad(lambda d: d["dialogs"][0].update(turns=[]), f"bad.json: dialog {ds[0].id}: no turns")
+    box = next(k for k, t in enumerate(ds[1].turns) if t.format == "box")
+    bad(lambda d: d["dialogs"][1]["turns"][box].update(answer="top left"),
+        rf"bad.json: dialog {ds[1].id}: turn {box + 1}: box answer 'top left' is not a box")
+    letter = next(k for k, t in enumerate(ds[2].turns) if t.format == "letter")
+    bad(lambda d: d["dialogs"][2]["turns"][letter].update(answer="D"),
+        rf"bad.json: dialog {ds[2].id}: turn {letter + 1}: letter answer 'D' is not among the options \(A, B\)")

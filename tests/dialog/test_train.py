@@ -18,3 +18,21 @@ def test_a_conversation_that_cannot_be_trained_on_is_named(tiny_vlm):
     long = _conv("long", [("What colour is the small ball at the top left?", "red")] * (limit // 8))
     with pytest.raises(DataError, match=rf"conversation long: \d+ tokens with its image, more than the model's {limit}"):
         check_trainable(tiny_vlm, [long], "short_answer")
+
+
+def test_train_names_the_file_of_an_item_it_cannot_train_on(world, tiny_vlm, tmp_path):
+    from typer.testing import CliRunner
+
+    from dataengine.cli import app
+    from dataengine.records import write_jsonl
+    image = next((world.image_root / "pool").glob("*.png")).relative_to(world.image_root).as_posix()
+    ok = _conv("c1", [("Q?", "a")]).model_copy(update={"image": image})
+    bad = _conv("c2", [("Q?", "a"), ("Q2?", " ")]).model_copy(update={"image": image})
+    write_jsonl(tmp_path / "a.jsonl", [ok])
+    write_jsonl(tmp_path / "b.jsonl", [bad])
+    tiny_vlm.save(tmp_path / "m")
+    res = CliRunner().invoke(app, ["train", "--model", str(tmp_path / "m"), "--data", str(tmp_path / "a.jsonl"), "--data",
+                                   str(tmp_path / "b.jsonl"), "--conversations", "--image-root", str(world.image_root),
+                                   "--out", str(tmp_path / "m1"), "--epochs", "1"])
+    assert res.exit_code == 2, res.output
+    assert "b.jsonl: conversation c2: item c2-1: empty answer" in " ".join(res.output.split()), res.output

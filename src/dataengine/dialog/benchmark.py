@@ -185,6 +185,8 @@ def read_dialogs(path: str | Path) -> list[Dialog]:
     data = read_json(path)
     if not isinstance(data, dict) or not isinstance(data.get("dialogs"), list):
         raise DataError(f"{path}: not a dialog benchmark (a JSON object with a list 'dialogs')")
+    if not data["dialogs"]:
+        raise DataError(f"{path}: no dialogs (an empty 'dialogs' list)")
     out, seen = [], set()
     for n, d in enumerate(data["dialogs"]):
         try:
@@ -195,9 +197,19 @@ def read_dialogs(path: str | Path) -> list[Dialog]:
             raise DataError(f"{path}: dialog {d.get('id', n) if isinstance(d, dict) else n}: {where}: {err['msg']}") from None
         if dialog.id in seen:
             raise DataError(f"{path}: dialog {dialog.id}: id given twice")
+        if not dialog.turns:
+            raise DataError(f"{path}: dialog {dialog.id}: no turns")
         for k, t in enumerate(dialog.turns):
+            where = f"{path}: dialog {dialog.id}: turn {k + 1}"
             if t.format not in FORMATS:
-                raise DataError(f"{path}: dialog {dialog.id}: turn {k + 1}: unknown format {t.format!r}; known: {', '.join(FORMATS)}")
+                raise DataError(f"{where}: unknown format {t.format!r}; known: {', '.join(FORMATS)}")
+            if t.format == "box" and parse_box(t.answer) is None:
+                raise DataError(f"{where}: box answer {t.answer!r} is not a box [x1, y1, x2, y2]")
+            if t.format == "letter":
+                offered = re.findall(r"^([A-H])\. ", t.question, re.M)
+                if t.answer not in (offered or LETTERS):
+                    raise DataError(f"{where}: letter answer {t.answer!r} is not among the options "
+                                    f"({', '.join(offered) or 'none offered'})")
         seen.add(dialog.id)
         out.append(dialog)
     return out
