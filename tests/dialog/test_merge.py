@@ -95,3 +95,10 @@ def test_an_item_given_twice_is_refused(data):
     starter, _ = data
     with pytest.raises(DataError, match=f"item {starter[0].id}: given twice"):
         merge_items([starter[0], starter[1], starter[0]])
+
+
+def test_the_dialog_benchmark_needs_an_image_root_to_compare_files():
+    from dataengine import stages
+    with pytest.raises(DataError, match="--image-root is needed with --dialog-benchmark"):
+        stages.refuse_benchmark_images(None, {"dialog/dialog_900000.png"})
+    assert stages.refuse_benchmark_images(None)("pool/x.png", "i") is None  # nothing to refuse, nothing needed
