@@ -6,7 +6,6 @@ generation prompt's.
 from __future__ import annotations
 
 import hashlib
-import json
 from importlib import resources
 from string import Template
 
@@ -14,7 +13,7 @@ import yaml
 from pydantic import BaseModel
 
 from ..llm.client import LLMError
-from ..llm.prompt import ITEM_SCHEMA, describe, parse
+from ..llm.prompt import ITEM_SCHEMA, describe, json_object, parse
 from ..records import LETTERS, ImageAnnotation, Lineage, Sample, Verdict
 from .grammar import FORMATS, format_of
 
@@ -43,13 +42,6 @@ def _item_text(s: Sample) -> str:
     return f"{s.instruction}\n{opts}\nCorrect: {s.choice_answer}"
 
 
-def _json(text: str) -> dict | None:
-    start = text.find("{")
-    try:
-        obj, _ = json.JSONDecoder(strict=False).raw_decode(text[start:]) if start >= 0 else (None, 0)
-    except json.JSONDecodeError:
-        return None
-    return obj if isinstance(obj, dict) else None
 
 
 class LLMEvolver:
@@ -93,7 +85,7 @@ class LLMEvolver:
                 out.append(None)
                 continue
             it = parsed.item
-            steps = [str(s) for s in (_json(text) or {}).get("steps", []) if str(s).strip()]
+            steps = [str(s) for s in (json_object(text) or {}).get("steps", []) if str(s).strip()]
             root = parent.lineage.root if parent.lineage else parent.id
             key = hashlib.sha1(f"{parent.id}|{op}|{it.question}".encode()).hexdigest()[:8]
             short = it.options[LETTERS.index(it.correct)]
@@ -113,7 +105,7 @@ class LLMEvolver:
                   for parent, child, ann in pairs]
         out = []
         for (parent, child, _), text in zip(pairs, self._answers(bodies, [c.id for _, c, _ in pairs])):
-            obj = _json(text) if text is not None else None
+            obj = json_object(text) if text is not None else None
             if not obj or not isinstance(obj.get("improved"), bool) or not isinstance(obj.get("correct"), bool):
                 if text is not None:
                     self.problems.append({"item": child.id, "reason": "unreadable verdict"})

@@ -15,7 +15,7 @@ import hashlib
 import random
 from typing import Callable
 
-from ..qtypes.geometry import quadrant
+from ..qtypes.geometry import QUADRANTS, quadrant
 from ..qtypes.vocabulary import Vocabulary, color_of, find_references, plural, referring_expressions, size_of
 from ..records import LETTERS, ImageAnnotation, Lineage, Sample
 from ..registry import Registry
@@ -67,7 +67,6 @@ def perception(parent: Sample, ann: ImageAnnotation, vocab: Vocabulary, rng: ran
             if o.name not in p:
                 drafts.append(Draft(f"What shape is {p}?", o.name, _hard_values(list(vocab.names), [x.name for x in ann.objects])))
             if q and "of the image" not in p:
-                from ..qtypes.geometry import QUADRANTS
                 drafts.append(Draft(f"In which part of the image is {p}?", q, list(QUADRANTS)))
         if s and o.name not in ann.inexhaustive:
             k = sum(x.name == o.name and size_of(x.attributes) == s for x in ann.objects)

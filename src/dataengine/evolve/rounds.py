@@ -87,12 +87,13 @@ def evolve(items: list[Sample], pool: list[ImageAnnotation], out: str | Path, ro
     stats: list[RoundStats] = []
     for r in range(1, rounds + 1):
         folder = out / f"round_{r}"
-        if (folder / "stats.json").exists():
-            children = read_jsonl(folder / "children.jsonl", Sample)
+        done = (folder / "stats.json").exists()  # written last: the round is finished
+        children = read_jsonl(folder / "children.jsonl", Sample) if done else \
+            _one_round(parents, anns, r, operators, vocab, llm, generator, judge, seed)
+        kept = [c for c in children if c.lineage.verdict.kept]  # every child carries its verdict
+        if done:
             st = RoundStats.model_validate_json((folder / "stats.json").read_text())
         else:
-            children = _one_round(parents, anns, r, operators, vocab, llm, generator, judge, seed)
-            kept = [c for c in children if c.lineage.verdict and c.lineage.verdict.kept]
             by_id = {p.id: p for p in parents}
             st = RoundStats(
                 round=r, parents=len(parents),
@@ -106,7 +107,6 @@ def evolve(items: list[Sample], pool: list[ImageAnnotation], out: str | Path, ro
                 spread=spread([c.instruction for c in kept], embedder))
             write_jsonl(folder / "children.jsonl", children)
             write_json(folder / "stats.json", st)
-        kept = [c for c in children if c.lineage.verdict and c.lineage.verdict.kept]
         log(f"evolution round {r}: {len(kept)} of {len(children)} children kept ({st.kept_share:.0%}), "
             f"complexity {st.parent_complexity:.1f} -> {st.mean_complexity:.1f}, {len(st.formats)} formats")
         stats.append(st)

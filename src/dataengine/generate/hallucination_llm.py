@@ -5,8 +5,6 @@ prompts are a versioned file (`llm/prompts/hallucination-v<n>.yaml`).
 """
 from __future__ import annotations
 
-import json
-import re
 from importlib import resources
 
 import yaml
@@ -14,6 +12,7 @@ from pydantic import BaseModel
 
 from ..llm.client import LLMError
 from ..llm.prompt import describe as annotation_text
+from ..llm.prompt import json_object
 from ..records import ImageAnnotation
 from .hallucination import VERDICTS, Judged, SentenceVerdict, sentences
 
@@ -36,15 +35,6 @@ def load_prompts(name: str = "hallucination-v1") -> HallucinationPrompts:
     return HallucinationPrompts.model_validate(yaml.safe_load(text))
 
 
-def _json(text: str) -> dict | None:
-    start = text.find("{")
-    if start < 0:
-        return None
-    try:
-        obj, _ = json.JSONDecoder(strict=False).raw_decode(re.sub(r"```(?:json)?", "", text[start:]))
-    except json.JSONDecodeError:
-        return None
-    return obj if isinstance(obj, dict) else None
 
 
 class LLMHallucinations:
@@ -62,7 +52,7 @@ class LLMHallucinations:
     def _run(self, bodies: list[dict], what: list[str]) -> list[dict | None]:
         out = []
         for name, answer in zip(what, self.client.run(bodies)):
-            obj = None if isinstance(answer, LLMError) else _json(answer.text)
+            obj = None if isinstance(answer, LLMError) else json_object(answer.text)
             if obj is None:
                 self.problems.append({"item": name, "reason": str(answer) if isinstance(answer, LLMError) else "unreadable answer"})
             out.append(obj)

@@ -156,6 +156,19 @@ class Parsed:
 _FENCE = re.compile(r"^```(?:json)?|```$", re.M)
 
 
+def json_object(text: str) -> dict | None:
+    """The first JSON object in an LLM's reply (code fences and text around it allowed), or None."""
+    text = _FENCE.sub("", text.strip())
+    start = text.find("{")
+    if start < 0:
+        return None
+    try:
+        obj, _ = json.JSONDecoder(strict=False).raw_decode(text[start:])  # raw newlines in strings are common
+    except json.JSONDecodeError:
+        return None
+    return obj if isinstance(obj, dict) else None
+
+
 def parse(text: str) -> Parsed:
     """Read the LLM's answer tolerantly: code fences, text around the JSON, a letter given as option
     text. A skip is a JSON object with "skip" and no question, or a reply that starts with "skip":
