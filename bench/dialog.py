@@ -8,6 +8,8 @@ steps and learning rate:
     merged   per image, the items merged into conversations of up to `--max-turns` turns, shuffled,
              the image once at the start; the loss on every answer (the batch holds as many turns
              on average as the single arm's, so the two take the same steps over the same turns)
+    merged-item  the same, each conversation opened by an item's turn while its image has one, the
+             annotations' turns after (`merge.lead: item`)
 
 The items: grounded items of every SEED-Bench type on `--images` pool images (as a round generates
 them; those with options asked for the letter or the short answer, one or the other per item), and
@@ -48,6 +50,10 @@ from dataengine.train.config import TrainConfig
 from dataengine.train.sft import train
 
 
+# arm -> how its conversations open (dialog.merge.LEADS); None: one turn a conversation
+ARMS = {"single": None, "merged": "any", "merged-item": "item"}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--config", type=Path, default=None, help="The loop's config for the base model (default: the embedded default).")
@@ -59,6 +65,8 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=16, help="Turns a step (the single arm's batch).")
     ap.add_argument("--dialogs", type=int, default=150)
     ap.add_argument("--seed", type=int, default=0, help="The arms' training and merge seed (the items and the base stay).")
+    ap.add_argument("--arms", nargs="+", default=["single", "merged", "merged-item"], choices=list(ARMS),
+                    help="single; merged (any turn opens); merged-item (an item opens, the pool's turns after)")
     args = ap.parse_args()
     if os.environ.get("OMP_NUM_THREADS") == "1":
         import torch
@@ -73,7 +81,7 @@ def main() -> None:
     dialog_path = args.out / "dialog.json"
     dialogs = read_dialogs(dialog_path) if dialog_path.exists() else \
         build_dialog_benchmark(inputs.image_root, dialog_path, n=args.dialogs, seed=cfg.seed, size=cfg.world.image_size)
-    refuse = stages.refuse_benchmark_images(guard, {d.image for d in dialogs})
+    refuse = stages.refuse_benchmark_images(guard, {d.image for d in dialogs}, image_root=inputs.image_root)
     # the items: grounded items of every type and the annotations' turns, on the first --images pool
     # images that are no benchmark picture (a few pool scenes render the same picture as one)
     anns = [a for a in pool[:args.images] if refuse(a.image, a.image_id) is None]
@@ -90,11 +98,12 @@ def main() -> None:
     mix = stages.training_mix(original, items, cfg.train.original_fraction, seed=cfg.seed + 1)
     replayed = len(mix) - len(items)
     turns = [(s.image, sample_turn(s, cfg.merge.form)) for s in mix] + pool_turns(anns, seed=cfg.seed)
-    arms = {"single": single(turns), "merged": merge(turns, max_turns=args.max_turns, seed=cfg.seed + args.seed, refuse=refuse)}
+    arms = {name: single(turns) if ARMS[name] is None else
+            merge(turns, max_turns=args.max_turns, seed=cfg.seed + args.seed, refuse=refuse, lead=ARMS[name]) for name in args.arms}
     n_turns = len(turns)
     console.print(f"{len(items)} items, {replayed} replayed starter items ({cfg.train.original_fraction:.0%}) and "
                   f"{n_turns - len(mix)} annotation turns on {len({i for i, _ in turns})} images; "
-                  f"merged into {len(arms['merged'])} conversations; dialog benchmark: {len(dialogs)} dialogs")
+                  f"conversations per arm {({n: len(c) for n, c in arms.items()})}; dialog benchmark: {len(dialogs)} dialogs")
 
     t = cfg.train
     no_blind = cfg.model_copy(update={"evaluate": cfg.evaluate.model_copy(update={"blind": False})})  # not measured here
@@ -132,14 +141,15 @@ def main() -> None:
                       f"{dia['compliance']:.1%}",
                       *(f"{dia['per_format'][f]['compliance']:.1%}" if f in dia["per_format"] else "-" for f in ("letter", "word", "box", "sentence")))
     console.print(table)
-    s, m = rows["single"], rows["merged"]
-    console.print(f"merged - single: benchmark {m['single_round'] - s['single_round']:+.1%} (target >= 0 within noise), "
-                  f"multi-round turn accuracy {m['dialog']['accuracy'] - s['dialog']['accuracy']:+.1%}, later turns "
-                  f"{m['dialog']['later_turns_accuracy'] - s['dialog']['later_turns_accuracy']:+.1%} (target +10 points), "
-                  f"format compliance {m['dialog']['compliance'] - s['dialog']['compliance']:+.1%} (target +10 points)")
+    for name in [a for a in args.arms if a != "single" and "single" in rows]:
+        s, m = rows["single"], rows[name]
+        console.print(f"{name} - single: benchmark {m['single_round'] - s['single_round']:+.1%} (target >= 0 within noise), "
+                      f"multi-round turn accuracy {m['dialog']['accuracy'] - s['dialog']['accuracy']:+.1%}, later turns "
+                      f"{m['dialog']['later_turns_accuracy'] - s['dialog']['later_turns_accuracy']:+.1%} (target +10 points), "
+                      f"format compliance {m['dialog']['compliance'] - s['dialog']['compliance']:+.1%} (target +10 points)")
     minutes = (time.monotonic() - started) / 60
     console.print(f"{minutes:.0f} minutes in all")
-    figures = {"turns": n_turns, "items": len(items), "replayed": replayed, "conversations": len(arms["merged"]), "dialogs": len(dialogs),
+    figures = {"turns": n_turns, "items": len(items), "replayed": replayed, "conversations": {n: len(c) for n, c in arms.items()}, "dialogs": len(dialogs),
                "arms": rows, "minutes": minutes, "args": {k: str(v) for k, v in vars(args).items()}}
     (args.out / ("figures.json" if not args.seed else f"figures-seed{args.seed}.json")).write_text(json.dumps(figures, indent=2) + "\n")
 

@@ -10,6 +10,10 @@ pairs then train other arms with the same steps and learning rate:
     sft         supervised fine-tuning on the chosen (corrected) descriptions alone
     blank       DPO on the same pairs with every picture replaced by a grey one (the control of
                 mDPO, arXiv 2406.11839: a gain that survives without the image is not about the image)
+    on-policy   DPO on the pairs the on-policy check passes at `--on-policy-gap` nats (`hadpo.off_policy:
+                drop`, arXiv 2501.09695): fewer pairs, so fewer steps
+    dpo-iter    a second hallucination round from the DPO model: it describes the same pool images
+                anew, and its own new hallucinations make the next pairs (iterative, on-policy DPO)
 
 Each arm is measured on held-out images: SHR of its descriptions and POPE F1 per split, plus the
 multiple-choice benchmark's held-out accuracy. Prints the table and writes figures.json. Usage:
@@ -44,7 +48,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--config", type=Path, default=Path("configs/hadpo.yaml"))
     ap.add_argument("--out", type=Path, default=Path("runs/bench-hadpo"))
-    ap.add_argument("--arms", nargs="+", default=["dpo", "dpo+sft", "sft", "blank"])
+    ap.add_argument("--arms", nargs="+", default=["dpo", "dpo+sft", "sft", "blank", "on-policy", "dpo-iter"])
+    ap.add_argument("--on-policy-gap", type=float, default=0.25,
+                    help="the on-policy arm leaves out pairs whose chosen side is less likely per token than the rejected by more")
     args = ap.parse_args()
     console = Console()
     started = time.monotonic()
@@ -67,7 +73,11 @@ def main() -> None:
     if "dpo" in args.arms:
         rows["dpo"] = res["after"] | {"benchmark": bench_accuracy(dpo_dir / "model", dpo_dir / "eval")}
     h = cfg.hadpo
-    for arm in [a for a in args.arms if a != "dpo"]:
+    if "dpo-iter" in args.arms:
+        console.rule("dpo-iter: a second hallucination round from the DPO model")
+        it = run_hadpo(dpo_dir / "model", cfg, inputs, args.out / "dpo-iter", log=console.print)
+        rows["dpo-iter"] = it["after"] | {"benchmark": bench_accuracy(args.out / "dpo-iter" / "model", args.out / "dpo-iter" / "eval")}
+    for arm in [a for a in args.arms if a not in ("dpo", "dpo-iter")]:
         d = args.out / arm
         if not (d / "model" / "config.json").exists():
             console.rule(arm)
@@ -88,13 +98,21 @@ def main() -> None:
                 Image.new("RGB", (cfg.world.image_size,) * 2, (128, 128, 128)).save(grey)
                 blank = [p.model_copy(update={"image": "grey.png"}) for p in pairs]
                 train_dpo(vlm, blank, grey.parent, d / "model", h.train.model_copy(update={"seed": h.train.seed + cfg.seed}))
+            elif arm == "on-policy":
+                train_dpo(vlm, [p for p in pairs if p.policy_logp[1] - p.policy_logp[0] <= args.on_policy_gap], inputs.image_root, d / "model",
+                          h.train.model_copy(update={"seed": h.train.seed + cfg.seed}))
             else:
-                raise SystemExit(f"unknown arm {arm!r}: dpo, dpo+sft, sft or blank")
+                raise SystemExit(f"unknown arm {arm!r}: dpo, dpo+sft, sft, blank or on-policy")
         model = VLM.load(d / "model")
         rows[arm] = measure(model, heldout, heldout_root, d / "after", prompt, names, h) | {"benchmark": bench_accuracy(d / "model", d / "eval")}
         del model
 
-    table = Table(title=f"Hallucination on {len(heldout)} held-out images; {len(pairs)} pairs, the same for every arm")
+    off = sum(p.policy_logp[1] - p.policy_logp[0] > args.on_policy_gap for p in pairs)
+    console.print(f"on-policy check: {off} of {len(pairs)} pairs off-policy (chosen less likely per token than rejected by "
+                  f"> {args.on_policy_gap} nats under the base model; {sum(bool(p.off_policy) for p in pairs)} at the config's "
+                  f"{h.off_policy_gap})")
+    table = Table(title=f"Hallucination on {len(heldout)} held-out images; {len(pairs)} pairs, the same for every arm "
+                        f"(on-policy: {len(pairs) - off})")
     for col in ("arm", "SHR", *(f"POPE {s} F1" for s in POPE_SPLITS), "POPE adv. yes-ratio", "benchmark (held-out)"):
         table.add_column(col, justify="right" if col != "arm" else "left")
     for arm, m in rows.items():
@@ -111,7 +129,7 @@ def main() -> None:
                       f"(target <= 0.50); benchmark {m['benchmark'] - base['benchmark']:+.1%}")
     minutes = (time.monotonic() - started) / 60
     console.print(f"{minutes:.0f} minutes in all")
-    figures = {"pairs": len(pairs), "heldout_images": len(heldout), "arms": rows, "minutes": minutes}
+    figures = {"pairs": len(pairs), "off_policy": off, "heldout_images": len(heldout), "arms": rows, "minutes": minutes}
     (args.out / "figures.json").write_text(json.dumps(figures, indent=2) + "\n")
     shutil.copy(args.config, args.out / "config.yaml")
 

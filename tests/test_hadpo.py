@@ -61,7 +61,8 @@ def test_hallucination_round_in_the_loop(finished):
     held = [json.loads(x)["image"] for x in (rd / "before" / "descriptions.jsonl").read_text().splitlines()]
     assert len(held) == 12 and all(i.startswith("heldout") for i in held) and not set(held) & {j.image for j in judged}
     log = json.loads((rd / "model" / "train_log.json").read_text())
-    assert log["pairs"] == len(pairs) and log["steps"] >= 1
+    assert log["pairs"] == len(pairs) and log["steps"] >= 1  # off_policy "keep": the check is recorded, every pair trains
+    assert all(p.policy_logp is not None and p.off_policy == (p.policy_logp[1] - p.policy_logp[0] > 1.0) for p in pairs)
     summary = json.loads((run / "summary.json").read_text())
     h = summary["rounds"][1]["hallucination"]
     stored = json.loads((rd / "hadpo.json").read_text())
@@ -101,7 +102,7 @@ def test_killed_during_dpo_resumes_to_the_uninterrupted_result(base_run, finishe
 
 
 def test_cli_hadpo_on_a_model_you_have(base_run, tmp_path):
-    cfg = hadpo_config(hadpo=HADPOConfig(images=40, eval_images=12, max_new_tokens=24,
+    cfg = hadpo_config(hadpo=HADPOConfig(images=40, eval_images=12, max_new_tokens=24, off_policy="drop", off_policy_gap=0.05,
                                          train=DPOTrainConfig(epochs=1, batch_size=4)))
     (tmp_path / "c.yaml").write_text(dump_config(cfg))
     shutil.copytree(base_run / "world", tmp_path / "h" / "world")  # the world the model was trained in
@@ -110,6 +111,13 @@ def test_cli_hadpo_on_a_model_you_have(base_run, tmp_path):
     assert r.exit_code == 0, r.output
     assert "SHR" in r.output and json.loads((tmp_path / "h" / "hadpo.json").read_text())["after"]["pope"]["adversarial"]
     assert len(read_jsonl(tmp_path / "h" / "judged.jsonl", Judged)) == 30 and (tmp_path / "h" / "model" / "config.json").exists()
+    # off_policy "drop": the pairs the check flags are kept in pairs.jsonl, marked, and not trained on
+    pairs, stored = read_jsonl(tmp_path / "h" / "pairs.jsonl", PreferencePair), json.loads((tmp_path / "h" / "hadpo.json").read_text())
+    off = [p for p in pairs if p.policy_logp[1] - p.policy_logp[0] > 0.05]
+    assert stored["off_policy"] == len(off) == sum(bool(p.off_policy) for p in pairs) and stored["trained_pairs"] == len(pairs) - len(off)
+    assert "off-policy" in r.output
+    if stored["trained_pairs"]:
+        assert json.loads((tmp_path / "h" / "model" / "train_log.json").read_text())["pairs"] == stored["trained_pairs"]
     r = CliRunner().invoke(app, ["hadpo", "--model", str(tmp_path / "nothing"), "--config", str(tmp_path / "c.yaml"),
                                  "--run-dir", str(tmp_path / "h2")])
     assert r.exit_code == 2 and "nothing" in r.output and "Traceback" not in r.output

@@ -208,7 +208,7 @@ def train(model: Path = typer.Option(...), data: list[Path] = typer.Option(..., 
         items = [x for xs in by_file.values() for x in xs]
         try:
             with _progress() as p:
-                log = stages.train_model(model, items, image_root, out, cfg, progress=p).log
+                log = stages.train_model(model, items, image_root, out, cfg, progress=p, log=console.print).log
         except DataError as e:  # an item's problem (empty answer, too long): name its file too
             raise _in_file(e, by_file) from None
     losses = f"; loss {log['losses'][0]:.3f} -> {log['losses'][-1]:.3f}" if log["losses"] else ""
@@ -788,6 +788,7 @@ def merge(data: list[Path] = typer.Argument(..., help="Item JSONL files (generat
           pool_turns: Optional[str] = typer.Option(None, help="caption,region,grounding,existence (config: merge.pool)"),
           max_turns: Optional[int] = typer.Option(None, help="Turns a conversation at most (config default 8)."),
           form: Optional[str] = typer.Option(None, help="Items with options: letter, word or mixed (default)."),
+          lead: Optional[str] = typer.Option(None, help="What opens a conversation: any turn (default) or an item, the pool's turns after."),
           seed: int = typer.Option(0),
           benchmark: Optional[Path] = typer.Option(None, help="SEED-Bench JSON or MMBench TSV whose images are refused."),
           image_root: Optional[Path] = typer.Option(None, help="The items' images (with --benchmark; needed for --hf)."),
@@ -804,7 +805,7 @@ def merge(data: list[Path] = typer.Argument(..., help="Item JSONL files (generat
     from .records import ImageAnnotation, Inputs, Sample
     with _errors():
         kinds = [k.strip() for k in pool_turns.split(",") if k.strip()] if pool_turns is not None else None
-        cfg = _config(config, merge__pool=kinds, merge__max_turns=max_turns, merge__form=form)
+        cfg = _config(config, merge__pool=kinds, merge__max_turns=max_turns, merge__form=form, merge__lead=lead)
         if cfg.merge.pool and pool is None:
             raise DataError("--pool is needed for the turns of --pool-turns")
         guard = None

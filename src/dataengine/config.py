@@ -219,6 +219,9 @@ class MergeConfig(Section):
     form: Literal["letter", "word", "mixed"] = "mixed"
     # turns the pool's annotations add for the images merged: caption, region, grounding, existence
     pool: list[Literal["caption", "region", "grounding", "existence"]] = []
+    # which turn opens a conversation: "any" (shuffled) or "item" (an item's, the pool's turns after;
+    # a question-first template shows only the opening question before the image, see dialog.merge.LEADS)
+    lead: Literal["any", "item"] = "any"
 
 
 class HADPOConfig(Section):
@@ -246,6 +249,12 @@ class HADPOConfig(Section):
     # Whether an object name the annotation does not list counts as absent (true for the synthetic
     # world and COCO's categories; set false for sparse annotations such as Visual Genome's).
     exhaustive: bool = True
+    # The on-policy check before DPO (generate.pairs.check_on_policy, after arXiv 2501.09695): a pair
+    # whose chosen side is less likely per token, under the model trained, than its rejected side by
+    # more than `off_policy_gap` nats is off-policy; "keep" trains on it (the check is recorded),
+    # "drop" leaves it out.
+    off_policy: Literal["keep", "drop"] = "keep"
+    off_policy_gap: float = Field(1.0, gt=0)
     train: DPOTrainConfig = DPOTrainConfig()
 
 

@@ -26,7 +26,7 @@ from .config import HADPOConfig, RunConfig
 from .errors import DataError
 from .generate.describe import DETAIL_PROMPT, Description, describe
 from .generate.hallucination import Judged, detect, shr
-from .generate.pairs import PreferencePair, existence_pairs, make_pairs
+from .generate.pairs import PreferencePair, check_on_policy, existence_pairs, make_pairs
 from .records import ImageAnnotation, Inputs, Sample, differs, read_jsonl, write_json, write_jsonl
 
 Log = Callable[[str], None]
@@ -176,8 +176,8 @@ def check_run(out: Path, what: dict) -> None:
 def run_hadpo(model_dir: str | Path, cfg: RunConfig, inputs: Inputs, out: str | Path, llm=None,
               progress: Progress | None = None, log: Log = _quiet, model_name: str | None = None) -> dict:
     """The whole round from the model in `model_dir`: measure it, describe pool images, detect,
-    pair, train by DPO into out/model, measure again. Returns (and writes to out/hadpo.json) both
-    measurements and each stage's counts. `llm`: a callable giving the LLM client (detector or style
+    pair, check the pairs on-policy (`hadpo.off_policy`), train by DPO into out/model, measure
+    again. Returns (and writes to out/hadpo.json) both measurements and each stage's counts. `llm`: a callable giving the LLM client (detector or style
     "llm"). Resumes: a stage whose output exists is not run again; a folder of another model
     (`model_name`, default its resolved folder) or other settings is refused (DataError). With no
     pair (no description had a hallucination) the model is saved unchanged."""
@@ -211,21 +211,29 @@ def run_hadpo(model_dir: str | Path, cfg: RunConfig, inputs: Inputs, out: str | 
         judged = detect_hallucinations(descriptions, pool, names, out / "judged.jsonl", h, llm)
         log(f"descriptions: {len(descriptions)}, SHR {shr(judged)['shr']:.1%} ({h.detector} detector)")
         pairs = pair_up(judged, pool, names, pairs_path, h, llm)
-    log(f"pairs: {len(pairs)}")
+    if pairs and any(p.policy_logp is None for p in pairs):
+        pairs = check_on_policy(vlm(), pairs, inputs.image_root, gap=h.off_policy_gap)
+        write_jsonl(pairs_path, pairs)
+    off = [p for p in pairs if p.off_policy]
+    log(f"pairs: {len(pairs)}, off-policy (chosen less likely per token than rejected by > {h.off_policy_gap} nats): "
+        f"{len(off)}" + (", dropped" if h.off_policy == "drop" and off else ""))
+    trained_on = [p for p in pairs if not p.off_policy] if h.off_policy == "drop" else pairs
     model_out = out / "model"
     if (model_out / "config.json").exists():
         trained = VLM.load(model_out)
-    elif not pairs:
-        log(f"no description had a hallucination to correct: the model is kept as it is ({model_out})")
+    elif not trained_on:
+        why = "every pair is off-policy (hadpo.off_policy: drop)" if pairs else "no description had a hallucination to correct"
+        log(f"{why}: the model is kept as it is ({model_out})")
         trained = vlm()
         trained.save(model_out)
     else:
         trained = vlm()
-        train_dpo(trained, pairs, inputs.image_root, model_out, h.train.model_copy(update={"seed": h.train.seed + cfg.seed}),
+        train_dpo(trained, trained_on, inputs.image_root, model_out, h.train.model_copy(update={"seed": h.train.seed + cfg.seed}),
                   progress=progress)
     after = measure(trained, heldout, heldout_root, out / "after", prompt, names, h, progress)
     log(f"after:  {summary_line(after)}")
-    result = {"before": before, "after": after, "pairs": len(pairs), "heldout_images": len(heldout)}
+    result = {"before": before, "after": after, "pairs": len(pairs), "off_policy": len(off), "trained_pairs": len(trained_on),
+              "heldout_images": len(heldout)}
     write_json(out / "hadpo.json", result)
     return result
 

@@ -312,7 +312,7 @@ class Loop:
                 data = stages.merge_conversations(data, rd / "conversations.jsonl", cfg, seed=cfg.seed + k, pool=pool, refuse=refuse)
             with progress_bar(self.console) as p:
                 vlm = stages.train_model(self.model_dir(k - 1), data, inputs.image_root, model_dir,
-                                         t.model_copy(update={"seed": cfg.seed + k}), progress=p).vlm
+                                         t.model_copy(update={"seed": cfg.seed + k}), progress=p, log=self._log).vlm
         # 5. evaluate again
         return self._evaluate(vlm or model_dir, k, questions, inputs)
 
@@ -352,4 +352,5 @@ def hallucination_figures(hadpo: dict) -> dict:
     def short(m: dict) -> dict:
         return {"shr": m["shr"]["shr"], "pope_f1": {s: x["f1"] for s, x in m["pope"].items()},
                 "pope_accuracy": {s: x["accuracy"] for s, x in m["pope"].items()}}
-    return {"before": short(hadpo["before"]), "after": short(hadpo["after"]), "pairs": hadpo["pairs"]}
+    return {"before": short(hadpo["before"]), "after": short(hadpo["after"]), "pairs": hadpo["pairs"],
+            "off_policy": hadpo.get("off_policy", 0), "trained_pairs": hadpo.get("trained_pairs", hadpo["pairs"])}

@@ -2,6 +2,8 @@
 import json
 from collections import Counter
 
+from rich.console import Console
+
 from dataengine.dialog.conversation import Conversation
 from dataengine.dialog.merge import items_of
 from dataengine.loop import Loop
@@ -14,6 +16,7 @@ def test_a_round_trains_on_its_mix_merged_per_image(tmp_path):
     cfg.train.conversation = "merged"
     cfg.merge.pool = ["caption"]
     cfg.merge.max_turns = 3
+    cfg.merge.lead = "item"
     cfg.train.original_fraction = 1.0
     run = tmp_path / "run"
     # an original item on a benchmark picture: the filter never sees the original data, the merge must not take it
@@ -22,9 +25,16 @@ def test_a_round_trains_on_its_mix_merged_per_image(tmp_path):
     bench_image = json.loads(world.benchmark.read_text())["questions"][0]["data_id"]
     starter = read_jsonl(world.original, Sample)
     write_jsonl(world.original, starter + [starter[0].model_copy(update={"id": "on-bench", "image": bench_image})])
-    results = Loop(cfg, run).run()
+    console = Console(record=True, width=400)
+    results = Loop(cfg, run, console).run()
     assert len(results) == 2
+    # the tiny model's template puts the question first: merging is allowed, and the loop says what it costs
+    assert "puts the question before the image" in console.export_text()
     convs = read_jsonl(run / "round_1" / "conversations.jsonl", Conversation)
+    first = {}
+    for c in convs:
+        first.setdefault(c.image, c)
+    assert all(c.turns[0].source != "caption" for c in first.values())  # merge.lead: item, and every image has one
     kept = read_jsonl(run / "round_1" / "filtered.jsonl", Sample)
     items = Counter(items_of(convs))
     assert all(n == 1 for n in items.values())

@@ -102,3 +102,26 @@ def test_the_dialog_benchmark_needs_an_image_root_to_compare_files():
     with pytest.raises(DataError, match="--image-root is needed with --dialog-benchmark"):
         stages.refuse_benchmark_images(None, {"dialog/dialog_900000.png"})
     assert stages.refuse_benchmark_images(None)("pool/x.png", "i") is None  # nothing to refuse, nothing needed
+
+
+def test_lead_item_opens_each_conversation_with_an_item_while_the_image_has_one(data):
+    starter, pool = data
+    by_image = {a.image: a for a in pool}
+    images = [s.image for s in starter if s.image in by_image][:30]
+    assert images, "the starter's pictures are pool pictures"
+    items = [s for s in starter if s.image in set(images)]
+    turns = [(s.image, sample_turn(s)) for s in items] + pool_turns([by_image[i] for i in dict.fromkeys(images)], seed=1)
+    shuffled = merge(turns, max_turns=3, seed=1)
+    led = merge(turns, max_turns=3, seed=1, lead="item")
+    assert Counter(items_of(led)) == Counter(items_of(shuffled))  # the same turns, each once
+    item_ids = {s.id for s in items}
+    for image in dict.fromkeys(images):
+        convs = [c for c in led if c.image == image]
+        n_items = sum(t.item in item_ids for c in convs for t in c.turns)
+        openers = [c.turns[0].item in item_ids for c in convs]
+        assert sum(openers) == min(n_items, len(convs))  # an item opens every conversation it can
+        assert [len(c.turns) for c in convs] == [len(c.turns) for c in shuffled if c.image == image]
+    # shuffled, the pool's turns open some conversations that an item could have opened
+    assert sum(c.turns[0].item in item_ids for c in shuffled) < sum(c.turns[0].item in item_ids for c in led)
+    with pytest.raises(DataError, match="conversation lead"):
+        merge(turns, lead="first")

@@ -60,6 +60,8 @@ def test_the_checkpoints_own_template_comes_first(tmp_path, family):
 def test_question_first_puts_the_image_after_the_question():
     vlm = build_tiny(CORPUS, TINY.model_copy(update={"question_first": True}))
     assert vlm.prompt("What is it?") == "USER: What is it?\n<image> ASSISTANT:"
+    assert vlm.question_first and not build_tiny(CORPUS, TINY.model_copy(update={"question_first": False})).question_first
+    assert not build_tiny(CORPUS, TINY.model_copy(update={"family": "qwen2_vl"})).question_first
     assert build_tiny(CORPUS, TINY.model_copy(update={"question_first": False})).prompt("What is it?") == \
         "USER: <image>\nWhat is it? ASSISTANT:"
 

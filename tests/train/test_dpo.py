@@ -97,3 +97,34 @@ def test_no_pairs_or_a_broken_pair_is_refused_before_training(pairs, world, tmp_
     with pytest.raises(DataError, match="pair broken: image not found"):
         train_dpo(tiny("llava", pairs), pairs[1:4] + [bad], world.image_root, tmp_path / "m")
     assert not (tmp_path / "m" / "model.safetensors").exists()
+
+
+def test_the_on_policy_check_flags_a_chosen_side_the_model_would_not_write(pairs, world, tmp_path):
+    """After a model has learnt to write the rejected sides, a chosen side that only leaves out the
+    made-up clause is on-policy, one in words it never writes is not; the recorded figures are its
+    own per-token log-probabilities."""
+    import random
+
+    from dataengine.generate.pairs import check_on_policy
+    from dataengine.records import Sample
+    from dataengine.train.config import TrainConfig
+    from dataengine.train.sft import train
+    vlm = tiny("llava", pairs)
+    writes = [Sample(id=p.id, image=p.image, instruction=p.prompt, answer=p.rejected, short_answer=p.rejected, options=[],
+                     choice_answer="", qtype=0) for p in pairs[:8]]
+    train(vlm, writes, world.image_root, tmp_path / "sft", TrainConfig(epochs=40, lr=2e-3, batch_size=8))
+    shuffled = []
+    for p in pairs[:8]:
+        words = p.chosen.rstrip(".").split()
+        random.Random(p.id).shuffle(words)
+        shuffled.append(p.model_copy(update={"id": p.id + "-x", "chosen": " ".join(words) + "."}))
+    checked = check_on_policy(vlm, pairs[:8] + shuffled, world.image_root, gap=1.0)
+    assert [p.off_policy for p in checked] == [False] * 8 + [True] * 8
+    p = checked[0]
+    from dataengine.images import load_image
+    nll = vlm.score_options([(load_image(world.image_root, p.image), p.prompt, [p.chosen, p.rejected])], reduce="mean")[0]
+    assert p.policy_logp == pytest.approx((-nll[0], -nll[1]), abs=1e-3)
+    # checked pairs keep their figures (a resumed round does not score them again), and a wider gap lets more through
+    assert check_on_policy(None, checked, world.image_root) == checked
+    assert sum(p.off_policy for p in check_on_policy(vlm, [q.model_copy(update={"policy_logp": None}) for q in shuffled],
+                                                     world.image_root, gap=1e6)) == 0

@@ -32,6 +32,14 @@ for _kind in ("caption", "region", "grounding", "existence"):
 
 CAPTION_Q = "Describe the image briefly."
 
+# Which turn opens a conversation: any (the shuffled order), or an item (a generated or original item,
+# not one of the pool's turns, when the image has one). The opening question is the one a
+# question-first template (the tiny model's) shows before the image, as a single-round benchmark
+# question is shown; opening with the items keeps them in that layout.
+LEADS: Registry[str] = Registry("conversation lead")
+for _lead in ("any", "item"):
+    LEADS.register(_lead, _lead)
+
 
 def _coin(key: str) -> bool:
     """A fair coin fixed by a string (the item's id), the same on every machine and run."""
@@ -67,7 +75,7 @@ def pool_turns(pool: Iterable[ImageAnnotation], kinds: Iterable[str] = ("caption
     is (box, 0-1); `existence` POPE's random split, one object that is there and one that is not
     (word: yes / no). Item ids name the image and what the turn is about."""
     from ..benchmarks.pope import build_pope
-    kinds = [POOL_KINDS.get(POOL_KINDS.check(k)) for k in kinds]
+    kinds = [POOL_KINDS.get(k) for k in kinds]
     pool = list(pool)
     out: list[tuple[str, Turn]] = []
     for ann in pool:
@@ -93,13 +101,16 @@ def pool_turns(pool: Iterable[ImageAnnotation], kinds: Iterable[str] = ("caption
 
 
 def merge(turns: Iterable[tuple[str, Turn]], max_turns: int = 8, seed: int = 0,
-          refuse: Callable[[str, str], str | None] | None = None) -> list[Conversation]:
+          refuse: Callable[[str, str], str | None] | None = None, lead: str = "any") -> list[Conversation]:
     """Conversations from (image, turn) pairs: per image, its turns shuffled (seeded by the image) and
-    cut into ceil(n / max_turns) conversations of near-equal length. `refuse(image, item)` says why an
+    cut into ceil(n / max_turns) conversations of near-equal length. `lead="item"` opens each
+    conversation with an item's turn (not the pool's) while the image has one left, the rest in
+    the shuffled order (LEADS). `refuse(image, item)` says why an
     item may not be trained on (a benchmark image), None when it may: DataError naming the item.
     DataError too for an item id given twice. Conversations come in the order their images first appear."""
     if max_turns < 1:
         raise DataError(f"max_turns is {max_turns}: a conversation needs at least one turn")
+    lead = LEADS.get(lead)
     by_image: dict[str, list[Turn]] = {}
     ids: set[str] = set()
     for image, t in turns:
@@ -115,11 +126,13 @@ def merge(turns: Iterable[tuple[str, Turn]], max_turns: int = 8, seed: int = 0,
         random.Random(f"{seed}-{image}").shuffle(ts)
         n = math.ceil(len(ts) / max_turns)
         size, extra = divmod(len(ts), n)
-        start = 0
+        openers = [t for t in ts if t.source not in POOL_KINDS][:n] if lead == "item" else []
+        opened = {t.item for t in openers}
+        rest = iter([t for t in ts if t.item not in opened])
         for k in range(n):
-            end = start + size + (k < extra)
-            out.append(Conversation(id=f"{image}#{k}", image=image, turns=ts[start:end]))
-            start = end
+            head = openers[k:k + 1]
+            body = [next(rest) for _ in range(size + (k < extra) - len(head))]
+            out.append(Conversation(id=f"{image}#{k}", image=image, turns=head + body))
     return out
 
 
@@ -135,10 +148,10 @@ def items_of(conversations: Iterable[Conversation]) -> list[str]:
 
 def merge_items(samples: Iterable[Sample], pool: Iterable[ImageAnnotation] = (), pool_kinds: Iterable[str] = (),
                 max_turns: int = 8, form: str = "mixed", seed: int = 0,
-                refuse: Callable[[str, str], str | None] | None = None) -> list[Conversation]:
+                refuse: Callable[[str, str], str | None] | None = None, lead: str = "any") -> list[Conversation]:
     """`merge` of the items (`sample_turn`) and, for the images of `pool`, the turns `pool_kinds`
     names (`pool_turns`)."""
     turns = [(s.image, sample_turn(s, form)) for s in samples]
     if pool_kinds:
         turns += pool_turns(pool, pool_kinds, seed=seed)
-    return merge(turns, max_turns=max_turns, seed=seed, refuse=refuse)
+    return merge(turns, max_turns=max_turns, seed=seed, refuse=refuse, lead=lead)

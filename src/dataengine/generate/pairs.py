@@ -32,6 +32,10 @@ class PreferencePair(BaseModel):
     reasons: list[str] = Field(default_factory=list)  # what was false in the rejected side
     detector: str = "grounded"
     source: str = "hadpo"
+    # Under the model the pairs train (`check_on_policy`): the mean log-probability per token of the
+    # chosen and of the rejected side, and whether the chosen side is too far from what it writes.
+    policy_logp: tuple[float, float] | None = None
+    off_policy: bool | None = None
 
 
 def plain_style(text: str) -> str:
@@ -106,6 +110,30 @@ def existence_pairs(judged: list[Judged], pool: dict[str, ImageAnnotation], name
     return no + [p for p in pairs if p.chosen == "yes"][:len(no)]
 
 
+def check_on_policy(vlm, pairs: list[PreferencePair], image_root: str | Path, gap: float = 1.0,
+                    batch_size: int = 8) -> list[PreferencePair]:
+    """The pairs with `policy_logp` (mean log-probability per token of chosen and rejected under
+    `vlm`, the model DPO starts from) and `off_policy` set: True when the chosen side is less likely
+    per token than the rejected one by more than `gap` nats.
+
+    Why (arXiv 2501.09695, OPA-DPO): DPO's KL term keeps the policy near the reference, so it learns
+    little from a chosen response the policy would not write; the rejected side of a hallucination
+    pair is the model's own description, so it is what the model writes. Pairs already checked are
+    kept as they are. DataError for a picture that does not open (naming the pair)."""
+    todo = [p for p in pairs if p.policy_logp is None]
+    scored: dict[str, tuple[float, float]] = {}
+    for start in range(0, len(todo), batch_size):
+        chunk = todo[start:start + batch_size]
+        images = [load_image(image_root, p.image, where=f"pair {p.id}") for p in chunk]
+        nll = vlm.score_options([(img, p.prompt, [p.chosen, p.rejected]) for img, p in zip(images, chunk)], reduce="mean")
+        scored |= {p.id: (-c, -r) for p, (c, r) in zip(chunk, nll)}
+    out = []
+    for p in pairs:
+        lp = p.policy_logp or scored[p.id]
+        out.append(p.model_copy(update={"policy_logp": (round(lp[0], 4), round(lp[1], 4)), "off_policy": lp[1] - lp[0] > gap}))
+    return out
+
+
 def check_pairs(pairs: list[PreferencePair], image_root: str | Path, where: str = "pairs") -> None:
     """Every pair names a picture that opens and has both sides; DataError naming the pair otherwise."""
     if not pairs:
@@ -139,7 +167,8 @@ def export_pairs_hf(pairs: list[PreferencePair], image_root: str | Path, out_dir
     check_pairs(pairs, image_root, str(out_dir))
     features = datasets.Features({k: datasets.Value("string") for k in ("id", "image_path", "prompt", "chosen", "rejected",
                                                                         "detector", "source")}
-                                 | {"image": datasets.Image(), "reasons": datasets.Sequence(datasets.Value("string"))})
+                                 | {"image": datasets.Image(), "reasons": datasets.Sequence(datasets.Value("string")),
+                                    "policy_logp": datasets.Sequence(datasets.Value("float64")), "off_policy": datasets.Value("bool")})
     rows = [p.model_dump(exclude={"image"}) | {"image_path": p.image,
                                                "image": {"path": p.image, "bytes": resolve(image_root, p.image).read_bytes()}}
             for p in pairs]

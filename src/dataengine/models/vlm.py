@@ -156,6 +156,16 @@ class VLM:
         messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": question}]}]
         return self.processor.apply_chat_template(messages, add_generation_prompt=True)
 
+    @property
+    def question_first(self) -> bool:
+        """Whether the chat template shows the question before the image (the tiny model's layout;
+        LLaVA's own and most checkpoints' put the image first). In a multi-round conversation the
+        image then follows the first question only, and the later ones come after it."""
+        probe = "Which shape is it?"
+        text = self.prompt(probe)
+        image = getattr(self.processor, "image_token", None) or "<image>"
+        return image in text and text.index(probe) < text.index(image)
+
     def pixel_values(self, images: list[Image.Image]) -> torch.Tensor:
         return self.processor.image_processor(images=images, return_tensors="pt")["pixel_values"]
 
