@@ -62,8 +62,10 @@ def main() -> None:
     names, prompt = object_names(pool, heldout), describe_prompt(cfg)
 
     def bench_accuracy(model_dir: Path, where: Path) -> float:
+        # the base's evaluation is the loop's own, recorded under the loop's name for its model
+        name = "round_0/model" if model_dir == base_model else None
         return stages.evaluate_model(model_dir, questions, inputs.benchmark_image_root, where, cfg,
-                                     benchmark=inputs.benchmark.name).part("report").accuracy
+                                     benchmark=inputs.benchmark.name, model_name=name).part("report").accuracy
 
     console.rule("dpo: the hallucination round")
     dpo_dir = args.out / "dpo"
