@@ -121,6 +121,7 @@ def test_cli_hadpo_on_a_model_you_have(base_run, tmp_path):
     r = CliRunner().invoke(app, ["hadpo", "--model", str(tmp_path / "nothing"), "--config", str(tmp_path / "c.yaml"),
                                  "--run-dir", str(tmp_path / "h2")])
     assert r.exit_code == 2 and "nothing" in r.output and "Traceback" not in r.output
+    assert not (tmp_path / "h2" / "hadpo_run.json").exists()  # a run that never started claims no folder
 
 
 def test_real_pool_holds_out_images_the_original_data_does_not_show(world):

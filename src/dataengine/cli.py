@@ -435,7 +435,9 @@ def hadpo(model: Path = typer.Option(..., help="The checkpoint to improve (a fol
         with _progress() as p:
             res = run_hadpo(model, cfg, inputs, run_dir, llm=llm, progress=p, log=console.print)
     from rich.table import Table
-    table = Table(title=f"Hallucination before and after DPO on {res['pairs']} pairs ({res['heldout_images']} held-out images)")
+    trained = res.get("trained_pairs", res["pairs"])
+    made = f" of {res['pairs']} (the rest off-policy)" if trained != res["pairs"] else ""
+    table = Table(title=f"Hallucination before and after DPO on {trained} pairs{made} ({res['heldout_images']} held-out images)")
     for col in ("", "SHR", *(f"POPE {s} F1" for s in POPE_SPLITS), *(f"POPE {s} acc" for s in POPE_SPLITS)):
         table.add_column(col, justify="right")
     for when in ("before", "after"):
@@ -788,7 +790,7 @@ def merge(data: list[Path] = typer.Argument(..., help="Item JSONL files (generat
           pool_turns: Optional[str] = typer.Option(None, help="caption,region,grounding,existence (config: merge.pool)"),
           max_turns: Optional[int] = typer.Option(None, help="Turns a conversation at most (config default 8)."),
           form: Optional[str] = typer.Option(None, help="Items with options: letter, word or mixed (default)."),
-          lead: Optional[str] = typer.Option(None, help="What opens a conversation: any turn (default) or an item, the pool's turns after."),
+          lead: Optional[str] = typer.Option(None, help="What opens a conversation: any turn (default), or an item while the image has one (the rest shuffled)."),
           seed: int = typer.Option(0),
           benchmark: Optional[Path] = typer.Option(None, help="SEED-Bench JSON or MMBench TSV whose images are refused."),
           image_root: Optional[Path] = typer.Option(None, help="The items' images (with --benchmark; needed for --hf)."),

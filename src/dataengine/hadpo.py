@@ -184,6 +184,8 @@ def run_hadpo(model_dir: str | Path, cfg: RunConfig, inputs: Inputs, out: str | 
     from .models.vlm import VLM
     from .train.dpo import train_dpo
     h, out = cfg.hadpo, Path(out)
+    if not str(model_dir).startswith(("http://", "https://")) and not (Path(model_dir) / "config.json").exists():
+        raise DataError(f"{model_dir}: no model here (config.json missing)")  # before the folder is claimed for it
     check_run(out, {"model": model_name or str(Path(model_dir).resolve()), "seed": cfg.seed,
                     "pool": hashlib.sha1(Path(inputs.pool).read_bytes()).hexdigest(),
                     "hadpo": h.model_dump(mode="json", exclude={"after_rounds"})})
@@ -211,7 +213,7 @@ def run_hadpo(model_dir: str | Path, cfg: RunConfig, inputs: Inputs, out: str | 
         judged = detect_hallucinations(descriptions, pool, names, out / "judged.jsonl", h, llm)
         log(f"descriptions: {len(descriptions)}, SHR {shr(judged)['shr']:.1%} ({h.detector} detector)")
         pairs = pair_up(judged, pool, names, pairs_path, h, llm)
-    if pairs and any(p.policy_logp is None for p in pairs):
+    if pairs and any(p.policy_logp is None or p.off_policy is None for p in pairs):
         pairs = check_on_policy(vlm(), pairs, inputs.image_root, gap=h.off_policy_gap)
         write_jsonl(pairs_path, pairs)
     off = [p for p in pairs if p.off_policy]

@@ -312,7 +312,8 @@ class Loop:
                 data = stages.merge_conversations(data, rd / "conversations.jsonl", cfg, seed=cfg.seed + k, pool=pool, refuse=refuse)
             with progress_bar(self.console) as p:
                 vlm = stages.train_model(self.model_dir(k - 1), data, inputs.image_root, model_dir,
-                                         t.model_copy(update={"seed": cfg.seed + k}), progress=p, log=self._log).vlm
+                                         t.model_copy(update={"seed": cfg.seed + k}), progress=p,
+                                         log=lambda m: self._log(f"round {k}: {m}")).vlm
         # 5. evaluate again
         return self._evaluate(vlm or model_dir, k, questions, inputs)
 

@@ -482,9 +482,9 @@ def train_model(model: str | Path, data: list[Sample] | list, image_root: str | 
     if log and any(isinstance(c, Conversation) and len(c.turns) > 1 for c in data) and vlm.question_first:
         # bench/dialog.py: on this layout merged conversations cost single-round accuracy (about 4.5
         # points, both seeds); with the image first they did not
-        log(f"[yellow]{model}: its chat template puts the question before the image, so in a multi-round conversation "
-            f"only the first question comes before it; merged training cost this layout single-round accuracy "
-            f"(bench/dialog.py). train.conversation: single suits it better[/yellow]")
+        log(f"[yellow]{model}: its template puts the question before the image, which only a conversation's first "
+            f"question then precedes; merged conversations cost this layout single-round accuracy in bench/dialog.py "
+            f"(one-turn conversations, train.conversation: single, did not)[/yellow]")
     log = train(vlm, data, image_root, out, cfg, progress=progress)
     return Trained(vlm, log)
 

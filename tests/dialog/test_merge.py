@@ -125,3 +125,11 @@ def test_lead_item_opens_each_conversation_with_an_item_while_the_image_has_one(
     assert sum(c.turns[0].item in item_ids for c in shuffled) < sum(c.turns[0].item in item_ids for c in led)
     with pytest.raises(DataError, match="conversation lead"):
         merge(turns, lead="first")
+    # an item is told from the annotation's turns by where it came from, not by its source's name: a
+    # starter yes/no item (source "existence", like the pool's POPE turns) opens too
+    ann = by_image[images[0]]
+    yes_no = items[0].model_copy(update={"id": "exist-1", "source": "existence", "image": ann.image, "options": [],
+                                          "choice_answer": "", "short_answer": "yes", "instruction": "Is there a ball?"})
+    pool_only = pool_turns([ann], ["caption", "region"], seed=1)
+    led = merge([(ann.image, sample_turn(yes_no))] + pool_only, max_turns=len(pool_only) + 1, seed=1, lead="item")
+    assert led[0].turns[0].item == "exist-1" and all(t.annotation for t in led[0].turns[1:])

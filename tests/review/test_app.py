@@ -261,7 +261,7 @@ def test_the_loop_trains_round_k_on_its_items_as_reviewed(client, run, monkeypat
     class Stop(Exception):
         pass
 
-    def train_model(model, data, image_root, out, cfg, progress=None):
+    def train_model(model, data, image_root, out, cfg, progress=None, log=None):
         trained["data"] = data
         raise Stop
 

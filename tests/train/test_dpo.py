@@ -124,6 +124,9 @@ def test_the_on_policy_check_flags_a_chosen_side_the_model_would_not_write(pairs
     from dataengine.images import load_image
     nll = vlm.score_options([(load_image(world.image_root, p.image), p.prompt, [p.chosen, p.rejected])], reduce="mean")[0]
     assert p.policy_logp == pytest.approx((-nll[0], -nll[1]), abs=1e-3)
+    # a claim-level yes/no pair is scored, never marked: its chosen side is unlikely when the model answers wrong
+    claim = check_on_policy(vlm, [shuffled[0].model_copy(update={"source": "hadpo-existence"})], world.image_root, gap=1.0)[0]
+    assert claim.policy_logp == checked[8].policy_logp and claim.off_policy is False
     # checked pairs keep their figures (a resumed round does not score them again), and a wider gap lets more through
     assert check_on_policy(None, checked, world.image_root) == checked
     assert sum(p.off_policy for p in check_on_policy(vlm, [q.model_copy(update={"policy_logp": None}) for q in shuffled],

@@ -28,6 +28,7 @@ class Turn(BaseModel):
     source: str  # where the item came from: "generated", "starter", "caption", "region", "grounding", "existence", ...
     format: str  # one of FORMATS
     item: str  # the id of the item this turn was made from (provenance)
+    annotation: bool = False  # made from the pool's annotation (caption, region, grounding, yes/no), not an item
 
 
 class Conversation(BaseModel):

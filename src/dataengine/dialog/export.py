@@ -25,7 +25,7 @@ def to_llava(conversations: list[Conversation]) -> list[dict]:
             user = t.user.replace("<image>", "").strip()
             turns += [{"from": "human", "value": f"<image>\n{user}" if k == 0 else user}, {"from": "gpt", "value": t.assistant}]
         out.append({"id": c.id, "image": c.image, "conversations": turns,
-                    "turns": [{"source": t.source, "format": t.format, "item": t.item} for t in c.turns]})
+                    "turns": [t.model_dump(exclude={"user", "assistant"}) for t in c.turns]})
     return out
 
 
@@ -71,13 +71,13 @@ def _check_pictures(conversations: list[Conversation], image_root: str | Path) -
 
 def export_hf(conversations: list[Conversation], image_root: str | Path, out_dir: str | Path, shard_size: int = 1000) -> Path:
     """Parquet shards (`data-00000.parquet`, ...): id, image (bytes embedded), image_path, and `turns`
-    (user, assistant, source, format, item each); `datasets.load_dataset("parquet", data_dir=out_dir)`
+    (user, assistant, source, format, item, annotation each); `datasets.load_dataset("parquet", data_dir=out_dir)`
     or `import_hf` loads them."""
     import datasets
     _check_pictures(conversations, image_root)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    turn = {k: datasets.Value("string") for k in Turn.model_fields}
+    turn = {k: datasets.Value("bool" if k == "annotation" else "string") for k in Turn.model_fields}
     features = datasets.Features({"id": datasets.Value("string"), "image": datasets.Image(),
                                   "image_path": datasets.Value("string"), "turns": [turn]})  # a list of structs (datasets 3 and 4)
     for i in range(0, max(len(conversations), 1), shard_size):

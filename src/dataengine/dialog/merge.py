@@ -33,8 +33,8 @@ for _kind in ("caption", "region", "grounding", "existence"):
 CAPTION_Q = "Describe the image briefly."
 
 # Which turn opens a conversation: any (the shuffled order), or an item (a generated or original item,
-# not one of the pool's turns, when the image has one). The opening question is the one a
-# question-first template (the tiny model's) shows before the image, as a single-round benchmark
+# not one of the annotation's turns, when the image has one; the rest stay shuffled). The opening
+# question is the one a question-first template (the tiny model's) shows before the image, as a single-round benchmark
 # question is shown; opening with the items keeps them in that layout.
 LEADS: Registry[str] = Registry("conversation lead")
 for _lead in ("any", "item"):
@@ -82,21 +82,24 @@ def pool_turns(pool: Iterable[ImageAnnotation], kinds: Iterable[str] = ("caption
         w, h = ann.width or 1, ann.height or 1
         if "caption" in kinds and ann.captions:
             out.append((ann.image, Turn(user=with_instruction(CAPTION_Q, "sentence"), assistant=ann.captions[0],
-                                        source="caption", format="sentence", item=f"{ann.image_id}-caption")))
+                                        source="caption", format="sentence", item=f"{ann.image_id}-caption",
+                                        annotation=True)))
         # a phrase that names two regions has no one box: only the phrases that single one out
         phrases = [r.phrase for r in ann.regions]
         for k, r in enumerate(ann.regions):
             box = format_box(r.bbox, w, h)
             if "region" in kinds and len(r.phrase.split()) <= 3:
                 out.append((ann.image, Turn(user=with_instruction(f"What is in the region {box}?", "word"), assistant=r.phrase,
-                                            source="region", format="word", item=f"{ann.image_id}-region-{k}")))
+                                            source="region", format="word", item=f"{ann.image_id}-region-{k}",
+                                            annotation=True)))
             if "grounding" in kinds and phrases.count(r.phrase) == 1:
                 out.append((ann.image, Turn(user=with_instruction(f"Where is the {r.phrase}?", "box"), assistant=box,
-                                            source="grounding", format="box", item=f"{ann.image_id}-grounding-{k}")))
+                                            source="grounding", format="box", item=f"{ann.image_id}-grounding-{k}",
+                                            annotation=True)))
     if "existence" in kinds:
         for p in build_pope(pool, "random", per_image=1, seed=seed):
             out.append((p.image, Turn(user=with_instruction(p.text, "word"), assistant=p.label, source="existence",
-                                      format="word", item=f"pope-{p.image}-{p.text}")))
+                                      format="word", item=f"pope-{p.image}-{p.text}", annotation=True)))
     return out
 
 
@@ -126,7 +129,7 @@ def merge(turns: Iterable[tuple[str, Turn]], max_turns: int = 8, seed: int = 0,
         random.Random(f"{seed}-{image}").shuffle(ts)
         n = math.ceil(len(ts) / max_turns)
         size, extra = divmod(len(ts), n)
-        openers = [t for t in ts if t.source not in POOL_KINDS][:n] if lead == "item" else []
+        openers = [t for t in ts if not t.annotation][:n] if lead == "item" else []
         opened = {t.item for t in openers}
         rest = iter([t for t in ts if t.item not in opened])
         for k in range(n):

@@ -118,8 +118,11 @@ def check_on_policy(vlm, pairs: list[PreferencePair], image_root: str | Path, ga
 
     Why (arXiv 2501.09695, OPA-DPO): DPO's KL term keeps the policy near the reference, so it learns
     little from a chosen response the policy would not write; the rejected side of a hallucination
-    pair is the model's own description, so it is what the model writes. Pairs already checked are
-    kept as they are. DataError for a picture that does not open (naming the pair)."""
+    pair is the model's own description, so it is what the model writes. A claim-level yes/no pair
+    (`existence_pairs`) is scored but never marked: its one-word chosen side is less likely exactly
+    when the model answers wrong, which is what the pair is there to change, and dropping those would
+    leave the other answer alone. Pairs already scored keep their scores. DataError for a picture
+    that does not open (naming the pair)."""
     todo = [p for p in pairs if p.policy_logp is None]
     scored: dict[str, tuple[float, float]] = {}
     for start in range(0, len(todo), batch_size):
@@ -130,7 +133,8 @@ def check_on_policy(vlm, pairs: list[PreferencePair], image_root: str | Path, ga
     out = []
     for p in pairs:
         lp = p.policy_logp or scored[p.id]
-        out.append(p.model_copy(update={"policy_logp": (round(lp[0], 4), round(lp[1], 4)), "off_policy": lp[1] - lp[0] > gap}))
+        off = p.source != "hadpo-existence" and lp[1] - lp[0] > gap
+        out.append(p.model_copy(update={"policy_logp": (round(lp[0], 4), round(lp[1], 4)), "off_policy": off}))
     return out
 
 

@@ -224,7 +224,9 @@ def _hallucination(run: Path, k: int) -> str:
             p = json.loads(line)
             pairs.append([html.escape(p["image"]), html.escape(p["rejected"]), html.escape(p["chosen"]), html.escape("; ".join(p["reasons"]))])
     examples = _table(["image", "rejected (the model's)", "chosen (corrected)", "what was false"], pairs) if pairs else ""
-    return (f"<h2>Round {k}: hallucination round (HA-DPO), {data['pairs']} pairs, {data['heldout_images']} held-out images</h2>"
+    trained = data.get("trained_pairs", data["pairs"])
+    count = f"{trained} of {data['pairs']} pairs trained (the rest off-policy)" if trained != data["pairs"] else f"{data['pairs']} pairs"
+    return (f"<h2>Round {k}: hallucination round (HA-DPO), {count}, {data['heldout_images']} held-out images</h2>"
             + table + examples)
 
 
