@@ -212,7 +212,8 @@ def train(model: Path = typer.Option(...), data: list[Path] = typer.Option(..., 
         except DataError as e:  # an item's problem (empty answer, too long): name its file too
             raise _in_file(e, by_file) from None
     losses = f"; loss {log['losses'][0]:.3f} -> {log['losses'][-1]:.3f}" if log["losses"] else ""
-    console.print(f"trained {log['steps']} steps on {log['samples']} items{losses}")
+    what = (f"conversations ({sum(len(c.turns) for c in items)} turns)" if conversations else "items")
+    console.print(f"trained {log['steps']} steps on {log['samples']} {what}{losses}")
 
 
 def _in_file(e: DataError, by_file: dict) -> DataError:
@@ -809,7 +810,10 @@ def merge(data: list[Path] = typer.Argument(..., help="Item JSONL files (generat
         kinds = [k.strip() for k in pool_turns.split(",") if k.strip()] if pool_turns is not None else None
         cfg = _config(config, merge__pool=kinds, merge__max_turns=max_turns, merge__form=form, merge__lead=lead)
         if cfg.merge.pool and pool is None:
-            raise DataError("--pool is needed for the turns of --pool-turns")
+            raise DataError("--pool is needed for the annotation turns "
+                            + ("--pool-turns names" if kinds else "the config's merge.pool names"))
+        if pool is not None and not cfg.merge.pool:
+            raise DataError("--pool gives no turns without --pool-turns (caption,region,grounding,existence)")
         guard = None
         if benchmark:
             if image_root is None:

@@ -23,6 +23,9 @@ def test_merge_train_and_evaluate_dialogs(world, tiny_vlm, tmp_path):
     assert {s.id for s in items} <= set(ids) and len(ids) == len(set(ids))
     assert {t.source for c in convs for t in c.turns} >= {"caption", "grounding"} and max(len(c.turns) for c in convs) <= 4
     assert len(json.loads((tmp_path / "conv.json").read_text())) == len(convs)
+    # a pool without the turns to take from it says so, rather than adding nothing
+    bare = runner.invoke(app, ["merge", str(tmp_path / "items.jsonl"), "--out", str(tmp_path / "c2.jsonl"), "--pool", f"{w}/pool.jsonl"])
+    assert bare.exit_code == 2 and "--pool gives no turns without --pool-turns" in bare.output and not (tmp_path / "c2.jsonl").exists()
     res = runner.invoke(app, ["import", str(tmp_path / "conv.json"), "--conversations", "--out", str(tmp_path / "back.jsonl")])
     assert res.exit_code == 0, res.output
     assert read_jsonl(tmp_path / "back.jsonl", Conversation) == convs
@@ -34,6 +37,7 @@ def test_merge_train_and_evaluate_dialogs(world, tiny_vlm, tmp_path):
     assert res.exit_code == 0, res.output
     log = json.loads((tmp_path / "m1" / "train_log.json").read_text())
     assert log["samples"] == len(convs) and log["steps"] == -(-len(convs) // 8)
+    assert f"on {len(convs)} conversations ({sum(len(c.turns) for c in convs)} turns)" in " ".join(res.output.split())
 
     res = runner.invoke(app, ["dialog-bench", str(tmp_path / "dialog.json"), "--image-root", str(tmp_path / "img"), "--n", "4",
                               "--size", "64", "--seed", "2"])
