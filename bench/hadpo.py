@@ -35,7 +35,7 @@ from rich.table import Table
 from _base import base_round
 from dataengine import stages
 from dataengine.config import HADPOConfig, load_config
-from dataengine.generate.pairs import PreferencePair
+from dataengine.generate.pairs import PreferencePair, check_on_policy
 from dataengine.hadpo import POPE_SPLITS, describe_prompt, heldout_images, measure, object_names, run_hadpo
 from dataengine.models.vlm import VLM
 from dataengine.records import Sample, read_jsonl
@@ -75,6 +75,7 @@ def main() -> None:
     if "dpo" in args.arms:
         rows["dpo"] = res["after"] | {"benchmark": bench_accuracy(dpo_dir / "model", dpo_dir / "eval")}
     h = cfg.hadpo
+    at_gap = check_on_policy(None, pairs, inputs.image_root, gap=args.on_policy_gap)  # the stored scores, marked at this gap
     if "dpo-iter" in args.arms:
         console.rule("dpo-iter: a second hallucination round from the DPO model")
         it = run_hadpo(dpo_dir / "model", cfg, inputs, args.out / "dpo-iter", log=console.print)
@@ -101,7 +102,7 @@ def main() -> None:
                 blank = [p.model_copy(update={"image": "grey.png"}) for p in pairs]
                 train_dpo(vlm, blank, grey.parent, d / "model", h.train.model_copy(update={"seed": h.train.seed + cfg.seed}))
             elif arm == "on-policy":
-                train_dpo(vlm, [p for p in pairs if p.policy_logp[1] - p.policy_logp[0] <= args.on_policy_gap], inputs.image_root, d / "model",
+                train_dpo(vlm, [p for p in at_gap if not p.off_policy], inputs.image_root, d / "model",
                           h.train.model_copy(update={"seed": h.train.seed + cfg.seed}))
             else:
                 raise SystemExit(f"unknown arm {arm!r}: dpo, dpo+sft, sft, blank or on-policy")
@@ -109,7 +110,7 @@ def main() -> None:
         rows[arm] = measure(model, heldout, heldout_root, d / "after", prompt, names, h) | {"benchmark": bench_accuracy(d / "model", d / "eval")}
         del model
 
-    off = sum(p.policy_logp[1] - p.policy_logp[0] > args.on_policy_gap for p in pairs)
+    off = sum(bool(p.off_policy) for p in at_gap)
     console.print(f"on-policy check: {off} of {len(pairs)} pairs off-policy (chosen less likely per token than rejected by "
                   f"> {args.on_policy_gap} nats under the base model; {sum(bool(p.off_policy) for p in pairs)} at the config's "
                   f"{h.off_policy_gap})")

@@ -220,8 +220,9 @@ class MergeConfig(Section):
     form: Literal["letter", "word", "mixed"] = "mixed"
     # turns the pool's annotations add for the images merged: caption, region, grounding, existence
     pool: list[Literal["caption", "region", "grounding", "existence"]] = []
-    # which turn opens a conversation: "any" (shuffled) or "item" (an item's, the pool's turns after;
-    # a question-first template shows only the opening question before the image, see dialog.merge.LEADS)
+    # which turn opens a conversation: "any" (shuffled) or "item" (an item while the image has one, the
+    # rest shuffled; a question-first template shows only the opening question before the image, see
+    # dialog.merge.LEADS)
     lead: Literal["any", "item"] = "any"
 
 

@@ -177,15 +177,14 @@ def run_hadpo(model_dir: str | Path, cfg: RunConfig, inputs: Inputs, out: str | 
               progress: Progress | None = None, log: Log = _quiet, model_name: str | None = None) -> dict:
     """The whole round from the model in `model_dir`: measure it, describe pool images, detect,
     pair, check the pairs on-policy (`hadpo.off_policy`), train by DPO into out/model, measure
-    again. Returns (and writes to out/hadpo.json) both measurements and each stage's counts. `llm`: a callable giving the LLM client (detector or style
-    "llm"). Resumes: a stage whose output exists is not run again; a folder of another model
+    again. Returns (and writes to out/hadpo.json) both measurements and each stage's counts. `llm`:
+    a callable giving the LLM client (detector or style "llm"). Resumes: a stage whose output exists is not run again; a folder of another model
     (`model_name`, default its resolved folder) or other settings is refused (DataError). With no
     pair (no description had a hallucination) the model is saved unchanged."""
-    from .models.vlm import VLM
+    from .models.vlm import VLM, check_model_dir
     from .train.dpo import train_dpo
     h, out = cfg.hadpo, Path(out)
-    if not str(model_dir).startswith(("http://", "https://")) and not (Path(model_dir) / "config.json").exists():
-        raise DataError(f"{model_dir}: no model here (config.json missing)")  # before the folder is claimed for it
+    check_model_dir(model_dir)  # before the folder is claimed for it
     check_run(out, {"model": model_name or str(Path(model_dir).resolve()), "seed": cfg.seed,
                     "pool": hashlib.sha1(Path(inputs.pool).read_bytes()).hexdigest(),
                     "hadpo": h.model_dump(mode="json", exclude={"after_rounds"})})

@@ -196,7 +196,8 @@ class Loop:
         vlm = None
         if not (model_dir / "config.json").exists():
             if self.cfg.model.path:
-                raise DataError(f"{model_dir}: no model here (config.json missing)")
+                from .models.vlm import check_model_dir
+                check_model_dir(model_dir)
             m = self.cfg.model
             self._log(f"round 0: building the tiny model, pretraining its vision tower ({m.vision_pretrain_steps} steps) "
                       f"and training it on {len(original)} starter items")

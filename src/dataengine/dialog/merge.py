@@ -34,8 +34,8 @@ CAPTION_Q = "Describe the image briefly."
 
 # Which turn opens a conversation: any (the shuffled order), or an item (a generated or original item,
 # not one of the annotation's turns, when the image has one; the rest stay shuffled). The opening
-# question is the one a question-first template (the tiny model's) shows before the image, as a single-round benchmark
-# question is shown; opening with the items keeps them in that layout.
+# question is the one a question-first template (the tiny model's) shows before the image, as a
+# single-round benchmark question is shown; opening with the items keeps them in that layout.
 LEADS: Registry[str] = Registry("conversation lead")
 for _lead in ("any", "item"):
     LEADS.register(_lead, _lead)

@@ -58,6 +58,18 @@ def _umask() -> int:
     return mask
 
 
+
+def check_model_dir(path: str | Path) -> Path:
+    """`path` as a Path when it holds a whole checkpoint (config.json); DataError saying what is
+    there instead (LoRA adapters only, or nothing), before anything is loaded or written."""
+    path = Path(path)
+    if (path / "adapter_config.json").exists() and not (path / "config.json").exists():
+        raise DataError(f"{path}: LoRA adapters only, not a whole model: apply them to the model they were trained "
+                        f"from (peft), or use the merged model the training saved at its end")
+    if not (path / "config.json").exists():
+        raise DataError(f"{path}: no model here (config.json missing)")
+    return path
+
 class VLM:
     """A vision-language model and its processor."""
 
@@ -74,12 +86,7 @@ class VLM:
     def load(cls, path: str | Path, device: str | None = None, dtype: torch.dtype | None = None) -> "VLM":
         from transformers import AutoModelForImageTextToText, AutoProcessor
 
-        path = Path(path)
-        if (path / "adapter_config.json").exists() and not (path / "config.json").exists():
-            raise DataError(f"{path}: LoRA adapters only, not a whole model: apply them to the model they were trained "
-                            f"from (peft), or use the merged model the training saved at its end")
-        if not (path / "config.json").exists():
-            raise DataError(f"{path}: no model here (config.json missing)")
+        path = check_model_dir(path)
         kind = json.loads((path / "config.json").read_text()).get("model_type")
         if kind not in FAMILIES:
             raise DataError(f"{path}: model type {kind!r} is not supported yet (supported: {', '.join(FAMILIES.names())})")
