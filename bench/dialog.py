@@ -14,7 +14,9 @@ steps and learning rate:
 The items: grounded items of every SEED-Bench type on `--images` pool images (as a round generates
 them; those with options asked for the letter or the short answer, one or the other per item), and
 what those images' annotations say: the caption (a sentence), each region's box (grounding, "[x1, y1,
-x2, y2]" in 0-1), what lies in each box (a phrase), and POPE-style yes / no questions. Beside them,
+x2, y2]" in 0-1), what lies in each box (a phrase), POPE-style yes / no questions, and a follow-up
+chain whose later turns refer back to the first ("Which shape is above the red box?", then "What
+colour is it?"...; `--pool-turns` without `followup` leaves it out). Beside them,
 as a loop round trains, the replay of the starter set (`train.original_fraction` of it, seeded as
 round 1's `stages.training_mix`), the same items in both arms: one-turn conversations in `single`,
 merged per image with the rest in `merged` (as `train.conversation: merged` merges the round's mix).
@@ -65,6 +67,8 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=16, help="Turns a step (the single arm's batch).")
     ap.add_argument("--dialogs", type=int, default=150)
     ap.add_argument("--seed", type=int, default=0, help="The arms' training and merge seed (the items and the base stay).")
+    ap.add_argument("--pool-turns", nargs="+", default=["caption", "region", "grounding", "existence", "followup"],
+                    help="the kinds of turn the images' annotations add (dialog.merge.POOL_KINDS)")
     ap.add_argument("--arms", nargs="+", default=["single", "merged", "merged-item"], choices=list(ARMS),
                     help="single; merged (any turn opens); merged-item (an item opens, the pool's turns after)")
     args = ap.parse_args()
@@ -97,7 +101,7 @@ def main() -> None:
     original = [s for s in read_jsonl(inputs.original, Sample) if refuse(s.image, s.id) is None]
     mix = stages.training_mix(original, items, cfg.train.original_fraction, seed=cfg.seed + 1)
     replayed = len(mix) - len(items)
-    turns = [(s.image, sample_turn(s, cfg.merge.form)) for s in mix] + pool_turns(anns, seed=cfg.seed)
+    turns = [(s.image, sample_turn(s, cfg.merge.form)) for s in mix] + pool_turns(anns, args.pool_turns, seed=cfg.seed)
     arms = {name: single(turns) if ARMS[name] is None else
             merge(turns, max_turns=args.max_turns, seed=cfg.seed + args.seed, refuse=refuse, lead=ARMS[name]) for name in args.arms}
     n_turns = len(turns)

@@ -788,7 +788,7 @@ def report(run_dir: Path = typer.Argument(Path("runs/default")),
 def merge(data: list[Path] = typer.Argument(..., help="Item JSONL files (generated, filtered, starter, a round's mix)."),
           out: Path = typer.Option(..., help="Conversation JSONL."), config: Optional[Path] = _CONFIG,
           pool: Optional[Path] = typer.Option(None, help="Image annotations, for the turns --pool-turns names."),
-          pool_turns: Optional[str] = typer.Option(None, help="caption,region,grounding,existence (config: merge.pool)"),
+          pool_turns: Optional[str] = typer.Option(None, help="caption,region,grounding,existence,followup (config: merge.pool)"),
           max_turns: Optional[int] = typer.Option(None, help="Turns a conversation at most (config default 8)."),
           form: Optional[str] = typer.Option(None, help="Items with options: letter, word or mixed (default)."),
           lead: Optional[str] = typer.Option(None, help="What opens a conversation: any turn (default), or an item while the image has one (the rest shuffled)."),
@@ -813,7 +813,7 @@ def merge(data: list[Path] = typer.Argument(..., help="Item JSONL files (generat
             raise DataError("--pool is needed for the annotation turns "
                             + ("--pool-turns names" if kinds else "the config's merge.pool names"))
         if pool is not None and not cfg.merge.pool:
-            raise DataError("--pool gives no turns without --pool-turns (caption,region,grounding,existence)")
+            raise DataError("--pool gives no turns without --pool-turns (caption,region,grounding,existence,followup)")
         guard = None
         if benchmark:
             if image_root is None:

@@ -218,8 +218,9 @@ class MergeConfig(Section):
     max_turns: int = Field(8, ge=1)  # turns a conversation at most; an image with more items gets several
     # an item with options: answered by its letter, by its short answer, or one of the two per item
     form: Literal["letter", "word", "mixed"] = "mixed"
-    # turns the pool's annotations add for the images merged: caption, region, grounding, existence
-    pool: list[Literal["caption", "region", "grounding", "existence"]] = []
+    # turns the pool's annotations add for the images merged: caption, region, grounding, existence,
+    # followup (a chain whose later turns refer back to the first: dialog.merge.pool_turns)
+    pool: list[Literal["caption", "region", "grounding", "existence", "followup"]] = []
     # which turn opens a conversation: "any" (shuffled) or "item" (an item while the image has one, the
     # rest shuffled; a question-first template shows only the opening question before the image, see
     # dialog.merge.LEADS)

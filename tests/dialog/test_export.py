@@ -12,7 +12,7 @@ from dataengine.records import ImageAnnotation, Sample, read_jsonl
 def conversations(world):
     starter, pool = read_jsonl(world.original, Sample), read_jsonl(world.pool, ImageAnnotation)
     images = {s.image for s in starter[:40]}
-    return merge_items(starter[:40], [a for a in pool if a.image in images], ["caption", "grounding", "existence"], max_turns=5)
+    return merge_items(starter[:40], [a for a in pool if a.image in images], ["caption", "grounding", "existence", "followup"], max_turns=5)
 
 
 def test_llava_multi_turn_json_round_trip(conversations, world, tmp_path):
@@ -23,6 +23,7 @@ def test_llava_multi_turn_json_round_trip(conversations, world, tmp_path):
         assert [m["from"] for m in msgs] == ["human", "gpt"] * len(c.turns)
         assert sum(m["value"].count("<image>") for m in msgs) == 1 and msgs[0]["value"].startswith("<image>\n")
     assert export.from_llava(path) == conversations
+    assert any(t.follows for c in conversations for t in c.turns)  # the follow-up chains keep what they refer to
 
 
 def test_hf_dataset_round_trip(conversations, world, tmp_path):

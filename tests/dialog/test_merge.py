@@ -133,3 +133,48 @@ def test_lead_item_opens_each_conversation_with_an_item_while_the_image_has_one(
     pool_only = pool_turns([ann], ["caption", "region"], seed=1)
     led = merge([(ann.image, sample_turn(yes_no))] + pool_only, max_turns=len(pool_only) + 1, seed=1, lead="item")
     assert led[0].turns[0].item == "exist-1" and all(t.annotation for t in led[0].turns[1:])
+
+
+def test_followup_chains_stay_together_in_order_and_their_answers_follow_from_the_annotation(data):
+    starter, pool = data
+    anns = pool[200:260]
+    chains = pool_turns(anns, ["followup"], seed=5)
+    assert chains and all(t.source == "followup" and t.annotation for _, t in chains)
+    by_id = {a.image: a for a in anns}
+    firsts = {t.item: (image, t) for image, t in chains if t.follows is None}
+    assert len(firsts) >= 20  # most images single out a shape by a direction
+    for image, t in chains:
+        if t.follows is None:
+            assert t.user.startswith("Which shape is") and any(o.name == t.assistant for o in by_id[image].objects)
+            continue
+        assert t.follows in firsts and firsts[t.follows][0] == image
+        named = firsts[t.follows][1].assistant  # the shape the chain is about: "it"
+        ann = by_id[image]
+        if t.user.startswith("What colour is it?"):
+            assert any(o.name == named and o.attributes[0] in t.assistant for o in ann.objects)
+        assert "Is there" not in t.user  # yes/no refers back to nothing: the existence kind's
+    turns = [(s.image, sample_turn(s)) for s in starter] + pool_turns(anns, ["caption", "grounding"], seed=5) + chains
+    for max_turns in (3, 8):
+        convs = merge(turns, max_turns=max_turns, seed=5)
+        assert Counter(items_of(convs)) == Counter(t.item for _, t in turns)
+        # a conversation longer than max_turns is one chain (a chain has 4 turns) and nothing else
+        assert all(len(c.turns) <= max_turns or {t.follows or t.item for t in c.turns} == {c.turns[0].item} for c in convs)
+        assert (max_turns == 3) == any(len(c.turns) > max_turns for c in convs)
+        where = {t.item: (c.id, k) for c in convs for k, t in enumerate(c.turns)}
+        for _, t in chains:
+            if t.follows:  # in the same conversation, after the turn it refers back to
+                assert where[t.item][0] == where[t.follows][0] and where[t.item][1] > where[t.follows][1]
+    # the chains shuffle as blocks: a chain's turns are consecutive
+    convs = merge(turns, max_turns=8, seed=5)
+    for c in convs:
+        ids = [t.item for t in c.turns]
+        for first in {t.follows for t in c.turns if t.follows}:
+            span = [k for k, t in enumerate(c.turns) if t.item == first or t.follows == first]
+            assert span == list(range(span[0], span[0] + len(span))), ids
+
+
+def test_a_turn_that_follows_nothing_on_its_image_is_refused(data):
+    starter, pool = data
+    (image, first), (_, second) = [x for x in pool_turns(pool[200:260], ["followup"], seed=5)][:2]
+    with pytest.raises(DataError, match=f"item {second.item}: follows item {first.item}, which is not an earlier turn"):
+        merge([(image, second), (image, first)])

@@ -36,3 +36,24 @@ def test_train_names_the_file_of_an_item_it_cannot_train_on(world, tiny_vlm, tmp
                                    "--out", str(tmp_path / "m1"), "--epochs", "1"])
     assert res.exit_code == 2, res.output
     assert "b.jsonl: conversation c2: item c2-1: empty answer" in " ".join(res.output.split()), res.output
+
+
+@pytest.mark.parametrize("question_first", [True, False])
+def test_merged_conversations_on_a_question_first_model_are_warned_about(world, tmp_path, question_first):
+    from dataengine.models.tiny import build_tiny
+    from dataengine.records import Sample, read_jsonl
+    from dataengine.stages import train_model
+    from dataengine.train.config import TrainConfig
+    from dataengine.world.build import corpus
+    from tests.support.configs import TINY
+    vlm = build_tiny(corpus(read_jsonl(world.original, Sample)), TINY.model_copy(update={"question_first": question_first}))
+    vlm.save(tmp_path / "m")
+    image = next((world.image_root / "pool").glob("*.png")).relative_to(world.image_root).as_posix()
+    conv = _conv("c", [("What is it?", "ball"), ("What colour is it?", "red")]).model_copy(update={"image": image})
+    heard: list[str] = []
+    train_model(tmp_path / "m", [conv], world.image_root, tmp_path / "m1", TrainConfig(epochs=1), log=heard.append)
+    assert any("puts the question before the image" in h for h in heard) == question_first
+    one_turn = conv.model_copy(update={"id": "d", "turns": conv.turns[:1]})
+    heard.clear()
+    train_model(tmp_path / "m", [one_turn], world.image_root, tmp_path / "m2", TrainConfig(epochs=1), log=heard.append)
+    assert not heard  # one-turn conversations train either layout as the evaluation asks

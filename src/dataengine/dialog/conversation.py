@@ -29,6 +29,9 @@ class Turn(BaseModel):
     format: str  # one of FORMATS
     item: str  # the id of the item this turn was made from (provenance)
     annotation: bool = False  # made from the pool's annotation (caption, region, grounding, yes/no), not an item
+    # the item of an earlier turn this one refers back to ("What colour is it?"): `merge` keeps the two
+    # in one conversation, this one after it
+    follows: str | None = None
 
 
 class Conversation(BaseModel):

@@ -27,7 +27,7 @@ for _form in ("letter", "word", "mixed"):
 
 # What a pool annotation gives, besides the items: each kind of turn it makes.
 POOL_KINDS: Registry[str] = Registry("pool turn kind")
-for _kind in ("caption", "region", "grounding", "existence"):
+for _kind in ("caption", "region", "grounding", "existence", "followup"):
     POOL_KINDS.register(_kind, _kind)
 
 CAPTION_Q = "Describe the image briefly."
@@ -73,7 +73,10 @@ def pool_turns(pool: Iterable[ImageAnnotation], kinds: Iterable[str] = ("caption
     """(image, turn) for what the pool's annotations say: `caption` the first caption (sentence);
     `region` what is in each region's box (word: its phrase); `grounding` where each region's phrase
     is (box, 0-1); `existence` POPE's random split, one object that is there and one that is not
-    (word: yes / no). Item ids name the image and what the turn is about."""
+    (word: yes / no); `followup` a chain whose later turns refer back to the first ("Which shape is
+    above the red box?", then "What colour is it?", "Where is it?", "What size is it?"; the dialog
+    benchmark's generator, `dialog.benchmark.dialog_for`, on pool images), each later turn marked
+    as following the first (`Turn.follows`). Item ids name the image and what the turn is about."""
     from ..benchmarks.pope import build_pope
     kinds = [POOL_KINDS.get(k) for k in kinds]
     pool = list(pool)
@@ -96,6 +99,8 @@ def pool_turns(pool: Iterable[ImageAnnotation], kinds: Iterable[str] = ("caption
                 out.append((ann.image, Turn(user=with_instruction(f"Where is the {r.phrase}?", "box"), assistant=box,
                                             source="grounding", format="box", item=f"{ann.image_id}-grounding-{k}",
                                             annotation=True)))
+    if "followup" in kinds:
+        out += _followups(pool, seed)
     if "existence" in kinds:
         for p in build_pope(pool, "random", per_image=1, seed=seed):
             out.append((p.image, Turn(user=with_instruction(p.text, "word"), assistant=p.label, source="existence",
@@ -103,10 +108,49 @@ def pool_turns(pool: Iterable[ImageAnnotation], kinds: Iterable[str] = ("caption
     return out
 
 
+def _followups(pool: list[ImageAnnotation], seed: int) -> list[tuple[str, Turn]]:
+    """The `followup` turns: per image that has one, a dialog's chain, its first turn the one the
+    others refer back to. Turns that do not refer back (the dialog's yes/no) are left out: they
+    are the `existence` kind's."""
+    from .benchmark import dialog_for
+    out: list[tuple[str, Turn]] = []
+    for ann in pool:
+        d = dialog_for(ann, random.Random(f"{seed}-followup-{ann.image_id}"))
+        if d is None:
+            continue
+        first = f"{ann.image_id}-followup-0"
+        for k, t in enumerate(d.turns):
+            if k and t.refers_to is None:
+                continue
+            out.append((ann.image, Turn(user=t.question, assistant=t.answer, source="followup", format=t.format,
+                                        item=f"{ann.image_id}-followup-{k}", annotation=True, follows=first if k else None)))
+    return out
+
+
+def _blocks(ts: list[Turn]) -> list[list[Turn]]:
+    """The turns grouped so that a turn follows, in its block, the turn it refers back to (`follows`),
+    in the order given; every other turn a block of its own. DataError for a turn that follows an
+    item the image has no turn of, or one given later."""
+    blocks: list[list[Turn]] = []
+    block_of: dict[str, list[Turn]] = {}
+    for t in ts:
+        if t.follows is None:
+            blocks.append(block := [t])
+        elif t.follows in block_of:
+            (block := block_of[t.follows]).append(t)
+        else:
+            raise DataError(f"item {t.item}: follows item {t.follows}, which is not an earlier turn on its image")
+        block_of[t.item] = block
+    return blocks
+
+
 def merge(turns: Iterable[tuple[str, Turn]], max_turns: int = 8, seed: int = 0,
           refuse: Callable[[str, str], str | None] | None = None, lead: str = "any") -> list[Conversation]:
     """Conversations from (image, turn) pairs: per image, its turns shuffled (seeded by the image) and
-    cut into ceil(n / max_turns) conversations of near-equal length. `lead="item"` opens each
+    cut into ceil(n / max_turns) conversations of near-equal length. A turn that refers back to
+    another (`Turn.follows`) stays after it in the same conversation: such a chain is shuffled and
+    cut as one block (a conversation grows past its share to hold one, never past `max_turns` unless
+    the chain itself is longer). `lead="item"` opens each
     conversation with an item's turn (not the pool's) while the image has one left, the rest in
     the shuffled order (LEADS). `refuse(image, item)` says why an
     item may not be trained on (a benchmark image), None when it may: DataError naming the item.
@@ -125,17 +169,25 @@ def merge(turns: Iterable[tuple[str, Turn]], max_turns: int = 8, seed: int = 0,
         by_image.setdefault(image, []).append(t)
     out = []
     for image, ts in by_image.items():
-        ts = list(ts)
-        random.Random(f"{seed}-{image}").shuffle(ts)
-        n = math.ceil(len(ts) / max_turns)
-        size, extra = divmod(len(ts), n)
-        openers = [t for t in ts if not t.annotation][:n] if lead == "item" else []
-        opened = {t.item for t in openers}
-        rest = iter([t for t in ts if t.item not in opened])
+        blocks = _blocks(ts)
+        random.Random(f"{seed}-{image}").shuffle(blocks)
+        total = sum(map(len, blocks))
+        n = math.ceil(total / max_turns)
+        size, extra = divmod(total, n)
+        openers = [b for b in blocks if not b[0].annotation][:n] if lead == "item" else []
+        rest = [b for b in blocks if not any(b is o for o in openers)]
+        convs: list[list[Turn]] = []
         for k in range(n):
-            head = openers[k:k + 1]
-            body = [next(rest) for _ in range(size + (k < extra) - len(head))]
-            out.append(Conversation(id=f"{image}#{k}", image=image, turns=head + body))
+            turns_k = list(openers[k]) if k < len(openers) else []
+            while rest and len(turns_k) < size + (k < extra) and (not turns_k or len(turns_k) + len(rest[0]) <= max_turns):
+                turns_k += rest.pop(0)
+            convs.append(turns_k)
+        while rest:  # what chains pushed past the near-equal shares
+            turns_k = rest.pop(0)
+            while rest and len(turns_k) + len(rest[0]) <= max_turns:
+                turns_k += rest.pop(0)
+            convs.append(turns_k)
+        out += [Conversation(id=f"{image}#{k}", image=image, turns=c) for k, c in enumerate(c for c in convs if c)]
     return out
 
 
