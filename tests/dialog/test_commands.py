@@ -15,13 +15,13 @@ def test_merge_train_and_evaluate_dialogs(world, tiny_vlm, tmp_path):
     items = read_jsonl(world.original, Sample)[:48]
     write_jsonl(tmp_path / "items.jsonl", items)
     res = runner.invoke(app, ["merge", str(tmp_path / "items.jsonl"), "--out", str(tmp_path / "conv.jsonl"), "--pool", f"{w}/pool.jsonl",
-                              "--pool-turns", "caption,grounding", "--max-turns", "4", "--benchmark", f"{w}/benchmark.json",
+                              "--pool-turns", "caption,grounding,followup", "--max-turns", "4", "--benchmark", f"{w}/benchmark.json",
                               "--image-root", f"{w}/images", "--llava", str(tmp_path / "conv.json")])
     assert res.exit_code == 0, res.output
     convs = read_jsonl(tmp_path / "conv.jsonl", Conversation)
     ids = items_of(convs)
     assert {s.id for s in items} <= set(ids) and len(ids) == len(set(ids))
-    assert {t.source for c in convs for t in c.turns} >= {"caption", "grounding"} and max(len(c.turns) for c in convs) <= 4
+    assert {t.source for c in convs for t in c.turns} >= {"caption", "grounding", "followup"} and max(len(c.turns) for c in convs) <= 4
     assert len(json.loads((tmp_path / "conv.json").read_text())) == len(convs)
     # a pool without the turns to take from it says so, rather than adding nothing
     bare = runner.invoke(app, ["merge", str(tmp_path / "items.jsonl"), "--out", str(tmp_path / "c2.jsonl"), "--pool", f"{w}/pool.jsonl"])
