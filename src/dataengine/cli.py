@@ -789,7 +789,7 @@ def merge(data: list[Path] = typer.Argument(..., help="Item JSONL files (generat
           out: Path = typer.Option(..., help="Conversation JSONL."), config: Optional[Path] = _CONFIG,
           pool: Optional[Path] = typer.Option(None, help="Image annotations, for the turns --pool-turns names."),
           pool_turns: Optional[str] = typer.Option(None, help="caption,region,grounding,existence,followup (config: merge.pool)"),
-          max_turns: Optional[int] = typer.Option(None, help="Turns a conversation at most (config default 8)."),
+          max_turns: Optional[int] = typer.Option(None, help="Turns a conversation at most (config default 8); a follow-up chain longer than that stays whole, alone."),
           form: Optional[str] = typer.Option(None, help="Items with options: letter, word or mixed (default)."),
           lead: Optional[str] = typer.Option(None, help="What opens a conversation: any turn (default), or an item while the image has one (the rest shuffled)."),
           seed: int = typer.Option(0),

@@ -215,7 +215,9 @@ class RoundTrainConfig(TrainConfig):
 
 class MergeConfig(Section):
     """How items become multi-round conversations (`dialog.merge`; `dataengine merge`, `train.conversation: merged`)."""
-    max_turns: int = Field(8, ge=1)  # turns a conversation at most; an image with more items gets several
+    # turns a conversation at most; an image with more items gets several. A follow-up chain (4 turns)
+    # is never cut: with a smaller max_turns it makes a conversation of its own.
+    max_turns: int = Field(8, ge=1)
     # an item with options: answered by its letter, by its short answer, or one of the two per item
     form: Literal["letter", "word", "mixed"] = "mixed"
     # turns the pool's annotations add for the images merged: caption, region, grounding, existence,

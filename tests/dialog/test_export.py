@@ -43,6 +43,49 @@ def test_a_conversation_with_broken_turns_is_named(tmp_path):
         export.from_llava(tmp_path / "bad.json")
 
 
+def _entry(cid="c1", turns=None, **over):
+    e = {"id": cid, "image": "a.png", "conversations": [{"from": "human", "value": "<image>\nWhich shape?"}, {"from": "gpt", "value": "ball"},
+                                                       {"from": "human", "value": "What colour is it?"}, {"from": "gpt", "value": "red"}],
+         "turns": turns if turns is not None else [{"source": "followup", "format": "word", "item": f"{cid}-0"},
+                                                   {"source": "followup", "format": "word", "item": f"{cid}-1", "follows": f"{cid}-0"}]}
+    return e | over
+
+
+@pytest.mark.parametrize("entry, says", [
+    (_entry(turns=[{"source": "s", "format": "word", "item": "c1-0"}, {"source": "s", "format": "word", "item": "c1-1", "follows": "nope"}]),
+     "conversation c1: item c1-1: follows item nope, which is not an earlier turn of this conversation"),
+    (_entry(turns=[{"source": "s", "format": "word", "item": "c1-0", "follows": "c1-1"}, {"source": "s", "format": "word", "item": "c1-1"}]),
+     "conversation c1: item c1-0: follows item c1-1, which is not an earlier turn"),
+    (_entry(turns=[{"source": "s", "format": "haiku", "item": "c1-0"}, {"source": "s", "format": "word", "item": "c1-1"}]),
+     "conversation c1: format: format 'haiku' is not one of letter, word, box, sentence"),
+    (_entry(turns=[{"source": "s", "format": "word"}, {"source": "s", "format": "word", "item": "c1-1"}]), "conversation c1: item: Field required"),
+    (_entry(turns=[{"source": "s", "format": "word", "item": "c1-0"}]), "conversation c1: 'turns' must hold one record per human / gpt turn (2)"),
+    (_entry(turns="abc"), "conversation c1: 'turns' must hold one record per human / gpt turn"),
+    (_entry(turns=["abc", "def"]), "conversation c1: turn 0: its record must be an object"),
+    (_entry(turns=[{"user": "Q", "source": "s", "format": "word", "item": "a"}, {"source": "s", "format": "word", "item": "b"}]),
+     "conversation c1: turn 0: its record must be an object"),
+    (_entry(image=5), "conversation c1: image: Input should be a valid string"),
+])
+def test_a_hand_edited_conversation_file_is_refused_in_one_line(tmp_path, entry, says):
+    (tmp_path / "bad.json").write_text(json.dumps([entry]))
+    with pytest.raises(DataError) as e:
+        export.from_llava(tmp_path / "bad.json")
+    assert str(e.value).startswith(f"{tmp_path / 'bad.json'}: ") and says in str(e.value), str(e.value)
+
+
+def test_an_item_in_two_conversations_is_refused(tmp_path):
+    (tmp_path / "twice.json").write_text(json.dumps([_entry("c1"), _entry("c2", turns=[
+        {"source": "s", "format": "word", "item": "c2-0"}, {"source": "s", "format": "word", "item": "c1-1"}])]))
+    with pytest.raises(DataError, match="twice.json: conversation c2: item c1-1: also a turn of conversation c1"):
+        export.from_llava(tmp_path / "twice.json")
+    assert len(export.from_llava(_write(tmp_path / "ok.json", [_entry("c1"), _entry("c2")]))) == 2
+
+
+def _write(path, entries):
+    path.write_text(json.dumps(entries))
+    return path
+
+
 def test_wrong_kind_of_input_is_one_line_not_a_traceback(conversations, world, tiny_vlm, tmp_path):
     """A conversations folder imported as samples, a conversation file trained as items, `dialog-eval
     --out` an existing file, `dialog-bench --image-root` a file: one line each, exit code 2."""

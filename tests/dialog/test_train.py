@@ -57,3 +57,36 @@ def test_merged_conversations_on_a_question_first_model_are_warned_about(world, 
     heard.clear()
     train_model(tmp_path / "m", [one_turn], world.image_root, tmp_path / "m2", TrainConfig(epochs=1), log=heard.append)
     assert not heard  # one-turn conversations train either layout as the evaluation asks
+
+
+def test_train_refuses_a_broken_chain_and_an_item_trained_twice(world, tiny_vlm, tmp_path):
+    import json
+
+    from typer.testing import CliRunner
+
+    from dataengine.cli import app
+    from dataengine.records import write_jsonl
+    image = next((world.image_root / "pool").glob("*.png")).relative_to(world.image_root).as_posix()
+    tiny_vlm.save(tmp_path / "m")
+    chain = _conv("c1", [("Which shape is above the red box?", "ball"), ("What colour is it?", "blue")]).model_copy(update={"image": image})
+    broken = chain.model_dump()
+    broken["turns"][1]["follows"] = "c1-9"
+    (tmp_path / "broken.jsonl").write_text(json.dumps(broken) + "\n")
+    write_jsonl(tmp_path / "a.jsonl", [chain])
+    write_jsonl(tmp_path / "b.jsonl", [chain.model_copy(update={"id": "c2"})])
+
+    def train(*files):
+        args = ["train", "--model", str(tmp_path / "m"), "--conversations", "--image-root", str(world.image_root),
+                "--out", str(tmp_path / "out"), "--epochs", "1"]
+        for f in files:
+            args += ["--data", str(tmp_path / f)]
+        return CliRunner().invoke(app, args)
+    res = train("broken.jsonl")
+    assert res.exit_code == 2 and "Traceback" not in res.output, res.output
+    said = " ".join(res.output.split())
+    assert "broken.jsonl" in said and "follows item c1-9, which is not an earlier turn of this conversation" in said, said
+    res = train("a.jsonl", "b.jsonl")
+    assert res.exit_code == 2, res.output
+    assert "b.jsonl: conversation c2: item c1-0: also a turn of conversation c1" in " ".join(res.output.split()), res.output
+    assert not (tmp_path / "out").exists()
+    assert train("a.jsonl").exit_code == 0

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator, model_validator
 
 from ..benchmarks.answers import LETTER_INSTRUCTION
 
@@ -33,12 +33,31 @@ class Turn(BaseModel):
     # in one conversation, this one after it
     follows: str | None = None
 
+    @field_validator("format")
+    @classmethod
+    def known_format(cls, v: str) -> str:
+        if v not in FORMATS:
+            raise ValueError(f"format {v!r} is not one of {', '.join(FORMATS)}")
+        return v
+
 
 class Conversation(BaseModel):
-    """Turns about one image; the image is shown once, at the start of the first user turn."""
+    """Turns about one image; the image is shown once, at the start of the first user turn. A turn
+    that refers back (`Turn.follows`) comes after the turn it names, in the same conversation."""
     id: str
     image: str
     turns: list[Turn] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def follows_earlier_turns(self) -> "Conversation":
+        seen: set[str] = set()
+        for t in self.turns:
+            if t.item in seen:
+                raise ValueError(f"item {t.item}: two turns of this conversation")
+            if t.follows is not None and t.follows not in seen:
+                raise ValueError(f"item {t.item}: follows item {t.follows}, which is not an earlier turn of this conversation")
+            seen.add(t.item)
+        return self
 
     def pairs(self) -> list[tuple[str, str]]:
         return [(t.user, t.assistant) for t in self.turns]
@@ -106,3 +125,14 @@ def iou(a, b) -> float:
     inter = ix * iy
     union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
     return inter / union if union > 0 else 0.0
+
+
+def check_items_once(conversations: list[Conversation]) -> None:
+    """DataError naming the item and both conversations when an item is a turn of two conversations:
+    every item is trained on once."""
+    from ..errors import DataError
+    where: dict[str, str] = {}
+    for c in conversations:
+        for t in c.turns:
+            if (other := where.setdefault(t.item, c.id)) != c.id:
+                raise DataError(f"conversation {c.id}: item {t.item}: also a turn of conversation {other}")

@@ -11,7 +11,7 @@ from pathlib import Path, PurePosixPath
 from ..errors import DataError
 from ..images import resolve
 from ..records import read_json, write_json
-from .conversation import Conversation, Turn
+from .conversation import Conversation, Turn, check_items_once
 
 
 def to_llava(conversations: list[Conversation]) -> list[dict]:
@@ -54,13 +54,38 @@ def from_llava(path: str | Path) -> list[Conversation]:
         if not msgs or len(msgs) % 2 or roles != ["human", "gpt"] * (len(msgs) // 2):
             raise DataError(f"{path}: conversation {cid}: turns must alternate human, gpt")
         meta = e.get("turns") or []
-        turns = []
-        for k in range(len(msgs) // 2):
-            m = meta[k] if k < len(meta) else {"source": "llava", "format": "sentence", "item": f"{cid}-{k}"}
-            user = values[2 * k].replace("<image>", "").strip()
-            turns.append(Turn(user=user, assistant=values[2 * k + 1], **m))
-        out.append(Conversation(id=cid, image=image, turns=turns))
+        if meta and (not isinstance(meta, list) or len(meta) != len(msgs) // 2):
+            raise DataError(f"{path}: conversation {cid}: 'turns' must hold one record per human / gpt turn "
+                            f"({len(msgs) // 2}), or be left out")
+        records = meta or [{"source": "llava", "format": "sentence", "item": f"{cid}-{k}"} for k in range(len(msgs) // 2)]
+        for k, m in enumerate(records):
+            if not isinstance(m, dict) or {"user", "assistant"} & m.keys():
+                raise DataError(f"{path}: conversation {cid}: turn {k}: its record must be an object of source, format, "
+                                "item, ... (the text is in 'conversations')")
+        out.append(_conversation(path, cid, lambda: Conversation(id=cid, image=image, turns=[
+            Turn(user=str(values[2 * k]).replace("<image>", "").strip(), assistant=values[2 * k + 1], **m)
+            for k, m in enumerate(records)])))
+    _once(path, out)
     return out
+
+
+def _once(path, conversations: list[Conversation]) -> None:
+    try:
+        check_items_once(conversations)
+    except DataError as e:
+        raise DataError(f"{path}: {e}") from None
+
+
+def _conversation(path, cid: str, make) -> Conversation:
+    """`make()`, with a record that does not fit a Conversation as a DataError naming the file and
+    the conversation."""
+    from pydantic import ValidationError
+
+    from ..config import problem
+    try:
+        return make()
+    except ValidationError as e:
+        raise DataError(f"{path}: conversation {cid}: {problem(e)}") from None
 
 
 def _check_pictures(conversations: list[Conversation], image_root: str | Path) -> None:
@@ -98,5 +123,7 @@ def import_hf(data_dir: str | Path, image_root: str | Path) -> list[Conversation
     for row in parquet_rows(data_dir, image_root, "conversation"):
         if "turns" not in row:
             raise DataError(f"{data_dir}: holds samples, not conversations: leave out --conversations")
-        out.append(Conversation(id=row["id"], image=row["image_path"], turns=[Turn(**t) for t in row["turns"]]))
+        out.append(_conversation(data_dir, row["id"], lambda: Conversation(id=row["id"], image=row["image_path"],
+                                                                            turns=[Turn(**t) for t in row["turns"]])))
+    _once(data_dir, out)
     return out

@@ -192,8 +192,9 @@ def merge(turns: Iterable[tuple[str, Turn]], max_turns: int = 8, seed: int = 0,
 
 
 def single(turns: Iterable[tuple[str, Turn]]) -> list[Conversation]:
-    """Each turn a conversation of its own (the single-turn arm of `bench/dialog.py`)."""
-    return [Conversation(id=t.item, image=image, turns=[t]) for image, t in turns]
+    """Each turn a conversation of its own (the single-turn arm of `bench/dialog.py`); a turn that
+    referred back to another stands alone, so it no longer `follows` it."""
+    return [Conversation(id=t.item, image=image, turns=[t.model_copy(update={"follows": None})]) for image, t in turns]
 
 
 def items_of(conversations: Iterable[Conversation]) -> list[str]:

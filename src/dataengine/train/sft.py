@@ -183,7 +183,9 @@ def check_trainable(vlm: VLM, samples: list[Sample], target: str) -> None:
 
 def check_conversations(vlm: VLM, conversations: list[Conversation], limit: int | None) -> None:
     """`check_trainable` for conversations: every turn a question and an answer, a picture, and a
-    length the language model can take (the whole conversation, image tokens included)."""
+    length the language model can take (the whole conversation, image tokens included), and no item
+    in two conversations."""
+    from ..dialog.conversation import check_items_once
     for c in conversations:
         if not isinstance(c, Conversation):
             raise DataError(f"conversation {c.id}: conversations and single items cannot be trained together")
@@ -194,6 +196,7 @@ def check_conversations(vlm: VLM, conversations: list[Conversation], limit: int 
                 raise DataError(f"conversation {c.id}: item {t.item}: empty question")
             if not t.assistant.strip():
                 raise DataError(f"conversation {c.id}: item {t.item}: empty answer: nothing to learn to say")
+    check_items_once(conversations)
     if not limit:
         return
     # encoded as training will, with a blank picture of the model's size (64 at a time)
