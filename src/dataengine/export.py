@@ -135,6 +135,12 @@ def parquet_rows(data_dir: str | Path, image_root: str | Path, what: str = "row"
     files = sorted(str(p) for p in Path(data_dir).glob("*.parquet"))
     if not files:
         raise DataError(f"{data_dir}: no Parquet shards here")
+    import pyarrow.parquet as pq
+    for f in files:  # a truncated or foreign file would otherwise surface as a traceback from deep in pyarrow
+        try:
+            pq.read_metadata(f)
+        except Exception as e:  # pyarrow raises several kinds (ArrowInvalid, OSError) for a bad file
+            raise DataError(f"{f}: not a readable Parquet shard ({str(e).splitlines()[0]})") from None
     ds = datasets.load_dataset("parquet", data_files=files, split="train").cast_column("image", datasets.Image(decode=False))
     for row in ds:
         path = resolve(image_root, row["image_path"], where=f"{what} {row['id']}")

@@ -79,6 +79,16 @@ def test_an_item_in_two_conversations_is_refused(tmp_path):
     with pytest.raises(DataError, match="twice.json: conversation c2: item c1-1: also a turn of conversation c1"):
         export.from_llava(tmp_path / "twice.json")
     assert len(export.from_llava(_write(tmp_path / "ok.json", [_entry("c1"), _entry("c2")]))) == 2
+    with pytest.raises(DataError, match="again.json: conversation c1: given twice"):
+        export.from_llava(_write(tmp_path / "again.json", [_entry("c1"), _entry("c1")]))
+
+
+def test_a_broken_parquet_shard_is_named_in_one_line(conversations, world, tmp_path):
+    out = export.export_hf(conversations[:3], world.image_root, tmp_path / "hf")
+    shard = next(out.glob("*.parquet"))
+    shard.write_bytes(shard.read_bytes()[:200])
+    with pytest.raises(DataError, match=rf"{shard.name}: not a readable Parquet shard"):
+        export.import_hf(out, tmp_path / "images")
 
 
 def _write(path, entries):

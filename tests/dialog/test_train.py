@@ -88,5 +88,8 @@ def test_train_refuses_a_broken_chain_and_an_item_trained_twice(world, tiny_vlm,
     res = train("a.jsonl", "b.jsonl")
     assert res.exit_code == 2, res.output
     assert "b.jsonl: conversation c2: item c1-0: also a turn of conversation c1" in " ".join(res.output.split()), res.output
+    write_jsonl(tmp_path / "twice.jsonl", [chain, chain])  # the same conversation, id and all, twice
+    res = train("twice.jsonl")
+    assert res.exit_code == 2 and "twice.jsonl: conversation c1: given twice" in " ".join(res.output.split()), res.output
     assert not (tmp_path / "out").exists()
     assert train("a.jsonl").exit_code == 0

@@ -128,11 +128,15 @@ def iou(a, b) -> float:
 
 
 def check_items_once(conversations: list[Conversation]) -> None:
-    """DataError naming the item and both conversations when an item is a turn of two conversations:
-    every item is trained on once."""
+    """DataError naming the item and both conversations when an item is a turn of two conversations,
+    or naming the conversation when one is given twice: every item is trained on once."""
     from ..errors import DataError
     where: dict[str, str] = {}
+    ids: set[str] = set()
     for c in conversations:
+        if c.id in ids:
+            raise DataError(f"conversation {c.id}: given twice")
+        ids.add(c.id)
         for t in c.turns:
             if (other := where.setdefault(t.item, c.id)) != c.id:
                 raise DataError(f"conversation {c.id}: item {t.item}: also a turn of conversation {other}")
