@@ -46,6 +46,17 @@ def test_hf_parquet_shards_carry_the_images_and_load_back(samples, world, tmp_pa
         assert (tmp_path / "images" / s.image).read_bytes() == (world.image_root / s.image).read_bytes()
 
 
+def test_a_broken_parquet_shard_of_samples_is_named_in_one_line(samples, world, tmp_path):
+    import pytest
+
+    from dataengine.errors import DataError
+    export_hf(samples, world.image_root, tmp_path / "ds", shard_size=2)
+    shard = sorted((tmp_path / "ds").glob("*.parquet"))[1]
+    shard.write_bytes(b"not parquet at all")
+    with pytest.raises(DataError, match=rf"{shard.name}: not a readable Parquet shard"):
+        import_hf(tmp_path / "ds", tmp_path / "images")
+
+
 def test_cli_export_and_import_round_trip(samples, world, tmp_path):
     from dataengine.records import write_jsonl
     write_jsonl(tmp_path / "s.jsonl", samples)

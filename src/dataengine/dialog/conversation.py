@@ -11,6 +11,7 @@ import re
 from pydantic import BaseModel, Field, field_validator, model_validator
 
 from ..benchmarks.answers import LETTER_INSTRUCTION
+from ..errors import DataError
 
 # format -> the instruction said after the question
 FORMATS: dict[str, str] = {
@@ -130,7 +131,6 @@ def iou(a, b) -> float:
 def check_items_once(conversations: list[Conversation]) -> None:
     """DataError naming the item and both conversations when an item is a turn of two conversations,
     or naming the conversation when one is given twice: every item is trained on once."""
-    from ..errors import DataError
     where: dict[str, str] = {}
     ids: set[str] = set()
     for c in conversations:

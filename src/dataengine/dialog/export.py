@@ -6,6 +6,7 @@ conversations.
 """
 from __future__ import annotations
 
+from contextlib import contextmanager
 from pathlib import Path, PurePosixPath
 
 from ..errors import DataError
@@ -62,9 +63,10 @@ def from_llava(path: str | Path) -> list[Conversation]:
             if not isinstance(m, dict) or {"user", "assistant"} & m.keys():
                 raise DataError(f"{path}: conversation {cid}: turn {k}: its record must be an object of source, format, "
                                 "item, ... (the text is in 'conversations')")
-        out.append(_conversation(path, cid, lambda: Conversation(id=cid, image=image, turns=[
-            Turn(user=str(values[2 * k]).replace("<image>", "").strip(), assistant=values[2 * k + 1], **m)
-            for k, m in enumerate(records)])))
+        with _named(path, cid):
+            out.append(Conversation(id=cid, image=image, turns=[
+                Turn(user=str(values[2 * k]).replace("<image>", "").strip(), assistant=values[2 * k + 1], **m)
+                for k, m in enumerate(records)]))
     _once(path, out)
     return out
 
@@ -76,14 +78,14 @@ def _once(path, conversations: list[Conversation]) -> None:
         raise DataError(f"{path}: {e}") from None
 
 
-def _conversation(path, cid: str, make) -> Conversation:
-    """`make()`, with a record that does not fit a Conversation as a DataError naming the file and
-    the conversation."""
+@contextmanager
+def _named(path, cid: str):
+    """A record that does not fit a Conversation, as a DataError naming the file and the conversation."""
     from pydantic import ValidationError
 
     from ..config import problem
     try:
-        return make()
+        yield
     except ValidationError as e:
         raise DataError(f"{path}: conversation {cid}: {problem(e)}") from None
 
@@ -123,7 +125,7 @@ def import_hf(data_dir: str | Path, image_root: str | Path) -> list[Conversation
     for row in parquet_rows(data_dir, image_root, "conversation"):
         if "turns" not in row:
             raise DataError(f"{data_dir}: holds samples, not conversations: leave out --conversations")
-        out.append(_conversation(data_dir, row["id"], lambda: Conversation(id=row["id"], image=row["image_path"],
-                                                                            turns=[Turn(**t) for t in row["turns"]])))
+        with _named(data_dir, row["id"]):
+            out.append(Conversation(id=row["id"], image=row["image_path"], turns=[Turn(**t) for t in row["turns"]]))
     _once(data_dir, out)
     return out

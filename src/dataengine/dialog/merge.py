@@ -175,7 +175,8 @@ def merge(turns: Iterable[tuple[str, Turn]], max_turns: int = 8, seed: int = 0,
         n = math.ceil(total / max_turns)
         size, extra = divmod(total, n)
         openers = [b for b in blocks if not b[0].annotation][:n] if lead == "item" else []
-        rest = [b for b in blocks if not any(b is o for o in openers)]
+        opened = {b[0].item for b in openers}
+        rest = [b for b in blocks if b[0].item not in opened]
         convs: list[list[Turn]] = []
         for k in range(n):
             turns_k = list(openers[k]) if k < len(openers) else []

@@ -58,7 +58,6 @@ def _umask() -> int:
     return mask
 
 
-
 def check_model_dir(path: str | Path) -> Path:
     """`path` as a Path when it holds a whole checkpoint (config.json); DataError saying what is
     there instead (LoRA adapters only, or nothing), before anything is loaded or written."""
@@ -69,6 +68,7 @@ def check_model_dir(path: str | Path) -> Path:
     if not (path / "config.json").exists():
         raise DataError(f"{path}: no model here (config.json missing)")
     return path
+
 
 class VLM:
     """A vision-language model and its processor."""
