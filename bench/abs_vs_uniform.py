@@ -8,7 +8,7 @@ seed and as mean +- standard deviation over seeds, the weakest types' gain and t
 of each strategy, and writes figures.json and a plot (accuracy per type per round, one line per
 strategy, mean over seeds). Usage:
 
-    python bench/abs_vs_uniform.py [--seeds 0 1 2] [--strategies progress sqrt-error uniform] [--rounds 3]
+    python bench/abs_vs_uniform.py [--seeds 0 1 2] [--strategies sqrt-error uniform progress error] [--rounds 3]
                                    [--out runs/bench-abs] [--config my.yaml] [--plot docs/abs_vs_uniform.png]
 """
 from __future__ import annotations
@@ -70,7 +70,7 @@ def plot(curves: dict[str, list[dict[int, float]]], overall: dict[str, list[floa
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    ap.add_argument("--strategies", nargs="+", default=["progress", "sqrt-error", "uniform"])
+    ap.add_argument("--strategies", nargs="+", default=["sqrt-error", "uniform", "progress", "error"])
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--out", type=Path, default=Path("runs/bench-abs"))
     ap.add_argument("--config", type=Path, default=None)
