@@ -4,7 +4,8 @@ Builds the default world and a held-out benchmark from scenes of its own (`--ben
 questions a type, the same grounded generator), builds the tiny model as round 0 does (vision
 pretraining, alignment stage), then, from that same starting point each time, trains on `n` grounded
 items of every type for each n of `--sizes` and evaluates per type. Prints a type x size table (the
-ceiling each type reaches and how many items it takes) and the time of each step. Usage:
+ceiling each type reaches and how many items it takes), the largest size's accuracy by the number
+of objects in the picture, and the time of each step. Usage:
 
     python bench/learnability.py [--sizes 100 300 1000] [--config my.yaml] [--out runs/learn]
 """
@@ -33,15 +34,31 @@ from dataengine.world.build import build_world  # noqa: E402
 from dataengine.world.render import VOCABULARY, build_pool  # noqa: E402
 
 
-def heldout_benchmark(cfg, image_root: Path, per_type: int) -> list[Question]:
-    """`per_type` questions a type from scenes neither the pool nor the loop's benchmark uses."""
+def heldout_benchmark(cfg, image_root: Path, per_type: int) -> tuple[list[Question], dict[str, int]]:
+    """`per_type` questions a type from scenes neither the pool nor the loop's benchmark uses, and the
+    number of objects in each scene's picture (by image path)."""
     start = cfg.seed * 10**6 + 700_000
     scenes = build_pool(image_root, "heldout", range(start, start + per_type * 6), cfg.world.image_size)
     items = generate({t: per_type for t in range(1, 10)}, scenes, GroundedGenerator(VOCABULARY, source="heldout"), seed=cfg.seed + 13)
     short = {t: per_type - sum(s.qtype == t for s in items) for t in range(1, 10)}
     assert not any(short.values()), short
-    return [Question(question_id=f"h{i:05d}", question=s.instruction, options=s.options, answer=s.choice_answer,
-                     qtype=s.qtype, image=s.image) for i, s in enumerate(items)]
+    questions = [Question(question_id=f"h{i:05d}", question=s.instruction, options=s.options, answer=s.choice_answer,
+                          qtype=s.qtype, image=s.image) for i, s in enumerate(items)]
+    return questions, {a.image: len(a.objects) for a in scenes}
+
+
+def by_objects(preds, objects: dict[str, int], types: list[int]) -> dict[int, dict[int, tuple[int, float]]]:
+    """Per type, per number of objects in the picture: (questions, accuracy). A type that is right
+    with one object and falls as objects are added can read what it needs but not find the object
+    the question names among the others (binding), rather than not see it."""
+    out: dict[int, dict[int, tuple[int, float]]] = {}
+    for t in types:
+        cells: dict[int, list[bool]] = {}
+        for p in preds:
+            if p.qtype == t:
+                cells.setdefault(objects[p.image], []).append(p.correct)
+        out[t] = {k: (len(v), sum(v) / len(v)) for k, v in sorted(cells.items())}
+    return out
 
 
 def main() -> None:
@@ -61,7 +78,8 @@ def main() -> None:
     w = build_world(cfg, args.out / "world")
     pool = read_jsonl(w.pool, ImageAnnotation)
     starter = read_jsonl(w.original, Sample)
-    bench = [q for q in heldout_benchmark(cfg, w.image_root, args.bench_per_type) if q.qtype in args.types]
+    bench, objects = heldout_benchmark(cfg, w.image_root, args.bench_per_type)
+    bench = [q for q in bench if q.qtype in args.types]
     times["world"] = time.perf_counter() - t0
 
     # The starting point as round 0 makes it (before its starter training), kept between runs.
@@ -98,12 +116,13 @@ def main() -> None:
         preds = evaluate(vlm, bench, w.image_root, batch_size=cfg.evaluate.batch_size)
         times[f"eval n={n}"] = time.perf_counter() - t0
         table[n] = {t: sum(p.correct for p in preds if p.qtype == t) / sum(p.qtype == t for p in preds) for t in args.types}
+        crowd = by_objects(preds, objects, args.types)
         write_jsonl(args.out / args.tag / f"n{n}" / "predictions.jsonl", preds)
         print(f"n={n}: {len(data)} items, train {times[f'train n={n}']:.0f} s, eval {times[f'eval n={n}']:.0f} s  "
               + " ".join(f"{t}:{a:.0%}" for t, a in table[n].items()), flush=True)
         (args.out / args.tag / "results.json").write_text(json.dumps(
-            {"table": table, "times": times, "probe": scores, "config": cfg.model_dump(mode="json"), "epochs": tcfg.epochs,
-             "bench_per_type": args.bench_per_type}, indent=1))
+            {"table": table, "by_objects": crowd, "times": times, "probe": scores, "config": cfg.model_dump(mode="json"),
+             "epochs": tcfg.epochs, "bench_per_type": args.bench_per_type}, indent=1))
 
     se = (0.25 / args.bench_per_type) ** 0.5
     print(f"\n{'question type':<26}" + "".join(f"{f'n={n}':>10}" for n in args.sizes))
@@ -113,6 +132,12 @@ def main() -> None:
     reached = [t for t in args.types if table[args.sizes[-1]][t] >= 0.75]
     print(f"at n={args.sizes[-1]}: {len(reached)} of {len(args.types)} types at 75% or more ({', '.join(map(str, reached))}); "
           f"one cell's standard error at 50%: {se:.1%}")
+    most = max(k for cells in crowd.values() for k in cells)
+    print(f"\nat n={args.sizes[-1]}, by objects in the picture (accuracy, questions)")
+    print(f"{'question type':<26}" + "".join(f"{f'{k} object' + ('s' if k > 1 else ''):>14}" for k in range(1, most + 1)))
+    for t, cells in crowd.items():
+        print(f"{t}. {QTYPES[t][0]:<23}" + "".join(f"{f'{cells[k][1]:.0%} ({cells[k][0]})' if k in cells else '-':>14}"
+                                                  for k in range(1, most + 1)))
     print("time: " + ", ".join(f"{k} {v:.0f} s" for k, v in times.items()))
 
 
