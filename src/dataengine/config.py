@@ -88,10 +88,12 @@ class ModelConfig(Section):
     vision_labels: list[Literal["count", "contact"]] = ["count", "contact"]
     vision_masks: bool = True
     # LLaVA's alignment stage for the tiny model, after the vision pretraining and before round 0's
-    # instruction data: the pool's captions, region descriptions ("regions") or both; "none" skips.
+    # instruction data: the pool's captions, region descriptions ("regions") or both; "relations" adds
+    # how pairs of objects lie, "grounding" one object per image asked for by its phrase and answered
+    # with where it lies (generate/align.py); "none" skips.
     # Three epochs, not one: after one the language model cannot yet name a sign's word that the vision
     # tower already tells apart, and Text Understanding stays at chance (README, "Headline").
-    align: Literal["none", "caption", "regions", "both", "relations"] = "regions"
+    align: Literal["none", "caption", "regions", "both", "relations", "grounding"] = "regions"
     align_epochs: float = Field(3.0, ge=0)
 
     @field_validator("vision_pretrain_steps")

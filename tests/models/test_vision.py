@@ -55,3 +55,21 @@ def test_alignment_items_describe_the_pool(world):
     assert len(both) == len(pool) + sum(1 for a in pool if region_text(a))
     with_sign = next(a for a in read_jsonl(world.pool, ImageAnnotation) if a.texts)
     assert f'a sign reading "{with_sign.texts[0].text}" at the' in region_text(with_sign)
+
+
+def test_grounding_alignment_asks_for_an_object_by_its_phrase_and_answers_where_it_is(world):
+    from dataengine.generate.align import REGIONS_Q, alignment_samples
+    from dataengine.qtypes.geometry import in_grid_cell
+    from dataengine.qtypes.vocabulary import find_references, the_one
+    pool = {a.image: a for a in read_jsonl(world.pool, ImageAnnotation)[:40]}
+    items = alignment_samples(list(pool.values()), "grounding", seed=3)
+    asked = [s for s in items if s.instruction != REGIONS_Q]
+    assert len(items) - len(asked) == len(pool) and len(asked) >= 30
+    names = {o.name for a in pool.values() for o in a.objects}
+    for s in asked:
+        ann = pool[s.image]
+        target = the_one(find_references(ann, s.instruction, names), 0)
+        assert target is not None, s.instruction  # the phrase singles out one object
+        cell = s.answer.removeprefix("at the ").removesuffix(".")
+        assert in_grid_cell(target.bbox, ann.width, ann.height, cell, margin=0), (s.instruction, s.answer)
+    assert [s.answer for s in items] == [s.answer for s in alignment_samples(list(pool.values()), "grounding", seed=3)]

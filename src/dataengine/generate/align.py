@@ -17,8 +17,9 @@ from ..registry import Registry
 CAPTION_Q = "Describe the image briefly."
 REGIONS_Q = "Describe each object in the image and where it is."
 RELATIONS_Q = "Describe where the objects are relative to each other."
+GROUNDING_Q = "Where is {ref}?"
 KINDS: Registry[str] = Registry("alignment data")
-for _kind in ("none", "caption", "regions", "both", "relations"):
+for _kind in ("none", "caption", "regions", "both", "relations", "grounding"):
     KINDS.register(_kind, _kind)
 
 
@@ -53,18 +54,36 @@ def relation_text(ann: ImageAnnotation) -> str | None:
     return "; ".join(parts) + "." if parts else None
 
 
+def grounding_text(ann: ImageAnnotation, rng: random.Random) -> tuple[str, str] | None:
+    """One object a phrase singles out, drawn with `rng`, asked for by that phrase ("Where is the red
+    star?") and answered with the part of the image it lies in ("at the top left."), as region-level
+    referring data (RefCOCO, Visual Genome regions) is in LLaVA-1.5's mix; None when no phrase
+    singles out an object."""
+    from ..qtypes.vocabulary import referring_expressions
+    refs = referring_expressions(ann)
+    if not refs:
+        return None
+    by_id = {o.id: o for o in ann.objects}
+    oid = rng.choice(sorted(refs))
+    return GROUNDING_Q.format(ref=refs[oid]), f"at the {grid_cell(by_id[oid].bbox, ann.width or 1, ann.height or 1)}."
+
+
 def alignment_samples(pool: list[ImageAnnotation], kind: str = "caption", seed: int = 0) -> list[Sample]:
     """Per image, its first caption ("caption"), its region description ("regions") or both
-    ("both"); "relations" adds to the regions how each pair of objects lies and touches. Shuffled;
-    trained with the description as the target."""
+    ("both"); "relations" adds to the regions how each pair of objects lies and touches;
+    "grounding" adds to the regions one object asked for by its referring phrase, answered with
+    where it lies (`grounding_text`). Shuffled; trained with the description as the target."""
     KINDS.get(kind)
     out = []
+    rng = random.Random(seed)
     for ann in pool:
         texts = [(CAPTION_Q, ann.captions[0])] if ann.captions and kind in ("caption", "both") else []
-        if kind in ("regions", "both", "relations") and (r := region_text(ann)):
+        if kind in ("regions", "both", "relations", "grounding") and (r := region_text(ann)):
             texts.append((REGIONS_Q, r))
         if kind == "relations" and (r := relation_text(ann)):
             texts.append((RELATIONS_Q, r))
+        if kind == "grounding" and (g := grounding_text(ann, rng)):
+            texts.append(g)
         for k, (q, text) in enumerate(texts):
             out.append(Sample(id=f"align-{ann.image_id}-{k}", image=ann.image, instruction=q, answer=text,
                               short_answer=text, options=[], choice_answer="", qtype=0, source="align"))
