@@ -143,7 +143,7 @@ def main() -> None:
         per_type.add_row(f"{t}. {QTYPES[t][0]}", f"{curves[strategies[0]][0][t]:.1%}", *[f"{curves[s][-1][t]:.1%}" for s in strategies])
     per_type.add_row("overall", f"{mean_overall[strategies[0]][0]:.1%}", *[f"{mean_overall[s][-1]:.1%}" for s in strategies], style="bold")
     console.print(per_type)
-    for a, b in [("sqrt-error", "uniform"), ("progress", "uniform"), ("progress", "sqrt-error")]:
+    for a, b in [("sqrt-error", "uniform"), ("progress", "uniform"), ("progress", "sqrt-error"), ("error", "sqrt-error")]:
         if a in strategies and b in strategies:
             diff = [x - y for x, y in zip(gains[a], gains[b])]
             console.print(f"weak-type gain, {a} - {b}: {signed(diff)}; "

@@ -71,6 +71,7 @@ def main() -> None:
     ap.add_argument("--epochs", type=float, default=None, help="training epochs (default: the config's train.epochs)")
     ap.add_argument("--tag", default="default", help="a name for this configuration's results")
     args = ap.parse_args()
+    args.sizes = sorted(set(args.sizes))
     cfg = load_config(args.config)
     times: dict[str, float] = {}
 
@@ -82,9 +83,11 @@ def main() -> None:
     bench = [q for q in bench if q.qtype in args.types]
     times["world"] = time.perf_counter() - t0
 
-    # The starting point as round 0 makes it (before its starter training), kept between runs.
+    # The starting point as round 0 makes it (before its starter training), kept between runs; its
+    # alignment stage trains with the train section's settings, so they are part of its name.
     m = cfg.model
-    key = hashlib.sha1(json.dumps([m.model_dump(mode="json"), cfg.seed]).encode()).hexdigest()[:8]
+    key = hashlib.sha1(json.dumps([m.model_dump(mode="json"), cfg.train.model_dump(mode="json"), cfg.seed]).encode()).hexdigest()[:8]
+    held = min(100, len(pool) // 2)  # the vision probe's images, as round 0 holds them out (stages.base_model)
     base = args.out / f"base-{key}"
     if (base / "config.json").exists():
         vlm = VLM.load(base)
@@ -95,7 +98,7 @@ def main() -> None:
         times["vision"] = time.perf_counter() - t0
         if m.align != "none" and m.align_epochs > 0:
             t0 = time.perf_counter()
-            items = alignment_samples(pool[100:], m.align, seed=cfg.seed)
+            items = alignment_samples(pool[held:], m.align, seed=cfg.seed)
             train(vlm, items, w.image_root, args.out / "align", cfg.train.model_copy(update={"epochs": m.align_epochs, "target": "answer"}))
             shutil.rmtree(args.out / "align", ignore_errors=True)
             times["align"] = time.perf_counter() - t0
@@ -108,7 +111,7 @@ def main() -> None:
     table: dict[int, dict[int, float]] = {}
     for n in args.sizes:
         vlm.model.load_state_dict(state)
-        data = generate({t: n for t in args.types}, pool[100:], GroundedGenerator(VOCABULARY, source="learn"), seed=cfg.seed + 1)
+        data = generate({t: n for t in args.types}, pool[held:], GroundedGenerator(VOCABULARY, source="learn"), seed=cfg.seed + 1)
         t0 = time.perf_counter()
         train(vlm, data, w.image_root, args.out / args.tag / f"n{n}", tcfg)
         times[f"train n={n}"] = time.perf_counter() - t0
@@ -132,12 +135,12 @@ def main() -> None:
     reached = [t for t in args.types if table[args.sizes[-1]][t] >= 0.75]
     print(f"at n={args.sizes[-1]}: {len(reached)} of {len(args.types)} types at 75% or more ({', '.join(map(str, reached))}); "
           f"one cell's standard error at 50%: {se:.1%}")
-    most = max(k for cells in crowd.values() for k in cells)
+    counts = sorted({k for cells in crowd.values() for k in cells})
     print(f"\nat n={args.sizes[-1]}, by objects in the picture (accuracy, questions)")
-    print(f"{'question type':<26}" + "".join(f"{f'{k} object' + ('s' if k > 1 else ''):>14}" for k in range(1, most + 1)))
+    print(f"{'question type':<26}" + "".join(f"{f'{k} object' + ('' if k == 1 else 's'):>14}" for k in counts))
     for t, cells in crowd.items():
         print(f"{t}. {QTYPES[t][0]:<23}" + "".join(f"{f'{cells[k][1]:.0%} ({cells[k][0]})' if k in cells else '-':>14}"
-                                                  for k in range(1, most + 1)))
+                                                  for k in counts))
     print("time: " + ", ".join(f"{k} {v:.0f} s" for k, v in times.items()))
 
 

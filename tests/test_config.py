@@ -28,6 +28,7 @@ def test_partial_overrides(tmp_path):
     ("train: {lora: {rank: 8}}\n", "train.lora.rank: unknown key"),
     ("llm: {base_url: [x]}\n", "llm.base_url: unknown key (did you mean 'base_urls'?)"),
     ("model: {tiny: {family: lava}}\n", "model.tiny.family: unknown tiny model family 'lava' (did you mean 'llava'?)"),
+    ("model: {align: grounded}\n", "model.align: unknown alignment data 'grounded' (did you mean 'grounding'?)"),
     ("generate: {generator: LLM}\n", "generate.generator: unknown generator 'LLM'"),
     ("embed: {model: minlm}\n", "did you mean 'minilm'?"),
     ("evaluate: {batch_size: 0}\n", "evaluate.batch_size: Input should be greater than or equal to 1"),

@@ -24,6 +24,7 @@ from .embed import EMBEDDERS
 from .errors import DataError
 from .evaluate import METHODS
 from .generate import GENERATORS
+from .generate.align import KINDS as ALIGN_KINDS
 from .llm.client import LLMConfig
 from .models.tiny import TinyConfig
 from .records import read_text
@@ -93,8 +94,13 @@ class ModelConfig(Section):
     # with where it lies (generate/align.py); "none" skips.
     # Three epochs, not one: after one the language model cannot yet name a sign's word that the vision
     # tower already tells apart, and Text Understanding stays at chance (README, "Headline").
-    align: Literal["none", "caption", "regions", "both", "relations", "grounding"] = "regions"
+    align: str = "regions"
     align_epochs: float = Field(3.0, ge=0)
+
+    @field_validator("align")
+    @classmethod
+    def known_align(cls, v: str) -> str:
+        return ALIGN_KINDS.check(v)
 
     @field_validator("vision_pretrain_steps")
     @classmethod

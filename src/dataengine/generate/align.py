@@ -4,7 +4,9 @@ LLaVA's first stage trains on image-caption pairs so that the projected image fe
 to the language model; only then does instruction tuning begin. The embedded default's language
 model starts from random weights, so this stage teaches it to read the frozen tower's features at
 all: from every pool image's caption (and, with "regions", its region phrases in reading order, each
-with the part of the image it lies in), with the loss on the description only.
+with the part of the image it lies in), with the loss on the description only. "relations" adds how
+pairs of objects lie; "grounding" adds region-level referring data (one object a picture asked for by
+its phrase, answered with where it lies), as LLaVA-1.5's mix carries RefCOCO and Visual Genome regions.
 """
 from __future__ import annotations
 
