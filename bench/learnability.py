@@ -23,6 +23,7 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from dataengine.config import load_config  # noqa: E402
+from dataengine.errors import DataError  # noqa: E402
 from dataengine.evaluate import evaluate  # noqa: E402
 from dataengine.generate import GroundedGenerator, generate  # noqa: E402
 from dataengine.generate.align import alignment_samples  # noqa: E402
@@ -145,4 +146,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except DataError as e:  # a world or base built with other settings: one line, as the CLI says it
+        raise SystemExit(f"error: {e}")
