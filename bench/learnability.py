@@ -16,7 +16,6 @@ import copy
 import hashlib
 import json
 import os
-import shutil
 import time
 from pathlib import Path
 
@@ -26,10 +25,9 @@ from dataengine.config import load_config  # noqa: E402
 from dataengine.errors import DataError  # noqa: E402
 from dataengine.evaluate import evaluate  # noqa: E402
 from dataengine.generate import GroundedGenerator, generate  # noqa: E402
-from dataengine.generate.align import alignment_samples  # noqa: E402
 from dataengine.models.vlm import VLM  # noqa: E402
 from dataengine.records import QTYPES, ImageAnnotation, Question, Sample, read_jsonl, write_jsonl  # noqa: E402
-from dataengine.stages import init_model  # noqa: E402
+from dataengine.stages import align, init_model, probe_images  # noqa: E402
 from dataengine.train.sft import train  # noqa: E402
 from dataengine.world.build import build_world  # noqa: E402
 from dataengine.world.render import VOCABULARY, build_pool  # noqa: E402
@@ -88,7 +86,6 @@ def main() -> None:
     # alignment stage trains with the train section's settings, so they are part of its name.
     m = cfg.model
     key = hashlib.sha1(json.dumps([m.model_dump(mode="json"), cfg.train.model_dump(mode="json"), cfg.seed]).encode()).hexdigest()[:8]
-    held = min(100, len(pool) // 2)  # the vision probe's images, as round 0 holds them out (stages.base_model)
     base = args.out / f"base-{key}"
     if (base / "config.json").exists():
         vlm = VLM.load(base)
@@ -97,11 +94,8 @@ def main() -> None:
         t0 = time.perf_counter()
         vlm, scores = init_model(starter, cfg, None, pool, w.image_root)
         times["vision"] = time.perf_counter() - t0
-        if m.align != "none" and m.align_epochs > 0:
-            t0 = time.perf_counter()
-            items = alignment_samples(pool[held:], m.align, seed=cfg.seed)
-            train(vlm, items, w.image_root, args.out / "align", cfg.train.model_copy(update={"epochs": m.align_epochs, "target": "answer"}))
-            shutil.rmtree(args.out / "align", ignore_errors=True)
+        t0 = time.perf_counter()
+        if align(vlm, pool, cfg, w.image_root, args.out / "align") is not None:
             times["align"] = time.perf_counter() - t0
         vlm.save(base)
         (base / "probe.json").write_text(json.dumps(scores or {}))
@@ -110,9 +104,10 @@ def main() -> None:
 
     tcfg = cfg.train.model_copy(update={"epochs": args.epochs} if args.epochs else {})
     table: dict[int, dict[int, float]] = {}
+    crowds: dict[int, dict] = {}
     for n in args.sizes:
         vlm.model.load_state_dict(state)
-        data = generate({t: n for t in args.types}, pool[held:], GroundedGenerator(VOCABULARY, source="learn"), seed=cfg.seed + 1)
+        data = generate({t: n for t in args.types}, pool[probe_images(pool):], GroundedGenerator(VOCABULARY, source="learn"), seed=cfg.seed + 1)
         t0 = time.perf_counter()
         train(vlm, data, w.image_root, args.out / args.tag / f"n{n}", tcfg)
         times[f"train n={n}"] = time.perf_counter() - t0
@@ -120,12 +115,12 @@ def main() -> None:
         preds = evaluate(vlm, bench, w.image_root, batch_size=cfg.evaluate.batch_size)
         times[f"eval n={n}"] = time.perf_counter() - t0
         table[n] = {t: sum(p.correct for p in preds if p.qtype == t) / sum(p.qtype == t for p in preds) for t in args.types}
-        crowd = by_objects(preds, objects, args.types)
+        crowds[n] = by_objects(preds, objects, args.types)
         write_jsonl(args.out / args.tag / f"n{n}" / "predictions.jsonl", preds)
         print(f"n={n}: {len(data)} items, train {times[f'train n={n}']:.0f} s, eval {times[f'eval n={n}']:.0f} s  "
               + " ".join(f"{t}:{a:.0%}" for t, a in table[n].items()), flush=True)
         (args.out / args.tag / "results.json").write_text(json.dumps(
-            {"table": table, "by_objects": crowd, "times": times, "probe": scores, "config": cfg.model_dump(mode="json"),
+            {"table": table, "by_objects": crowds, "times": times, "probe": scores, "config": cfg.model_dump(mode="json"),
              "epochs": tcfg.epochs, "bench_per_type": args.bench_per_type}, indent=1))
 
     se = (0.25 / args.bench_per_type) ** 0.5
@@ -136,6 +131,7 @@ def main() -> None:
     reached = [t for t in args.types if table[args.sizes[-1]][t] >= 0.75]
     print(f"at n={args.sizes[-1]}: {len(reached)} of {len(args.types)} types at 75% or more ({', '.join(map(str, reached))}); "
           f"one cell's standard error at 50%: {se:.1%}")
+    crowd = crowds[args.sizes[-1]]
     counts = sorted({k for cells in crowd.values() for k in cells})
     print(f"\nat n={args.sizes[-1]}, by objects in the picture (accuracy, questions)")
     print(f"{'question type':<26}" + "".join(f"{f'{k} object' + ('' if k == 1 else 's'):>14}" for k in counts))

@@ -143,8 +143,8 @@ class EvalConfig(Section):
 
 class SampleConfig(Section):
     # sample.STRATEGIES. The paper's v2 "sqrt-error"; "progress" (sqrt-error scaled by each type's
-    # response to its last items) was ahead of it on the mean over 3 seeds with the image first and
-    # behind with the question first, each time by less than the spread (bench/abs_vs_uniform.py; README).
+    # response to its last items) gave the weak types +1.6 +- 1.7 points more over 3 seeds and the same
+    # overall accuracy (-0.1 +- 0.4), so it is not the default (bench/abs_vs_uniform.py; README).
     strategy: str = "sqrt-error"
     budget: int = Field(1200, ge=0)  # incremental items per round
     examples_per_type: int = Field(10, ge=0)

@@ -505,7 +505,7 @@ def init_model(original: list[Sample], cfg: RunConfig, out: str | Path | None = 
     if pool and m.vision_pretrain_steps and vlm.family.vision_pretraining:
         if image_root is None:
             raise DataError("vision pretraining needs the pool's image root")
-        held = min(100, len(pool) // 2)  # the probe's images are kept out of pretraining
+        held = probe_images(pool)  # kept out of pretraining
         held_out = pool[:held]
         pre = pretrain_vision(vlm, pool[held:], image_root, m.vision_pretrain_steps, seed=cfg.seed, progress=progress,
                               extra=tuple(m.vision_labels), masks=world.object_mask if m.vision_masks else None)
@@ -515,27 +515,42 @@ def init_model(original: list[Sample], cfg: RunConfig, out: str | Path | None = 
     return vlm, scores
 
 
+def probe_images(pool: list[ImageAnnotation]) -> int:
+    """How many of the pool's first images the vision probe holds out: 100, at most half the pool.
+    Neither vision pretraining nor the alignment stage sees them."""
+    return min(100, len(pool) // 2)
+
+
+def align(vlm, pool: list[ImageAnnotation], cfg: RunConfig, image_root: str | Path, work_dir: str | Path,
+          progress: Progress | None = None):
+    """LLaVA's alignment stage for the tiny model: `model.align` data of the pool's images (not the
+    probe's), trained for `model.align_epochs` with the loss on the description. `work_dir` holds its
+    checkpoints while it runs. Returns the training log, or None when the config skips the stage."""
+    import shutil
+
+    from .generate.align import alignment_samples
+    from .train.sft import train
+    m = cfg.model
+    if m.align == "none" or m.align_epochs <= 0:
+        return None
+    items = alignment_samples(pool[probe_images(pool):], m.align, seed=cfg.seed)
+    log = train(vlm, items, image_root, work_dir, cfg.train.model_copy(update={"epochs": m.align_epochs, "target": "answer"}),
+                progress=progress)
+    shutil.rmtree(work_dir, ignore_errors=True)  # a stage of a model, not a model of its own
+    return log
+
+
 def base_model(cfg: RunConfig, inputs: Inputs, original: list[Sample], model_dir: str | Path, probe_dir: str | Path,
                progress: Progress | None = None):
     """Round 0 of the embedded default: `init_model` (vision pretraining on the pool), LLaVA's
     alignment stage (`model.align`: the pool's descriptions, `model.align_epochs`), then training on
     the original data for `model.base_epochs`; saved to `model_dir`. Returns (VLM, probe scores,
     alignment log or None)."""
-    import shutil
-
-    from .generate.align import alignment_samples
     from .train.sft import train
-    m = cfg.model
     pool = read_jsonl(inputs.pool, ImageAnnotation)
     vlm, scores = init_model(original, cfg, probe_dir, pool, inputs.image_root, progress)
-    base = cfg.train.model_copy(update={"epochs": m.base_epochs})
-    aligned = None
-    if m.align != "none" and m.align_epochs > 0:
-        items = alignment_samples(pool[min(100, len(pool) // 2):], m.align, seed=cfg.seed)  # not the probe's images
-        aligned = train(vlm, items, inputs.image_root, Path(probe_dir) / "align",
-                        base.model_copy(update={"epochs": m.align_epochs, "target": "answer"}), progress=progress)
-        shutil.rmtree(Path(probe_dir) / "align", ignore_errors=True)  # a stage of round 0's model, not a model of its own
-    train(vlm, original, inputs.image_root, model_dir, base, progress=progress)
+    aligned = align(vlm, pool, cfg, inputs.image_root, Path(probe_dir) / "align", progress)
+    train(vlm, original, inputs.image_root, model_dir, cfg.train.model_copy(update={"epochs": cfg.model.base_epochs}), progress=progress)
     return vlm, scores, aligned
 
 
