@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 from dataengine import stages
+from dataengine.errors import DataError
 from dataengine.loop import Loop
 from dataengine.records import ImageAnnotation, Inputs, Question, Sample, read_jsonl
 
@@ -29,3 +31,12 @@ def base_round(cfg, out: Path, console) -> Base:
     benchmark, questions = stages.read_questions(inputs)
     return Base(inputs, base_dir / "round_0" / "model", read_jsonl(inputs.pool, ImageAnnotation),
                 read_jsonl(inputs.original, Sample), benchmark, questions)
+
+
+def run(main: Callable[[], None]) -> None:
+    """Run a benchmark's `main`: bad input, or an output folder holding a world or model built with
+    other settings, ends in one line and a non-zero exit, as the CLI says it, not in a traceback."""
+    try:
+        main()
+    except DataError as e:
+        raise SystemExit(f"error: {e}")

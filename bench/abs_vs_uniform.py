@@ -26,6 +26,7 @@ from rich.table import Table
 from dataengine.config import load_config
 from dataengine.loop import Loop
 from dataengine.records import QTYPES
+from _base import run
 
 
 def mean_sd(xs: list[float]) -> str:
@@ -158,4 +159,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

@@ -40,7 +40,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from _base import base_round
+from _base import base_round, run
 from dataengine import stages
 from dataengine.config import load_config
 from dataengine.dialog.benchmark import build_dialog_benchmark, evaluate_dialogs, read_dialogs
@@ -159,4 +159,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

@@ -24,7 +24,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
-from _base import base_round  # noqa: E402
+from _base import base_round, run  # noqa: E402
 from dataengine import stages  # noqa: E402
 from dataengine.benchmarks.seed import read_seed  # noqa: E402
 from dataengine.config import load_config  # noqa: E402
@@ -114,4 +114,4 @@ def held_out(cfg, questions) -> set[str]:
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

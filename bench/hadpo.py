@@ -32,7 +32,7 @@ from PIL import Image
 from rich.console import Console
 from rich.table import Table
 
-from _base import base_round
+from _base import base_round, run
 from dataengine import stages
 from dataengine.config import HADPOConfig, load_config
 from dataengine.generate.pairs import PreferencePair, check_on_policy
@@ -138,4 +138,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

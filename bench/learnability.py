@@ -22,7 +22,6 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from dataengine.config import load_config  # noqa: E402
-from dataengine.errors import DataError  # noqa: E402
 from dataengine.evaluate import evaluate  # noqa: E402
 from dataengine.generate import GroundedGenerator, generate  # noqa: E402
 from dataengine.models.vlm import VLM  # noqa: E402
@@ -31,6 +30,7 @@ from dataengine.stages import align, init_model, probe_images  # noqa: E402
 from dataengine.train.sft import train  # noqa: E402
 from dataengine.world.build import build_world  # noqa: E402
 from dataengine.world.render import VOCABULARY, build_pool  # noqa: E402
+from _base import run  # noqa: E402
 
 
 def heldout_benchmark(cfg, image_root: Path, per_type: int) -> tuple[list[Question], dict[str, int]]:
@@ -142,7 +142,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except DataError as e:  # a world or base built with other settings: one line, as the CLI says it
-        raise SystemExit(f"error: {e}")
+    run(main)

@@ -23,6 +23,7 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 from dataengine.llm.client import LLMClient, LLMConfig  # noqa: E402
+from _base import run  # noqa: E402
 
 ANSWER = json.dumps({"id": "x", "object": "chat.completion", "model": "instant",
                      "choices": [{"index": 0, "message": {"role": "assistant", "content": '{"question": "q"}'}, "finish_reason": "stop"}],
@@ -102,4 +103,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

@@ -22,6 +22,7 @@ from dataengine.images import load_image  # noqa: E402
 from dataengine.world.build import build_world, corpus  # noqa: E402
 from dataengine.models.tiny import TinyConfig, build_tiny  # noqa: E402
 from dataengine.records import Sample, read_jsonl  # noqa: E402
+from _base import run  # noqa: E402
 
 
 def main() -> None:
@@ -61,4 +62,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

@@ -32,6 +32,7 @@ from dataengine.models.served import load_served  # noqa: E402
 from dataengine.models.tiny import build_tiny  # noqa: E402
 from dataengine.records import Sample, read_jsonl  # noqa: E402
 from dataengine.world.build import build_world, corpus  # noqa: E402
+from _base import run  # noqa: E402
 
 
 def serve(vlm):
@@ -101,4 +102,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run(main)
