@@ -8,7 +8,7 @@ import pytest
 BENCH = Path(__file__).resolve().parents[1] / "bench"
 
 
-@pytest.mark.parametrize("script", ["abs_vs_uniform.py", "learnability.py", "hadpo.py", "dialog.py", "evolve.py"])
+@pytest.mark.parametrize("script", ["abs_vs_uniform.py", "learnability.py", "binding.py", "hadpo.py", "dialog.py", "evolve.py"])
 def test_bad_config_is_one_line(tmp_path, script):
     bad = tmp_path / "bad.yaml"
     bad.write_text("sample:\n  strategy: sqrt-eror\n")

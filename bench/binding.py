@@ -1,0 +1,226 @@
+"""Binding: does the embedded model find the object a question names among the other objects?
+
+`bench/learnability.py` finds Instance Location right with one object in the picture and falling
+towards chance as objects are added. This benchmark measures why, in two parts:
+
+- attention: for a model trained by `bench/learnability.py` (`--model`, default its largest size),
+  on held-out Instance Location questions about pictures of two or more objects, how much more each
+  language-model head attends, per image patch, to the patches of the object the question names
+  than to the other objects' patches: at the question's noun and at the position that predicts the
+  answer. 1.0 is no preference; a head that finds the named object reads well above it.
+- text: the same language-model shape, from random weights, trained on the scene written out in
+  words instead of the picture ("a large yellow star at the center; a small blue ring at the top
+  center. Where is the blue ring?" -> "top center"), at the run's learning rate and batch size:
+  whether looking up a phrase in the context is learnt at all at this size and number of steps,
+  with no image in the way. Scored over the 9 grid cells (chance 11%; naming the cell of some object
+  in the scene, not the one asked for, gives about 1 / the number of objects).
+
+    python bench/binding.py [--model runs/learn/default/n1000] [--text-items 3000 20000] [--text-layers 3 6]
+                            [--config my.yaml] [--results OUT/binding.json]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import random
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import torch  # noqa: E402
+
+from dataengine.config import load_config  # noqa: E402
+from dataengine.images import load_image  # noqa: E402
+from dataengine.models.tiny import train_tokenizer  # noqa: E402
+from dataengine.models.vlm import VLM  # noqa: E402
+from dataengine.qtypes.geometry import CELLS, grid_cell  # noqa: E402
+from dataengine.qtypes.vocabulary import referring_expressions  # noqa: E402
+from dataengine.records import ImageAnnotation, read_jsonl  # noqa: E402
+from dataengine.stages import probe_images  # noqa: E402
+from dataengine.world.build import build_world  # noqa: E402
+from dataengine.world.render import build_pool  # noqa: E402
+from _base import run  # noqa: E402
+from learnability import heldout_benchmark  # noqa: E402
+
+
+def covered(box, grid: int, side: int) -> list[int]:
+    """The patches (row-major) of which the box covers at least 30%."""
+    p = side / grid
+    out = []
+    for i in range(grid * grid):
+        r, c = divmod(i, grid)
+        x0, y0 = c * p, r * p
+        area = max(0.0, min(box[2], x0 + p) - max(box[0], x0)) * max(0.0, min(box[3], y0 + p) - max(box[1], y0))
+        if area >= 0.3 * p * p:
+            out.append(i)
+    return out
+
+
+@torch.no_grad()
+def attention_ratios(vlm: VLM, questions, scenes: dict[str, ImageAnnotation], image_root: Path) -> dict[str, list[list[float]]]:
+    """Per place ("noun", "answer") and layer, per head: mean attention per patch of the named
+    object over mean attention per patch of the other objects, over `questions` (Instance Location
+    questions "Where is <phrase> in the image?")."""
+    model = vlm.model
+    model.set_attn_implementation("eager")  # sdpa returns no attention weights
+    tok = vlm.processor.tokenizer
+    image_id = model.config.image_token_index
+    vision = model.config.vision_config
+    grid = vision.image_size // vision.patch_size
+    sums = {place: None for place in ("noun", "answer")}
+    n = 0
+    for q in questions:
+        ann = scenes[q.image]
+        phrase = q.question.removeprefix("Where is ").removesuffix(" in the image?")
+        target = next((oid for oid, ref in referring_expressions(ann).items() if ref == phrase), None)
+        if target is None:
+            continue
+        named = covered(next(o.bbox for o in ann.objects if o.id == target), grid, ann.width)
+        others = sorted({i for o in ann.objects if o.id != target for i in covered(o.bbox, grid, ann.width)} - set(named))
+        if not named or not others:
+            continue
+        enc = vlm.encode_batch([q.question], [load_image(image_root, q.image)], [q.options[ord(q.answer) - 65]])
+        ids = enc.pop("labels")[0]
+        answer = int((ids != -100).nonzero()[0]) - 1  # the position that predicts the answer's first token
+        patches = (enc["input_ids"][0] == image_id).nonzero().flatten()
+        words = tok.convert_ids_to_tokens(enc["input_ids"][0].tolist())
+        noun = max(i for i in range(answer) if words[i].lstrip("Ġ") == "in") - 1  # "... <noun> in the image?"
+        att = model(**enc, output_attentions=True).attentions  # per layer (1, heads, seq, seq)
+        for place, pos in (("noun", noun), ("answer", answer)):
+            rows = torch.stack([a[0, :, pos][:, patches] for a in att])  # (layers, heads, patches)
+            r = torch.stack([rows[..., named].mean(-1), rows[..., others].mean(-1)])
+            sums[place] = r if sums[place] is None else sums[place] + r
+        n += 1
+    return {place: (s[0] / s[1]).tolist() for place, s in sums.items()} | {"questions": n}
+
+
+def scene_text(ann: ImageAnnotation, rng: random.Random) -> tuple[str, str] | None:
+    """The scene in words, objects in a random order, and one "Where is <phrase>?" with its cell."""
+    refs = referring_expressions(ann)
+    if len(ann.objects) < 2 or not refs:
+        return None
+    objs = list(ann.objects)
+    rng.shuffle(objs)
+    w, h = ann.width or 1, ann.height or 1
+    scene = "; ".join(f"a {' '.join(reversed(o.attributes))} {o.name} at the {grid_cell(o.bbox, w, h)}" for o in objs)
+    oid = rng.choice(sorted(refs))
+    box = next(o.bbox for o in ann.objects if o.id == oid)
+    return f"{scene}. Where is {refs[oid]}? ASSISTANT:", " " + grid_cell(box, w, h)
+
+
+def text_lookup(pool: list[ImageAnnotation], n_items: int, layers: int, cfg, epochs: float, seed: int = 0) -> dict:
+    """Train a random-initialised language model of the tiny model's width (and `layers` layers) on
+    `n_items` scenes in words; return held-out accuracy at every 10% of the steps."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+    rng = random.Random(seed)
+    held = probe_images(pool)
+    scenes = [(a, x) for a in pool[:held] if (x := scene_text(a, rng))][:150]
+    test = [x for _, x in scenes]
+    train_pool = [a for a in pool[held:] if len(a.objects) >= 2 and referring_expressions(a)]
+    items = [scene_text(train_pool[i % len(train_pool)], rng) for i in range(n_items)]  # a fresh order and question each pass
+    tok = train_tokenizer([p + a for p, a in items + test], cfg.model.tiny.vocab_size)
+    t = cfg.model.tiny
+    torch.manual_seed(seed)
+    model = LlamaForCausalLM(LlamaConfig(hidden_size=t.hidden, intermediate_size=4 * t.hidden, num_hidden_layers=layers,
+                                         num_attention_heads=t.heads, num_key_value_heads=t.heads, vocab_size=len(tok),
+                                         max_position_embeddings=512, pad_token_id=tok.pad_token_id))
+
+    def batch(pairs):
+        ids, labels = [], []
+        for prompt, answer in pairs:
+            p, a = tok(prompt)["input_ids"], tok(answer)["input_ids"] + [tok.eos_token_id]
+            ids.append(p + a)
+            labels.append([-100] * len(p) + a)
+        width = max(map(len, ids))
+        mask = torch.tensor([[1] * len(i) + [0] * (width - len(i)) for i in ids])
+        return (torch.tensor([i + [tok.pad_token_id] * (width - len(i)) for i in ids]), mask,
+                torch.tensor([lab + [-100] * (width - len(lab)) for lab in labels]))
+
+    @torch.no_grad()
+    def accuracy() -> float:
+        model.eval()
+        right = 0
+        for prompt, answer in test:
+            ids, mask, labels = batch([(prompt, " " + c) for c in CELLS])
+            logits = model(input_ids=ids, attention_mask=mask).logits[:, :-1]
+            nll = torch.nn.functional.cross_entropy(logits.transpose(1, 2), labels[:, 1:], reduction="none")
+            per_token = nll.sum(1) / (labels[:, 1:] != -100).sum(1)
+            right += CELLS[int(per_token.argmin())] == answer.strip()
+        model.train()
+        return right / len(test)
+
+    bs = cfg.train.batch_size
+    steps = math.ceil(len(items) / bs * epochs)
+    warm = max(1, int(cfg.train.warmup_ratio * steps))
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: min(1.0, (s + 1) / warm) * 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps)))
+    curve, order = {}, []
+    for step in range(1, steps + 1):
+        if len(order) < bs:
+            order = list(range(len(items)))
+            rng.shuffle(order)
+        ids, mask, labels = batch([items[order.pop()] for _ in range(bs)])
+        loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)  # as the Trainer does
+        opt.step()
+        sched.step()
+        opt.zero_grad()
+        if step % max(1, steps // 10) == 0 or step == steps:
+            curve[step] = accuracy()
+    return {"steps": steps, "curve": curve, "test_objects": sum(len(a.objects) for a, _ in scenes) / len(scenes)}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--config", type=Path, default=None)
+    ap.add_argument("--out", type=Path, default=Path("runs/learn"), help="bench/learnability.py's output folder (its world)")
+    ap.add_argument("--model", type=Path, default=None, help="a model trained by bench/learnability.py (default: OUT/default/n<largest>)")
+    ap.add_argument("--text-items", type=int, nargs="*", default=[3000, 20000])
+    ap.add_argument("--text-layers", type=int, nargs="+", default=[3])
+    ap.add_argument("--epochs", type=float, default=3.0)
+    ap.add_argument("--results", type=Path, default=None, help="where the figures go (default: OUT/binding.json)")
+    args = ap.parse_args()
+    cfg = load_config(args.config)
+    w = build_world(cfg, args.out / "world")
+    pool = read_jsonl(w.pool, ImageAnnotation)
+    results: dict = {}
+    where = args.results or args.out / "binding.json"
+
+    model = args.model or max((args.out / "default").glob("n*/config.json"), key=lambda p: int(p.parent.name[1:]), default=None)
+    if model is None:
+        raise SystemExit(f"error: {args.out / 'default'}: no model of bench/learnability.py; run it first or give --model")
+    model = Path(model).parent if Path(model).name == "config.json" else Path(model)
+    bench, objects = heldout_benchmark(cfg, w.image_root, 150)
+    start = cfg.seed * 10**6 + 700_000  # the scenes heldout_benchmark renders
+    scenes = {a.image: a for a in build_pool(w.image_root, "heldout", range(start, start + 150 * 6), cfg.world.image_size)}
+    crowded = [q for q in bench if q.qtype == 4 and objects[q.image] >= 2]
+    t0 = time.perf_counter()
+    ratios = attention_ratios(VLM.load(model), crowded, scenes, w.image_root)
+    results["attention"] = {"model": str(model), **ratios}
+    print(f"attention of {model} on {ratios['questions']} Instance Location questions about 2+ objects: per patch, "
+          f"the named object's over the other objects' ({time.perf_counter() - t0:.0f} s)")
+    for place in ("noun", "answer"):
+        for layer, heads in enumerate(ratios[place]):
+            print(f"  at the {place:<6} layer {layer}: " + "  ".join(f"{r:.2f}" for r in heads))
+
+    results["text"] = []
+    for layers in args.text_layers:
+        for n in args.text_items:
+            t0 = time.perf_counter()
+            r = text_lookup(pool, n, layers, cfg, args.epochs, seed=cfg.seed)
+            results["text"].append({"items": n, "layers": layers, "epochs": args.epochs, **r})
+            print(f"text, {layers} layers, {n} items x {args.epochs:g} epochs ({r['steps']} steps, {time.perf_counter() - t0:.0f} s): "
+                  "held-out accuracy " + ", ".join(f"{a:.0%}" for a in r["curve"].values())
+                  + f" (every tenth of the steps; chance 11%, one of the {r['test_objects']:.1f} objects' cells "
+                    f"about {1 / r['test_objects']:.0%})", flush=True)
+            where.write_text(json.dumps(results, indent=1))
+    where.write_text(json.dumps(results, indent=1))
+
+
+if __name__ == "__main__":
+    run(main)
