@@ -6,6 +6,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+from pydantic import ValidationError
+
 from dataengine import stages
 from dataengine.errors import DataError
 from dataengine.loop import Loop
@@ -34,9 +36,13 @@ def base_round(cfg, out: Path, console) -> Base:
 
 
 def run(main: Callable[[], None]) -> None:
-    """Run a benchmark's `main`: bad input, or an output folder holding a world or model built with
-    other settings, ends in one line and a non-zero exit, as the CLI says it, not in a traceback."""
+    """Run a benchmark's `main`: bad input (a config, a setting it builds from an option), or an output
+    folder holding a world or model built with other settings, ends in one line and a non-zero exit,
+    as the CLI says it, not in a traceback."""
     try:
         main()
     except DataError as e:
         raise SystemExit(f"error: {e}")
+    except ValidationError as e:
+        first = e.errors()[0]
+        raise SystemExit(f"error: {'.'.join(map(str, first['loc']))}: {first['msg'].removeprefix('Value error, ')}")

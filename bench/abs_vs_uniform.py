@@ -26,7 +26,16 @@ from rich.table import Table
 from dataengine.config import load_config
 from dataengine.loop import Loop
 from dataengine.records import QTYPES
+from dataengine.sample import STRATEGIES
 from _base import run
+
+
+def strategy_name(name: str) -> str:
+    """An ABS strategy's name, checked before any model is built."""
+    try:
+        return STRATEGIES.check(name)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e))
 
 
 def mean_sd(xs: list[float]) -> str:
@@ -71,7 +80,7 @@ def plot(curves: dict[str, list[dict[int, float]]], overall: dict[str, list[floa
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    ap.add_argument("--strategies", nargs="+", default=["sqrt-error", "uniform", "progress", "error"])
+    ap.add_argument("--strategies", nargs="+", default=["sqrt-error", "uniform", "progress", "error"], type=strategy_name)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--out", type=Path, default=Path("runs/bench-abs"))
     ap.add_argument("--config", type=Path, default=None)

@@ -7,16 +7,18 @@ towards chance as objects are added. This benchmark measures why, in two parts:
   on held-out Instance Location questions about pictures of two or more objects, how much more each
   language-model head attends, per image patch, to the patches of the object the question names
   than to the other objects' patches: at the question's noun and at the position that predicts the
-  answer. 1.0 is no preference; a head that finds the named object reads well above it.
+  answer. As a reference, the same ratio for another object of the picture, drawn at random, in the
+  named one's place: a head that finds the named object reads well above that reference.
 - text: the same language-model shape, from random weights, trained on the scene written out in
   words instead of the picture ("a large yellow star at the center; a small blue ring at the top
   center. Where is the blue ring?" -> "top center"), at the run's learning rate and batch size:
   whether looking up a phrase in the context is learnt at all at this size and number of steps,
-  with no image in the way. Scored over the 9 grid cells (chance 11%; naming the cell of some object
-  in the scene, not the one asked for, gives about 1 / the number of objects).
+  with no image in the way. Scored over the 9 grid cells on about 270 held-out scenes (chance 11%);
+  the reference is a model that names the cell of one of the scene's objects at random, which
+  needs no lookup.
 
-    python bench/binding.py [--model runs/learn/default/n1000] [--text-items 3000 20000] [--text-layers 3 6]
-                            [--config my.yaml] [--results OUT/binding.json]
+    python bench/binding.py [--out runs/learn] [--model runs/learn/default/n1000] [--config my.yaml]
+                            [--text-items 3000 20000] [--text-layers 3 6] [--epochs 3] [--results OUT/binding.json]
 """
 from __future__ import annotations
 
@@ -25,6 +27,7 @@ import json
 import math
 import os
 import random
+import re
 import time
 from pathlib import Path
 
@@ -39,7 +42,6 @@ from dataengine.models.vlm import VLM  # noqa: E402
 from dataengine.qtypes.geometry import CELLS, grid_cell  # noqa: E402
 from dataengine.qtypes.vocabulary import referring_expressions  # noqa: E402
 from dataengine.records import ImageAnnotation, read_jsonl  # noqa: E402
-from dataengine.stages import probe_images  # noqa: E402
 from dataengine.world.build import build_world  # noqa: E402
 from dataengine.world.render import build_pool  # noqa: E402
 from _base import run  # noqa: E402
@@ -60,17 +62,20 @@ def covered(box, grid: int, side: int) -> list[int]:
 
 
 @torch.no_grad()
-def attention_ratios(vlm: VLM, questions, scenes: dict[str, ImageAnnotation], image_root: Path) -> dict[str, list[list[float]]]:
+def attention_ratios(vlm: VLM, questions, scenes: dict[str, ImageAnnotation], image_root: Path, seed: int = 0) -> dict:
     """Per place ("noun", "answer") and layer, per head: mean attention per patch of the named
     object over mean attention per patch of the other objects, over `questions` (Instance Location
-    questions "Where is <phrase> in the image?")."""
+    questions "Where is <phrase> in the image?"); and the same with another object of the picture,
+    drawn at random, in the named one's place ("reference"). The noun is left out (None) when the
+    question comes before the image: it cannot attend to it."""
     model = vlm.model
     model.set_attn_implementation("eager")  # sdpa returns no attention weights
     tok = vlm.processor.tokenizer
     image_id = model.config.image_token_index
     vision = model.config.vision_config
     grid = vision.image_size // vision.patch_size
-    sums = {place: None for place in ("noun", "answer")}
+    rng = random.Random(seed)
+    sums: dict[tuple[str, str], torch.Tensor] = {}
     n = 0
     for q in questions:
         ann = scenes[q.image]
@@ -78,23 +83,35 @@ def attention_ratios(vlm: VLM, questions, scenes: dict[str, ImageAnnotation], im
         target = next((oid for oid, ref in referring_expressions(ann).items() if ref == phrase), None)
         if target is None:
             continue
-        named = covered(next(o.bbox for o in ann.objects if o.id == target), grid, ann.width)
-        others = sorted({i for o in ann.objects if o.id != target for i in covered(o.bbox, grid, ann.width)} - set(named))
-        if not named or not others:
+        decoy = rng.choice([o.id for o in ann.objects if o.id != target])
+        patches_of = {o.id: covered(o.bbox, grid, ann.width) for o in ann.objects}
+        splits = {}
+        for kind, named_id in (("named", target), ("reference", decoy)):
+            named = patches_of[named_id]
+            others = sorted({i for oid, ps in patches_of.items() if oid != named_id for i in ps} - set(named))
+            splits[kind] = (named, others)
+        if not all(a and b for a, b in splits.values()):
             continue
         enc = vlm.encode_batch([q.question], [load_image(image_root, q.image)], [q.options[ord(q.answer) - 65]])
-        ids = enc.pop("labels")[0]
-        answer = int((ids != -100).nonzero()[0]) - 1  # the position that predicts the answer's first token
+        labels = enc.pop("labels")[0]
+        answer = int((labels != -100).nonzero()[0]) - 1  # the position that predicts the answer's first token
         patches = (enc["input_ids"][0] == image_id).nonzero().flatten()
         words = tok.convert_ids_to_tokens(enc["input_ids"][0].tolist())
         noun = max(i for i in range(answer) if words[i].lstrip("Ġ") == "in") - 1  # "... <noun> in the image?"
         att = model(**enc, output_attentions=True).attentions  # per layer (1, heads, seq, seq)
         for place, pos in (("noun", noun), ("answer", answer)):
+            if pos < int(patches[0]):
+                continue
             rows = torch.stack([a[0, :, pos][:, patches] for a in att])  # (layers, heads, patches)
-            r = torch.stack([rows[..., named].mean(-1), rows[..., others].mean(-1)])
-            sums[place] = r if sums[place] is None else sums[place] + r
+            for kind, (named, others) in splits.items():
+                r = torch.stack([rows[..., named].mean(-1), rows[..., others].mean(-1)])
+                sums[place, kind] = sums[place, kind] + r if (place, kind) in sums else r
         n += 1
-    return {place: (s[0] / s[1]).tolist() for place, s in sums.items()} | {"questions": n}
+    out: dict = {"questions": n}
+    for place in ("noun", "answer"):
+        out[place] = {kind: (sums[place, kind][0] / sums[place, kind][1]).tolist() if (place, kind) in sums else None
+                      for kind in ("named", "reference")}
+    return out
 
 
 def scene_text(ann: ImageAnnotation, rng: random.Random) -> tuple[str, str] | None:
@@ -111,14 +128,22 @@ def scene_text(ann: ImageAnnotation, rng: random.Random) -> tuple[str, str] | No
     return f"{scene}. Where is {refs[oid]}? ASSISTANT:", " " + grid_cell(box, w, h)
 
 
+TEST_SCENES = 300  # the first pool images; the text model trains on the others
+
+
 def text_lookup(pool: list[ImageAnnotation], n_items: int, layers: int, cfg, epochs: float, seed: int = 0) -> dict:
     """Train a random-initialised language model of the tiny model's width (and `layers` layers) on
-    `n_items` scenes in words; return held-out accuracy at every 10% of the steps."""
+    `n_items` scenes in words (at least a batch); return held-out accuracy at every tenth of the
+    steps, and the reference: naming the cell of one of the scene's objects at random."""
     from transformers import LlamaConfig, LlamaForCausalLM
     rng = random.Random(seed)
-    held = probe_images(pool)
-    scenes = [(a, x) for a in pool[:held] if (x := scene_text(a, rng))][:150]
+    held = TEST_SCENES
+    scenes = [(a, x) for a in pool[:held] if (x := scene_text(a, rng))]
     test = [x for _, x in scenes]
+    # the reference: the cell of one of the scene's objects, drawn at random (no lookup needed)
+    w = pool[0].width or 1
+    guess = sum(sum(grid_cell(o.bbox, a.width or w, a.height or w) == x[1].strip() for o in a.objects) / len(a.objects)
+                for a, x in scenes) / len(scenes)
     train_pool = [a for a in pool[held:] if len(a.objects) >= 2 and referring_expressions(a)]
     items = [scene_text(train_pool[i % len(train_pool)], rng) for i in range(n_items)]  # a fresh order and question each pass
     tok = train_tokenizer([p + a for p, a in items + test], cfg.model.tiny.vocab_size)
@@ -159,6 +184,7 @@ def text_lookup(pool: list[ImageAnnotation], n_items: int, layers: int, cfg, epo
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: min(1.0, (s + 1) / warm) * 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps)))
     curve, order = {}, []
+    marks = {max(1, round(steps * k / 10)) for k in range(1, 11)}
     for step in range(1, steps + 1):
         if len(order) < bs:
             order = list(range(len(items)))
@@ -170,9 +196,9 @@ def text_lookup(pool: list[ImageAnnotation], n_items: int, layers: int, cfg, epo
         opt.step()
         sched.step()
         opt.zero_grad()
-        if step % max(1, steps // 10) == 0 or step == steps:
+        if step in marks:
             curve[step] = accuracy()
-    return {"steps": steps, "curve": curve, "test_objects": sum(len(a.objects) for a, _ in scenes) / len(scenes)}
+    return {"steps": steps, "curve": curve, "test_scenes": len(test), "reference": guess}
 
 
 def main() -> None:
@@ -180,33 +206,51 @@ def main() -> None:
     ap.add_argument("--config", type=Path, default=None)
     ap.add_argument("--out", type=Path, default=Path("runs/learn"), help="bench/learnability.py's output folder (its world)")
     ap.add_argument("--model", type=Path, default=None, help="a model trained by bench/learnability.py (default: OUT/default/n<largest>)")
-    ap.add_argument("--text-items", type=int, nargs="*", default=[3000, 20000])
+    ap.add_argument("--text-items", type=int, nargs="*", default=[3000, 20000], help="none: the attention part only")
     ap.add_argument("--text-layers", type=int, nargs="+", default=[3])
     ap.add_argument("--epochs", type=float, default=3.0)
     ap.add_argument("--results", type=Path, default=None, help="where the figures go (default: OUT/binding.json)")
     args = ap.parse_args()
     cfg = load_config(args.config)
-    w = build_world(cfg, args.out / "world")
-    pool = read_jsonl(w.pool, ImageAnnotation)
-    results: dict = {}
-    where = args.results or args.out / "binding.json"
-
-    model = args.model or max((args.out / "default").glob("n*/config.json"), key=lambda p: int(p.parent.name[1:]), default=None)
+    bs = cfg.train.batch_size
+    if any(n < bs for n in args.text_items):
+        raise SystemExit(f"error: --text-items: at least {bs} (a batch) each")
+    if args.epochs <= 0:
+        raise SystemExit("error: --epochs: more than 0")
+    trained = [p.parent for p in (args.out / "default").glob("n*/config.json") if re.fullmatch(r"n\d+", p.parent.name)]
+    model = args.model or max(trained, key=lambda p: int(p.name[1:]), default=None)
     if model is None:
         raise SystemExit(f"error: {args.out / 'default'}: no model of bench/learnability.py; run it first or give --model")
     model = Path(model).parent if Path(model).name == "config.json" else Path(model)
+    vlm = VLM.load(model)  # a folder that holds no model stops here, before any world is built
+    where = args.results or args.out / "binding.json"
+    try:
+        where.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise SystemExit(f"error: {where}: cannot write the results there ({e.strerror})")
+    w = build_world(cfg, args.out / "world")
+    pool = read_jsonl(w.pool, ImageAnnotation)
+    results: dict = {}
+
     bench, objects = heldout_benchmark(cfg, w.image_root, 150)
     start = cfg.seed * 10**6 + 700_000  # the scenes heldout_benchmark renders
     scenes = {a.image: a for a in build_pool(w.image_root, "heldout", range(start, start + 150 * 6), cfg.world.image_size)}
     crowded = [q for q in bench if q.qtype == 4 and objects[q.image] >= 2]
     t0 = time.perf_counter()
-    ratios = attention_ratios(VLM.load(model), crowded, scenes, w.image_root)
+    ratios = attention_ratios(vlm, crowded, scenes, w.image_root, seed=cfg.seed)
     results["attention"] = {"model": str(model), **ratios}
-    print(f"attention of {model} on {ratios['questions']} Instance Location questions about 2+ objects: per patch, "
-          f"the named object's over the other objects' ({time.perf_counter() - t0:.0f} s)")
+    print(f"attention of {model} on {ratios['questions']} Instance Location questions about 2+ objects: per patch, the "
+          f"named object's over the other objects' [reference: another object of the picture in its place] "
+          f"({time.perf_counter() - t0:.0f} s)")
     for place in ("noun", "answer"):
-        for layer, heads in enumerate(ratios[place]):
-            print(f"  at the {place:<6} layer {layer}: " + "  ".join(f"{r:.2f}" for r in heads))
+        named, ref = ratios[place]["named"], ratios[place]["reference"]
+        if named is None:
+            print(f"  at the {place}: before the image (the question comes first), so it cannot attend to it")
+            continue
+        for layer, (heads, refs) in enumerate(zip(named, ref)):
+            print(f"  at the {place:<6} layer {layer}: " + "  ".join(f"{r:.2f}" for r in heads)
+                  + "   [" + "  ".join(f"{r:.2f}" for r in refs) + "]")
+    where.write_text(json.dumps(results, indent=1))
 
     results["text"] = []
     for layers in args.text_layers:
@@ -215,11 +259,10 @@ def main() -> None:
             r = text_lookup(pool, n, layers, cfg, args.epochs, seed=cfg.seed)
             results["text"].append({"items": n, "layers": layers, "epochs": args.epochs, **r})
             print(f"text, {layers} layers, {n} items x {args.epochs:g} epochs ({r['steps']} steps, {time.perf_counter() - t0:.0f} s): "
-                  "held-out accuracy " + ", ".join(f"{a:.0%}" for a in r["curve"].values())
-                  + f" (every tenth of the steps; chance 11%, one of the {r['test_objects']:.1f} objects' cells "
-                    f"about {1 / r['test_objects']:.0%})", flush=True)
+                  f"accuracy on {r['test_scenes']} held-out scenes at every tenth of the steps "
+                  + ", ".join(f"{a:.0%}" for a in r["curve"].values())
+                  + f"; chance 11%, the cell of one of the scene's objects at random {r['reference']:.0%}", flush=True)
             where.write_text(json.dumps(results, indent=1))
-    where.write_text(json.dumps(results, indent=1))
 
 
 if __name__ == "__main__":

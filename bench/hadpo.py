@@ -48,7 +48,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--config", type=Path, default=Path("configs/hadpo.yaml"))
     ap.add_argument("--out", type=Path, default=Path("runs/bench-hadpo"))
-    ap.add_argument("--arms", nargs="+", default=["dpo", "dpo+sft", "sft", "blank", "on-policy", "dpo-iter"])
+    ap.add_argument("--arms", nargs="+", default=["dpo", "dpo+sft", "sft", "blank", "on-policy", "dpo-iter"],
+                    choices=["dpo", "dpo+sft", "sft", "blank", "on-policy", "dpo-iter"])
     ap.add_argument("--on-policy-gap", type=float, default=0.25,
                     help="the on-policy arm leaves out pairs whose chosen side is less likely per token than the rejected by more")
     args = ap.parse_args()

@@ -19,3 +19,25 @@ def test_bad_config_is_one_line(tmp_path, script):
     last = r.stderr.strip().splitlines()
     assert len(last) == 1 and last[0].startswith("error: ") and "bad.yaml" in last[0] and "sqrt-error" in last[0], r.stderr
     assert not (tmp_path / "out").exists()  # nothing was started
+
+
+@pytest.mark.parametrize("args, says", [
+    (["abs_vs_uniform.py", "--strategies", "sqrt-eror"], "did you mean 'sqrt-error'"),  # before any model is built
+    (["hadpo.py", "--arms", "dop"], "invalid choice: 'dop'"),
+    (["option_scoring.py", "--family", "llavaa"], "family: unknown tiny model family 'llavaa'"),
+    (["binding.py", "--text-items", "5"], "--text-items: at least"),
+])
+def test_bad_options_are_one_line(tmp_path, args, says):
+    out = [] if args[0] == "option_scoring.py" else ["--out", str(tmp_path / "out")]
+    r = subprocess.run([sys.executable, str(BENCH / args[0]), *args[1:], *out], capture_output=True, text=True, timeout=300)
+    assert r.returncode != 0
+    assert "Traceback" not in r.stderr
+    assert says in r.stderr.strip().splitlines()[-1], r.stderr
+
+
+def test_binding_needs_a_learnability_model_and_says_where(tmp_path):
+    r = subprocess.run([sys.executable, str(BENCH / "binding.py"), "--out", str(tmp_path / "out")],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode != 0 and "Traceback" not in r.stderr
+    assert "no model of bench/learnability.py" in r.stderr.strip().splitlines()[-1]
+    assert not (tmp_path / "out").exists()  # checked before a world is built

@@ -62,3 +62,16 @@ def test_a_world_folder_is_reused_only_for_its_own_config(world):
     other.world.pool_size = 50
     with pytest.raises(DataError, match="another seed or world config"):
         build_world(other, out)
+
+
+def test_a_file_where_the_world_folder_should_be_is_one_clear_error(tmp_path):
+    import pytest
+
+    from dataengine.errors import DataError
+    from dataengine.world.build import build_world
+    from tests.support.configs import small_config
+    (tmp_path / "afile").write_text("mine\n")
+    for out in (tmp_path / "afile", tmp_path / "afile" / "world"):
+        with pytest.raises(DataError, match="cannot make the world's folder"):
+            build_world(small_config(), out)
+    assert (tmp_path / "afile").read_text() == "mine\n"  # nothing of the user's is touched

@@ -21,9 +21,14 @@ def build_world(cfg, out: str | Path) -> Inputs:
     """Render the world for `cfg` (a RunConfig: its seed and `world` section) into `out`:
     images/, pool.jsonl, benchmark.json (SEED-Bench format), starter.jsonl. Files already there are kept.
 
-    Raises DataError when the benchmark's scenes cannot supply `world.benchmark_per_type` items of every type.
+    Raises DataError when the benchmark's scenes cannot supply `world.benchmark_per_type` items of every
+    type, or `out` cannot be a folder.
     """
     w, out = cfg.world, Path(out)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:  # a file where the folder (or one above it) should be
+        raise DataError(f"{out}: cannot make the world's folder ({e.strerror})") from None
     inputs = Inputs(out / "benchmark.json", out / "images", out / "pool.jsonl", out / "starter.jsonl", out / "images")
     made_by = json.loads(json.dumps({"seed": cfg.seed, "world": w.model_dump(mode="json")}))  # as read back
     if all(p.exists() for p in (inputs.benchmark, inputs.pool, inputs.original)):
