@@ -9,6 +9,7 @@ from typing import Callable
 from pydantic import ValidationError
 
 from dataengine import stages
+from dataengine.config import problem
 from dataengine.errors import DataError
 from dataengine.loop import Loop
 from dataengine.records import ImageAnnotation, Inputs, Question, Sample, read_jsonl
@@ -44,5 +45,4 @@ def run(main: Callable[[], None]) -> None:
     except DataError as e:
         raise SystemExit(f"error: {e}")
     except ValidationError as e:
-        first = e.errors()[0]
-        raise SystemExit(f"error: {'.'.join(map(str, first['loc']))}: {first['msg'].removeprefix('Value error, ')}")
+        raise SystemExit(f"error: {problem(e)}")

@@ -43,7 +43,6 @@ from dataengine.qtypes.geometry import CELLS, grid_cell  # noqa: E402
 from dataengine.qtypes.vocabulary import referring_expressions  # noqa: E402
 from dataengine.records import ImageAnnotation, read_jsonl  # noqa: E402
 from dataengine.world.build import build_world  # noqa: E402
-from dataengine.world.render import build_pool  # noqa: E402
 from _base import run  # noqa: E402
 from learnability import heldout_benchmark  # noqa: E402
 
@@ -135,7 +134,7 @@ def text_lookup(pool: list[ImageAnnotation], n_items: int, layers: int, cfg, epo
     """Train a random-initialised language model of the tiny model's width (and `layers` layers) on
     `n_items` scenes in words (at least a batch); return held-out accuracy at every tenth of the
     steps, and the reference: naming the cell of one of the scene's objects at random."""
-    from transformers import LlamaConfig, LlamaForCausalLM
+    from transformers import LlamaConfig, LlamaForCausalLM, get_cosine_schedule_with_warmup
     rng = random.Random(seed)
     held = TEST_SCENES
     scenes = [(a, x) for a in pool[:held] if (x := scene_text(a, rng))]
@@ -179,10 +178,8 @@ def text_lookup(pool: list[ImageAnnotation], n_items: int, layers: int, cfg, epo
 
     bs = cfg.train.batch_size
     steps = math.ceil(len(items) / bs * epochs)
-    warm = max(1, int(cfg.train.warmup_ratio * steps))
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: min(1.0, (s + 1) / warm) * 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps)))
+    sched = get_cosine_schedule_with_warmup(opt, max(1, int(cfg.train.warmup_ratio * steps)), steps)  # as the Trainer's
     curve, order = {}, []
     marks = {max(1, round(steps * k / 10)) for k in range(1, 11)}
     for step in range(1, steps + 1):
@@ -232,10 +229,8 @@ def main() -> None:
     pool = read_jsonl(w.pool, ImageAnnotation)
     results: dict = {}
 
-    bench, objects = heldout_benchmark(cfg, w.image_root, 150)
-    start = cfg.seed * 10**6 + 700_000  # the scenes heldout_benchmark renders
-    scenes = {a.image: a for a in build_pool(w.image_root, "heldout", range(start, start + 150 * 6), cfg.world.image_size)}
-    crowded = [q for q in bench if q.qtype == 4 and objects[q.image] >= 2]
+    bench, scenes = heldout_benchmark(cfg, w.image_root, 150)
+    crowded = [q for q in bench if q.qtype == 4 and len(scenes[q.image].objects) >= 2]
     t0 = time.perf_counter()
     ratios = attention_ratios(vlm, crowded, scenes, w.image_root, seed=cfg.seed)
     results["attention"] = {"model": str(model), **ratios}

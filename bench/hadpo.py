@@ -44,12 +44,14 @@ from dataengine.train.dpo import train_dpo
 from dataengine.train.sft import train
 
 
+ARMS = ["dpo", "dpo+sft", "sft", "blank", "on-policy", "dpo-iter"]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--config", type=Path, default=Path("configs/hadpo.yaml"))
     ap.add_argument("--out", type=Path, default=Path("runs/bench-hadpo"))
-    ap.add_argument("--arms", nargs="+", default=["dpo", "dpo+sft", "sft", "blank", "on-policy", "dpo-iter"],
-                    choices=["dpo", "dpo+sft", "sft", "blank", "on-policy", "dpo-iter"])
+    ap.add_argument("--arms", nargs="+", default=ARMS, choices=ARMS)
     ap.add_argument("--on-policy-gap", type=float, default=0.25,
                     help="the on-policy arm leaves out pairs whose chosen side is less likely per token than the rejected by more")
     args = ap.parse_args()
@@ -105,8 +107,6 @@ def main() -> None:
             elif arm == "on-policy":
                 train_dpo(vlm, [p for p in at_gap if not p.off_policy], inputs.image_root, d / "model",
                           h.train.model_copy(update={"seed": h.train.seed + cfg.seed}))
-            else:
-                raise SystemExit(f"unknown arm {arm!r}: dpo, dpo+sft, sft, blank or on-policy")
         model = VLM.load(d / "model")
         rows[arm] = measure(model, heldout, heldout_root, d / "after", prompt, names, h) | {"benchmark": bench_accuracy(d / "model", d / "eval")}
         del model

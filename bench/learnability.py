@@ -33,9 +33,9 @@ from dataengine.world.render import VOCABULARY, build_pool  # noqa: E402
 from _base import run  # noqa: E402
 
 
-def heldout_benchmark(cfg, image_root: Path, per_type: int) -> tuple[list[Question], dict[str, int]]:
-    """`per_type` questions a type from scenes neither the pool nor the loop's benchmark uses, and the
-    number of objects in each scene's picture (by image path)."""
+def heldout_benchmark(cfg, image_root: Path, per_type: int) -> tuple[list[Question], dict[str, ImageAnnotation]]:
+    """`per_type` questions a type from scenes neither the pool nor the loop's benchmark uses, and
+    those scenes' annotations (by image path)."""
     start = cfg.seed * 10**6 + 700_000
     scenes = build_pool(image_root, "heldout", range(start, start + per_type * 6), cfg.world.image_size)
     items = generate({t: per_type for t in range(1, 10)}, scenes, GroundedGenerator(VOCABULARY, source="heldout"), seed=cfg.seed + 13)
@@ -43,7 +43,7 @@ def heldout_benchmark(cfg, image_root: Path, per_type: int) -> tuple[list[Questi
     assert not any(short.values()), short
     questions = [Question(question_id=f"h{i:05d}", question=s.instruction, options=s.options, answer=s.choice_answer,
                           qtype=s.qtype, image=s.image) for i, s in enumerate(items)]
-    return questions, {a.image: len(a.objects) for a in scenes}
+    return questions, {a.image: a for a in scenes}
 
 
 def by_objects(preds, objects: dict[str, int], types: list[int]) -> dict[int, dict[int, tuple[int, float]]]:
@@ -78,7 +78,8 @@ def main() -> None:
     w = build_world(cfg, args.out / "world")
     pool = read_jsonl(w.pool, ImageAnnotation)
     starter = read_jsonl(w.original, Sample)
-    bench, objects = heldout_benchmark(cfg, w.image_root, args.bench_per_type)
+    bench, scenes = heldout_benchmark(cfg, w.image_root, args.bench_per_type)
+    objects = {image: len(a.objects) for image, a in scenes.items()}
     bench = [q for q in bench if q.qtype in args.types]
     times["world"] = time.perf_counter() - t0
 
