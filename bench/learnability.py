@@ -68,9 +68,14 @@ def main() -> None:
     ap.add_argument("--types", type=int, nargs="+", default=list(range(1, 10)))
     ap.add_argument("--bench-per-type", type=int, default=150)
     ap.add_argument("--epochs", type=float, default=None, help="training epochs (default: the config's train.epochs)")
+    ap.add_argument("--ground-attention", type=float, default=None,
+                    help="train.ground_attention for the per-size training (train/grounding.py; default: the config's)")
+    ap.add_argument("--freeze-vision", action="store_true", help="keep the vision tower as the starting point has it")
     ap.add_argument("--tag", default="default", help="a name for this configuration's results")
     args = ap.parse_args()
     args.sizes = sorted(set(args.sizes))
+    if args.ground_attention is not None and args.ground_attention < 0:
+        raise SystemExit("error: --ground-attention: 0 or more")
     cfg = load_config(args.config)
     times: dict[str, float] = {}
 
@@ -86,7 +91,9 @@ def main() -> None:
     # The starting point as round 0 makes it (before its starter training), kept between runs; its
     # alignment stage trains with the train section's settings, so they are part of its name.
     m = cfg.model
-    key = hashlib.sha1(json.dumps([m.model_dump(mode="json"), cfg.train.model_dump(mode="json"), cfg.seed]).encode()).hexdigest()[:8]
+    # (ground_attention at 0 is left out, so that starting points built before it existed keep their names)
+    t = cfg.train.model_dump(mode="json", exclude={"ground_attention"} if not cfg.train.ground_attention else None)
+    key = hashlib.sha1(json.dumps([m.model_dump(mode="json"), t, cfg.seed]).encode()).hexdigest()[:8]
     base = args.out / f"base-{key}"
     if (base / "config.json").exists():
         vlm = VLM.load(base)
@@ -103,14 +110,16 @@ def main() -> None:
     print("vision probe: " + ", ".join(f"{k} {v:.0%}" for k, v in (scores or {}).items()), flush=True)
     state = copy.deepcopy(vlm.model.state_dict())
 
-    tcfg = cfg.train.model_copy(update={"epochs": args.epochs} if args.epochs else {})
+    tcfg = cfg.train.model_copy(update=({"epochs": args.epochs} if args.epochs else {})
+                                | ({"ground_attention": args.ground_attention} if args.ground_attention is not None else {})
+                                | ({"freeze_vision": True} if args.freeze_vision else {}))
     table: dict[int, dict[int, float]] = {}
     crowds: dict[int, dict] = {}
     for n in args.sizes:
         vlm.model.load_state_dict(state)
         data = generate({t: n for t in args.types}, pool[probe_images(pool):], GroundedGenerator(VOCABULARY, source="learn"), seed=cfg.seed + 1)
         t0 = time.perf_counter()
-        train(vlm, data, w.image_root, args.out / args.tag / f"n{n}", tcfg)
+        train(vlm, data, w.image_root, args.out / args.tag / f"n{n}", tcfg, annotations=pool)
         times[f"train n={n}"] = time.perf_counter() - t0
         t0 = time.perf_counter()
         preds = evaluate(vlm, bench, w.image_root, batch_size=cfg.evaluate.batch_size)
@@ -122,7 +131,8 @@ def main() -> None:
               + " ".join(f"{t}:{a:.0%}" for t, a in table[n].items()), flush=True)
         (args.out / args.tag / "results.json").write_text(json.dumps(
             {"table": table, "by_objects": crowds, "times": times, "probe": scores, "config": cfg.model_dump(mode="json"),
-             "epochs": tcfg.epochs, "bench_per_type": args.bench_per_type}, indent=1))
+             "epochs": tcfg.epochs, "ground_attention": tcfg.ground_attention, "freeze_vision": tcfg.freeze_vision,
+             "bench_per_type": args.bench_per_type}, indent=1))
 
     se = (0.25 / args.bench_per_type) ** 0.5
     print(f"\n{'question type':<26}" + "".join(f"{f'n={n}':>10}" for n in args.sizes))

@@ -467,12 +467,14 @@ class Trained:
 
 
 def train_model(model: str | Path, data: list[Sample] | list, image_root: str | Path, out: str | Path, cfg: TrainConfig,
-                progress: Progress | None = None, log: Log | None = None) -> Trained:
+                progress: Progress | None = None, log: Log | None = None,
+                annotations: list[ImageAnnotation] | None = None) -> Trained:
     """Fine-tune the checkpoint at `model` on `data` (items, or `Conversation`s; full or LoRA, merged
     back) and save it to `out` (under torchrun, the first process saves). Trained in float32 (bf16
     mixed precision with `cfg.bf16`). `log` hears a warning when multi-round conversations train a
     model whose template puts the question before the image. DataError when `out` already holds a
-    model: a finished training is never overwritten."""
+    model: a finished training is never overwritten. `annotations`: the images' annotations, for
+    `cfg.ground_attention`."""
     from .dialog.conversation import Conversation
     from .models.vlm import VLM
     from .train.sft import train
@@ -485,7 +487,7 @@ def train_model(model: str | Path, data: list[Sample] | list, image_root: str | 
         log(f"[yellow]{model}: its template puts the question before the image, which only a conversation's first "
             f"question then precedes; merged conversations cost this layout single-round accuracy in bench/dialog.py "
             f"(one-turn conversations, train.conversation: single, did not)[/yellow]")
-    log = train(vlm, data, image_root, out, cfg, progress=progress)
+    log = train(vlm, data, image_root, out, cfg, progress=progress, annotations=annotations)
     return Trained(vlm, log)
 
 
@@ -535,7 +537,7 @@ def align(vlm, pool: list[ImageAnnotation], cfg: RunConfig, image_root: str | Pa
         return None
     items = alignment_samples(pool[probe_images(pool):], m.align, seed=cfg.seed)
     log = train(vlm, items, image_root, work_dir, cfg.train.model_copy(update={"epochs": m.align_epochs, "target": "answer"}),
-                progress=progress)
+                progress=progress, annotations=pool)
     shutil.rmtree(work_dir, ignore_errors=True)  # a stage of a model, not a model of its own
     return log
 
@@ -550,7 +552,8 @@ def base_model(cfg: RunConfig, inputs: Inputs, original: list[Sample], model_dir
     pool = read_jsonl(inputs.pool, ImageAnnotation)
     vlm, scores = init_model(original, cfg, probe_dir, pool, inputs.image_root, progress)
     aligned = align(vlm, pool, cfg, inputs.image_root, Path(probe_dir) / "align", progress)
-    train(vlm, original, inputs.image_root, model_dir, cfg.train.model_copy(update={"epochs": cfg.model.base_epochs}), progress=progress)
+    train(vlm, original, inputs.image_root, model_dir, cfg.train.model_copy(update={"epochs": cfg.model.base_epochs}),
+          progress=progress, annotations=pool)
     return vlm, scores, aligned
 
 

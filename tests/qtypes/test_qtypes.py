@@ -93,3 +93,17 @@ def test_a_pool_without_settings_or_text_says_so_and_its_share_goes_elsewhere():
     assert shared.unavailable == {"Scene Understanding": missing[1], "Text Understanding": missing[9]}
     counts = shared.counts()
     assert 1 not in counts and 9 not in counts and sum(counts.values()) == 90
+
+
+def test_find_references_reads_a_bare_name_followed_by_another_word():
+    from dataengine.qtypes.vocabulary import find_references
+    from dataengine.records import ImageAnnotation, ObjectAnn
+    ann = ImageAnnotation(image_id="a", image="a.png", width=64, height=64, objects=[
+        ObjectAnn(id=0, name="ring", bbox=[0, 0, 8, 8], attributes=["blue", "small"]),
+        ObjectAnn(id=1, name="star", bbox=[9, 9, 20, 20], attributes=["red"])])
+    ids = lambda text: [[o.id for o in group] for group in find_references(ann, text, set())]  # noqa: E731
+    # "the ring relative" once read "ring" as a colour and "relative" as the name, and found nothing
+    assert ids("Where is the ring relative to the star?") == [[0], [1]]
+    assert ids("Is the small ring above the red star?") == [[0], [1]]
+    assert ids("Where is the blue ring in the image?") == [[0]]
+    assert ids("Is the red ring here?") == [[]]  # a ring, but not a red one

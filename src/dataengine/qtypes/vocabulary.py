@@ -99,7 +99,10 @@ def find_references(ann: ImageAnnotation, text: str, names: set[str]) -> list[li
     objects of the annotation it can refer to (an empty list: it names nothing in the image)."""
     names = {o.name for o in ann.objects} | names
     found = []
-    for size, color, name in _REF.findall(text.lower()):
+    for m in _REF.finditer(text.lower()):
+        size, color, name = m.groups()
+        if name not in names and color in names:  # "the ring relative to ...": the name came one word early
+            color, name = None, color
         if name not in names:
             continue
         found.append([o for o in ann.objects if o.name == name and (not color or color_of(o.attributes) == color)

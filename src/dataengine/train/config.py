@@ -48,6 +48,10 @@ class TrainConfig(BaseModel):
     weight_decay: float = 0.0
     vision_lr: float | None = None  # vision tower and projector; None: same as lr
     freeze_vision: bool = False  # keep the vision tower as it is (LLaVA-1.5 does)
+    # Weight of train/grounding.py's loss: heads look at the objects the question names (0: off). A
+    # training aid for the embedded tiny model, whose language model starts from random weights;
+    # needs the images' annotations and LLaVA's one image token per patch.
+    ground_attention: float = Field(0.0, ge=0)
     lora: LoraConfig | None = None  # None: full fine-tuning
     target: str = "short_answer"  # what the model learns to say: "short_answer" or "answer"
     sampling: str = "random"  # "sequential" keeps our seeded shuffle as the order (same batches on 1 or N processes)

@@ -27,8 +27,9 @@ from ..errors import DataError
 from ..images import load_image
 from ..models.vlm import VLM
 from ..dialog.conversation import Conversation
-from ..records import Sample, differs, write_json
+from ..records import ImageAnnotation, Sample, differs, write_json
 from .config import LoraConfig, TrainConfig
+from .grounding import attention_loss, grounding_targets, named_patches
 
 
 class SampleDataset(Dataset):
@@ -44,20 +45,53 @@ class SampleDataset(Dataset):
 
 
 class Collator:
-    def __init__(self, vlm: VLM, target: str):
-        self.vlm, self.target = vlm, target
+    """A training batch; with `annotations` (image path -> its annotation), also "grounding": the
+    patches of the objects each question names (train/grounding.py)."""
+
+    def __init__(self, vlm: VLM, target: str, annotations: dict[str, ImageAnnotation] | None = None):
+        self.vlm, self.target, self.annotations = vlm, target, annotations
 
     def __call__(self, batch: list[tuple[Sample, Image.Image]]):
         if isinstance(batch[0][0], Conversation):  # every assistant turn learned, no user turn
             return self.vlm.encode_conversation_batch([img for _, img in batch], [c.pairs() for c, _ in batch])
-        return self.vlm.encode_batch([s.instruction for s, _ in batch], [img for _, img in batch],
-                                     [getattr(s, self.target) for s, _ in batch])
+        enc = self.vlm.encode_batch([s.instruction for s, _ in batch], [img for _, img in batch],
+                                    [getattr(s, self.target) for s, _ in batch])
+        if self.annotations is not None:
+            vision = self.vlm.model.config.vision_config
+            grid = vision.image_size // vision.patch_size
+            tok = self.vlm.processor.tokenizer
+            # a picture of one object needs no lookup: grounding there teaches nothing and dilutes the loss
+            phrases = [[(tok(" " + name, add_special_tokens=False)["input_ids"], p) for name, p in named_patches(a, s.instruction, grid)]
+                       if (a := self.annotations.get(s.image)) and len(a.objects) > 1 else [] for s, _ in batch]
+            enc["grounding"], enc["grounding_names"] = grounding_targets(enc["input_ids"], enc["labels"],
+                                                                         self.vlm.model.config.image_token_index, phrases)
+        return enc
+
+
+def grounded_trainer(weight: float):
+    """The Trainer with `weight` x `grounding.attention_loss` added to the language-modelling loss,
+    on batches that carry "grounding"."""
+    from transformers import Trainer
+
+    class GroundedTrainer(Trainer):
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            targets, names = inputs.pop("grounding", None), inputs.pop("grounding_names", None)
+            if targets is None or not targets.any():
+                return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+            outputs = model(**inputs, output_attentions=True)
+            extra = attention_loss(outputs.attentions, targets.to(outputs.loss.device), names.to(outputs.loss.device))
+            loss = outputs.loss + weight * extra if extra is not None else outputs.loss
+            return (loss, outputs) if return_outputs else loss
+
+    return GroundedTrainer
 
 
 def train(vlm: VLM, samples: list[Sample] | list[Conversation], image_root: str | Path, out_dir: str | Path,
-          cfg: TrainConfig | None = None, progress: Progress | None = None) -> dict:
+          cfg: TrainConfig | None = None, progress: Progress | None = None,
+          annotations: list[ImageAnnotation] | None = None) -> dict:
     """Fine-tune `vlm` in place on `samples` (items, trained on `cfg.target`; or conversations, trained
-    on every assistant turn); save it to `out_dir`; return the loss log."""
+    on every assistant turn); save it to `out_dir`; return the loss log. `annotations`: the images'
+    annotations, which `cfg.ground_attention` needs (DataError without them)."""
     from transformers import Trainer, set_seed
     from transformers.trainer_callback import PrinterCallback
 
@@ -79,10 +113,21 @@ def train(vlm: VLM, samples: list[Sample] | list[Conversation], image_root: str 
     log = StepLog(vlm, steps, progress)
     args = training_args(cfg, out_dir, steps, vlm.device)
     random.Random(cfg.seed).shuffle(samples := list(samples))
-    trainer = Trainer(model=model, args=args, train_dataset=SampleDataset(samples, Path(image_root), 2 * vlm.input_side if vlm.input_side else None),
-                      data_collator=Collator(vlm, cfg.target), callbacks=[log], optimizers=(param_groups_optimizer(model, cfg, family), None))
+    grounded = None
+    if cfg.ground_attention:
+        if annotations is None or isinstance(samples[0], Conversation):
+            raise DataError(f"{out_dir}: train.ground_attention needs single items and their images' annotations "
+                            "(the embedded world's, or a pool with boxes)")
+        grounded = {a.image: a for a in annotations}
+        attention = vlm.model.config._attn_implementation
+        vlm.model.set_attn_implementation("eager")  # the fused kernels return no attention weights
+    cls = grounded_trainer(cfg.ground_attention) if grounded else Trainer
+    trainer = cls(model=model, args=args, train_dataset=SampleDataset(samples, Path(image_root), 2 * vlm.input_side if vlm.input_side else None),
+                  data_collator=Collator(vlm, cfg.target, grounded), callbacks=[log], optimizers=(param_groups_optimizer(model, cfg, family), None))
     trainer.remove_callback(PrinterCallback)  # our progress bar and train_log.json replace its prints
     seconds = run_trainer(trainer, model, cfg, out_dir, identity)
+    if grounded:
+        vlm.model.set_attn_implementation(attention)
     return finish(vlm, model, trainer, out_dir, {"steps": steps, "samples": len(samples), "losses": log.losses, "seconds": seconds})
 
 

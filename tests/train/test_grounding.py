@@ -1,0 +1,114 @@
+import math
+
+import pytest
+import torch
+
+from dataengine.errors import DataError
+from dataengine.generate import GroundedGenerator, generate
+from dataengine.images import load_image
+from dataengine.records import ImageAnnotation, ObjectAnn, Sample, read_jsonl
+from dataengine.train.config import TrainConfig
+from dataengine.train.grounding import attention_loss, covered, grounding_targets, named_patches
+from dataengine.train.sft import Collator, train
+from dataengine.world.render import VOCABULARY
+
+SCENE = ImageAnnotation(image_id="a", image="a.png", width=64, height=64, objects=[
+    ObjectAnn(id=0, name="ring", bbox=[0, 0, 32, 32], attributes=["blue"]),
+    ObjectAnn(id=1, name="ring", bbox=[32, 32, 64, 64], attributes=["red"]),
+    ObjectAnn(id=2, name="star", bbox=[40, 0, 64, 16], attributes=["red"])])
+
+
+def test_covered_takes_the_patches_a_box_mostly_covers():
+    assert covered([0, 0, 32, 32], 4, 64) == [0, 1, 4, 5]
+    assert covered([0, 0, 20, 16], 4, 64) == [0]  # 4 of the second patch's 16 columns: 25%, not taken
+    assert covered([0, 0, 22, 16], 4, 64) == [0, 1]  # 6 of 16: 37.5%
+    assert covered([0, 0, 32, 16], 4, 64, 32) == [0, 1, 4, 5]  # a wide image: patches are 16 x 8
+
+
+def test_named_patches_are_those_of_the_objects_each_phrase_names():
+    assert named_patches(SCENE, "Where is the blue ring in the image?", 4) == [("ring", [0, 1, 4, 5])]
+    # "the ring" may be either ring: both are its patches
+    assert named_patches(SCENE, "Where is the ring relative to the star?", 4) == [("ring", [0, 1, 4, 5, 10, 11, 14, 15]),
+                                                                                 ("star", [2, 3])]
+    assert named_patches(SCENE, "What is the setting of the image?", 4) == []
+
+
+# one item: tokens 0-3 are patches (9), 4-7 the question "the blue ring ?" (5 6 7 2), 8-9 the answer (3, then 4: the end)
+IDS = torch.tensor([[9, 9, 9, 9, 5, 6, 7, 2, 3, 4]])
+LABELS = torch.tensor([[-100] * 8 + [3, 4]])
+
+
+def test_grounding_targets_mark_the_phrase_and_the_answer_positions():
+    targets, names = grounding_targets(IDS, LABELS, 9, [[([7], [1, 2])]])
+    # "ring" and the question's last token, which predicts the answer (not the answer's last token: the end)
+    assert targets[0].nonzero().tolist() == [[6, 1], [6, 2], [7, 1], [7, 2]]
+    assert names[0].nonzero().flatten().tolist() == [6]
+    targets, names = grounding_targets(IDS, LABELS, 9, [[([6, 7], [3])]])  # a name of two tokens: its last
+    assert targets[0].nonzero().tolist() == [[6, 3], [7, 3]]
+    assert not grounding_targets(IDS, LABELS, 9, [[]])[0].any()
+    assert not grounding_targets(IDS, LABELS, 9, [[([8], [1])]])[1].any()  # a name not in the question: answer rows only
+    with pytest.raises(ValueError, match="one image token per patch"):
+        grounding_targets(IDS, LABELS, 9, [[([7], [7])]])
+
+
+def test_attention_loss_is_zero_on_the_named_patches_and_log_n_when_spread():
+    targets, names = grounding_targets(IDS, LABELS, 9, [[([7], [1, 2])]])
+    focused = torch.zeros(1, 2, 10, 10)
+    focused[..., 1] = 1.0
+    spread = torch.full((1, 2, 10, 10), 1 / 10)
+    assert attention_loss((spread, focused), targets, names).item() == pytest.approx(0.0, abs=1e-5)  # layer 0 left out
+    assert attention_loss((focused, spread), targets, names).item() == pytest.approx(math.log(10 / 2), rel=1e-4)
+    # rows without targets do not count; at a phrase's name only the first head is held to it
+    free = focused.clone()
+    free[:, :, 8:] = 1 / 10
+    free[:, :, :6] = 1 / 10
+    free[:, 1, 6] = 1 / 10
+    assert attention_loss((free, free), targets, names).item() == pytest.approx(0.0, abs=1e-5)
+    free[:, 0, 6] = 1 / 10
+    assert attention_loss((free, free), targets, names).item() > 0.1
+    free[:, 0, 6], free[:, 1, 7] = 0, 1 / 10
+    free[:, 0, 6, 1] = 1.0
+    assert attention_loss((free, free), targets, names).item() > 0.1  # at the answer every head is held to it
+    assert attention_loss((spread, spread), *grounding_targets(IDS, LABELS, 9, [[]])) is None
+
+
+def _location(world, n):
+    pool = read_jsonl(world.pool, ImageAnnotation)
+    items = generate({4: n}, pool, GroundedGenerator(VOCABULARY, source="t"), seed=0)
+    anns = {a.image: a for a in pool}
+    return [s for s in items if len(anns[s.image].objects) >= 2], pool
+
+
+@torch.no_grad()
+def _named_mass(vlm, items, pool, image_root) -> float:
+    """Mean attention, at the phrase's name and the positions that predict the answer, on the named object's patches."""
+    vlm.model.set_attn_implementation("eager")
+    col = Collator(vlm, "short_answer", {a.image: a for a in pool})
+    enc = col([(s, load_image(image_root, s.image)) for s in items])
+    targets, names = enc.pop("grounding"), enc.pop("grounding_names")
+    out = vlm.model(**enc, output_attentions=True)
+    vlm.model.set_attn_implementation("sdpa")
+    return math.exp(-attention_loss(out.attentions, targets, torch.zeros_like(names)).item())  # every head, at every target
+
+
+def test_training_with_attention_grounding_turns_attention_to_the_named_object(world, tmp_path):
+    from dataengine.models.tiny import build_tiny
+    from dataengine.world.build import corpus
+    from tests.support.configs import TINY
+    items, pool = _location(world, 120)
+    assert len(items) >= 40
+    mass = {}
+    for weight in (0.0, 1.0):
+        torch.manual_seed(0)
+        vlm = build_tiny(corpus(read_jsonl(world.original, Sample)), TINY.model_copy(update={"text_layers": 2}))
+        train(vlm, items, world.image_root, tmp_path / f"w{weight}", TrainConfig(epochs=3, batch_size=8, lr=1e-3,
+              ground_attention=weight), annotations=pool)
+        assert vlm.model.config.text_config._attn_implementation != "eager"  # put back after training
+        mass[weight] = _named_mass(vlm, items[:24], pool, world.image_root)
+    assert mass[1.0] > 2 * mass[0.0], mass
+
+
+def test_attention_grounding_without_annotations_is_refused(tiny_vlm, world, tmp_path):
+    items, _ = _location(world, 20)
+    with pytest.raises(DataError, match="ground_attention needs .* annotations"):
+        train(tiny_vlm, items, world.image_root, tmp_path / "m", TrainConfig(ground_attention=1.0))
