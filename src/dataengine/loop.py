@@ -315,7 +315,7 @@ class Loop:
                 vlm = stages.train_model(self.model_dir(k - 1), data, inputs.image_root, model_dir,
                                          t.model_copy(update={"seed": cfg.seed + k}), progress=p,
                                          log=lambda m: self._log(f"round {k}: {m}"),
-                                         annotations=read_jsonl(inputs.pool, ImageAnnotation) if t.ground_attention else None).vlm
+                                         annotations=pool if t.ground_attention else None).vlm
         # 5. evaluate again
         return self._evaluate(vlm or model_dir, k, questions, inputs)
 

@@ -261,25 +261,27 @@ def test_the_loop_trains_round_k_on_its_items_as_reviewed(client, run, monkeypat
     class Stop(Exception):
         pass
 
-    def train_model(model, data, image_root, out, cfg, progress=None, log=None):
-        trained["data"] = data
+    def train_model(model, data, image_root, out, cfg, progress=None, log=None, annotations=None):
+        trained["data"], trained["annotations"] = data, annotations
         raise Stop
 
     monkeypatch.setattr(stages, "train_model", train_model)
     cfg = load_config(run / "config.yaml")
     cfg.train.original_fraction = 0.0
+    cfg.train.ground_attention = 1.0  # which needs the pool's annotations
     inputs = stages.resolve_inputs(cfg, run)
     benchmark, questions = stages.read_questions(inputs)
     loop = Loop(cfg, run, console=Console(quiet=True))
+    pool = read_jsonl(inputs.pool, ImageAnnotation)
     try:
         with pytest.raises(Stop):
-            loop.round(1, inputs, questions, read_jsonl(inputs.original, Sample), read_jsonl(inputs.pool, ImageAnnotation),
-                       stages.benchmark_guard(benchmark, inputs))
+            loop.round(1, inputs, questions, read_jsonl(inputs.original, Sample), pool, stages.benchmark_guard(benchmark, inputs))
     finally:
         (run / "round_1" / "plan.json").unlink()
     ids = [s.id for s in trained["data"]]
     assert a.id not in ids and c.id not in ids and b.id in ids and len(ids) == len(kept(run)) - 2
     assert next(s for s in trained["data"] if s.id == b.id).answer.startswith("As the picture shows: ")
+    assert trained["annotations"] == pool
 
 
 def test_the_ipo_command_takes_verdicts_from_the_page(world, tmp_path):

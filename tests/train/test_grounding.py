@@ -30,6 +30,10 @@ def test_named_patches_are_those_of_the_objects_each_phrase_names():
     # "the ring" may be either ring: both are its patches
     assert named_patches(SCENE, "Where is the ring relative to the star?", 4) == [("ring", [0, 1, 4, 5, 10, 11, 14, 15]),
                                                                                  ("star", [2, 3])]
+    assert named_patches(SCENE, "How many rings are there in the image?", 4) == [("rings", [0, 1, 4, 5, 10, 11, 14, 15])]
+    assert named_patches(SCENE, "What is the blue object in the image?", 4) == [("blue object", [0, 1, 4, 5])]
+    assert named_patches(SCENE, "What is the contact between the star and the blue ring?", 4) == [("star", [2, 3]),
+                                                                                                   ("ring", [0, 1, 4, 5])]
     assert named_patches(SCENE, "What is the setting of the image?", 4) == []
 
 
@@ -39,37 +43,44 @@ LABELS = torch.tensor([[-100] * 8 + [3, 4]])
 
 
 def test_grounding_targets_mark_the_phrase_and_the_answer_positions():
-    targets, names = grounding_targets(IDS, LABELS, 9, [[([7], [1, 2])]])
-    # "ring" and the question's last token, which predicts the answer (not the answer's last token: the end)
-    assert targets[0].nonzero().tolist() == [[6, 1], [6, 2], [7, 1], [7, 2]]
-    assert names[0].nonzero().flatten().tolist() == [6]
-    targets, names = grounding_targets(IDS, LABELS, 9, [[([6, 7], [3])]])  # a name of two tokens: its last
-    assert targets[0].nonzero().tolist() == [[6, 3], [7, 3]]
-    assert not grounding_targets(IDS, LABELS, 9, [[]])[0].any()
-    assert not grounding_targets(IDS, LABELS, 9, [[([8], [1])]])[1].any()  # a name not in the question: answer rows only
+    t = grounding_targets(IDS, LABELS, 9, 2, [[([7], [1, 2])]])
+    # head 0 at "ring"; both heads at the question's last token, which predicts the answer (not at
+    # the answer's last token: it predicts the end)
+    assert t[0, 0].nonzero().tolist() == [[6, 1], [6, 2], [7, 1], [7, 2]]
+    assert t[0, 1].nonzero().tolist() == [[7, 1], [7, 2]]
+    t = grounding_targets(IDS, LABELS, 9, 2, [[([6, 7], [3])]])  # a name of two tokens: its last
+    assert t[0, 0].nonzero().tolist() == [[6, 3], [7, 3]]
+    assert not grounding_targets(IDS, LABELS, 9, 2, [[]]).any()
+    assert grounding_targets(IDS, LABELS, 9, 2, [[([8], [1])]])[0, :, :7].sum() == 0  # a name not in the question: answer rows only
     with pytest.raises(ValueError, match="one image token per patch"):
-        grounding_targets(IDS, LABELS, 9, [[([7], [7])]])
+        grounding_targets(IDS, LABELS, 9, 2, [[([7], [7])]])
+
+
+def test_two_phrases_share_the_heads_at_the_answer():
+    t = grounding_targets(IDS, LABELS, 9, 4, [[([6], [0]), ([7], [3])]])  # "blue" and "ring" as two names
+    assert t[0, 0, 5].nonzero().flatten().tolist() == [0] and t[0, 0, 6].nonzero().flatten().tolist() == [3]
+    assert [t[0, h, 7].nonzero().flatten().tolist() for h in range(4)] == [[0], [3], [0], [3]]
 
 
 def test_attention_loss_is_zero_on_the_named_patches_and_log_n_when_spread():
-    targets, names = grounding_targets(IDS, LABELS, 9, [[([7], [1, 2])]])
+    targets = grounding_targets(IDS, LABELS, 9, 2, [[([7], [1, 2])]])
     focused = torch.zeros(1, 2, 10, 10)
     focused[..., 1] = 1.0
     spread = torch.full((1, 2, 10, 10), 1 / 10)
-    assert attention_loss((spread, focused), targets, names).item() == pytest.approx(0.0, abs=1e-5)  # layer 0 left out
-    assert attention_loss((focused, spread), targets, names).item() == pytest.approx(math.log(10 / 2), rel=1e-4)
+    assert attention_loss((spread, focused), targets).item() == pytest.approx(0.0, abs=1e-5)  # layer 0 left out
+    assert attention_loss((focused, spread), targets).item() == pytest.approx(math.log(10 / 2), rel=1e-4)
     # rows without targets do not count; at a phrase's name only the first head is held to it
     free = focused.clone()
     free[:, :, 8:] = 1 / 10
     free[:, :, :6] = 1 / 10
     free[:, 1, 6] = 1 / 10
-    assert attention_loss((free, free), targets, names).item() == pytest.approx(0.0, abs=1e-5)
+    assert attention_loss((free, free), targets).item() == pytest.approx(0.0, abs=1e-5)
     free[:, 0, 6] = 1 / 10
-    assert attention_loss((free, free), targets, names).item() > 0.1
+    assert attention_loss((free, free), targets).item() > 0.1
     free[:, 0, 6], free[:, 1, 7] = 0, 1 / 10
     free[:, 0, 6, 1] = 1.0
-    assert attention_loss((free, free), targets, names).item() > 0.1  # at the answer every head is held to it
-    assert attention_loss((spread, spread), *grounding_targets(IDS, LABELS, 9, [[]])) is None
+    assert attention_loss((free, free), targets).item() > 0.1  # at the answer every head is held to it
+    assert attention_loss((spread, spread), grounding_targets(IDS, LABELS, 9, 2, [[]])) is None
 
 
 def _location(world, n):
@@ -85,10 +96,10 @@ def _named_mass(vlm, items, pool, image_root) -> float:
     vlm.model.set_attn_implementation("eager")
     col = Collator(vlm, "short_answer", {a.image: a for a in pool})
     enc = col([(s, load_image(image_root, s.image)) for s in items])
-    targets, names = enc.pop("grounding"), enc.pop("grounding_names")
+    targets = enc.pop("grounding")
     out = vlm.model(**enc, output_attentions=True)
     vlm.model.set_attn_implementation("sdpa")
-    return math.exp(-attention_loss(out.attentions, targets, torch.zeros_like(names)).item())  # every head, at every target
+    return math.exp(-attention_loss(out.attentions, targets).item())
 
 
 def test_training_with_attention_grounding_turns_attention_to_the_named_object(world, tmp_path):

@@ -13,9 +13,11 @@ design: the grounding losses of the literature supervise boxes in the output, no
 """
 from __future__ import annotations
 
+import re
+
 import torch
 
-from ..qtypes.vocabulary import find_references
+from ..qtypes.vocabulary import color_of, find_references, plural
 from ..records import ImageAnnotation
 
 
@@ -35,28 +37,41 @@ def covered(box, grid: int, width: float, height: float | None = None) -> list[i
 
 
 def named_patches(ann: ImageAnnotation, question: str, grid: int) -> list[tuple[str, list[int]]]:
-    """Per phrase of the question that names objects ("the blue ring"), in order: its name and the
+    """Per phrase of the question that names objects ("the blue ring", "stars", "the blue object"),
+    in order: its last words as the question has them ("ring", "stars", "blue object") and the
     patches of every object it can refer to; [] when it names none (a question about the scene)."""
     names = {o.name for o in ann.objects}
+    found = [(objs[0].name, objs) for objs in find_references(ann, question, names) if objs]
+    # "How many stars ...?" names every star; "the blue object" the blue one(s)
+    lower = question.lower()
+    found += [(plural(n), [o for o in ann.objects if o.name == n]) for n in sorted(names)
+              if re.search(rf"\b{re.escape(plural(n).lower())}\b", lower)]
+    found += [(f"{c} object", [o for o in ann.objects if color_of(o.attributes) == c])
+              for c in re.findall(r"\bthe (\w+) object\b", lower) if any(color_of(o.attributes) == c for o in ann.objects)]
+    found.sort(key=lambda f: lower.find(f[0].lower()))  # in the order the question names them
     out = []
-    for objs in find_references(ann, question, names):
+    for name, objs in found:
         patches = sorted({i for o in objs for i in covered(o.bbox, grid, ann.width or 1, ann.height)})
         if patches:
-            out.append((objs[0].name, patches))
+            out.append((name, patches))
     return out
 
 
-def grounding_targets(input_ids: torch.Tensor, labels: torch.Tensor, image_token: int,
-                      phrases: list[list[tuple[list[int], list[int]]]]) -> tuple[torch.Tensor, torch.Tensor]:
-    """(batch, seq, seq) float: row p of item b marks the image tokens position p should attend to;
-    and (batch, seq) bool: the rows that are a phrase's name rather than the answer.
-    `phrases`: per item, per named phrase, the token ids of its name and its patches (row-major).
-    The last token of each phrase's name (its first occurrence after the previous one) looks at
-    that phrase's patches; every position that predicts an answer token (labels != -100) but the
-    last (the end of the text) at all the named patches. ValueError when an item has fewer image tokens than patches: grounding needs one
-    image token per patch, LLaVA's layout."""
+def grounding_targets(input_ids: torch.Tensor, labels: torch.Tensor, image_token: int, heads: int,
+                      phrases: list[list[tuple[list[int], list[int]]]]) -> torch.Tensor:
+    """(batch, heads, seq, seq) float: row p of head h of item b marks the image tokens that head
+    should attend to at position p. `phrases`: per item, per named phrase, the token ids of its
+    name and its patches (row-major).
+    - At the last token of each phrase's name (its first occurrence after the previous phrase's),
+      the first head (a lookup head; the others stay free to read the question) looks at that
+      phrase's patches.
+    - At every position that predicts an answer token (labels != -100) but the last (the end of
+      the text), the heads share the phrases: head h looks at phrase h mod n's patches, so that with
+      two phrases ("Where is A relative to B?") the answer reads each object's place apart.
+    ValueError when an item has fewer image tokens than patches: grounding needs one image token
+    per patch, LLaVA's layout."""
     batch, seq = input_ids.shape
-    out, names = torch.zeros(batch, seq, seq), torch.zeros(batch, seq, dtype=torch.bool)
+    out = torch.zeros(batch, heads, seq, seq)
     for b, item in enumerate(phrases):
         if not item:
             continue
@@ -71,26 +86,22 @@ def grounding_targets(input_ids: torch.Tensor, labels: torch.Tensor, image_token
             hit = next((i for i in range(start, end - len(name) + 1) if ids[i:i + len(name)] == name), None)
             if hit is not None:
                 start = hit + len(name)
-                out[b, start - 1, where[patches]] = 1.0
-                names[b, start - 1] = True
-        union = where[sorted({i for _, p in item for i in p})]
-        for a in answer.tolist()[:-1]:  # the last answer token (end of text) needs no look
+                out[b, 0, start - 1, where[patches]] = 1.0
+        for a in answer.tolist()[:-1]:
             if a > 0:
-                out[b, a - 1, union] = 1.0
-    return out, names
+                for h in range(heads):
+                    out[b, h, a - 1, where[item[h % len(item)][1]]] = 1.0
+    return out
 
 
-def attention_loss(attentions: tuple[torch.Tensor, ...], targets: torch.Tensor, names: torch.Tensor) -> torch.Tensor | None:
-    """Mean of -log(attention on the target image tokens) over the positions that have targets, in
-    every layer but the first (which cannot know the phrase yet): all heads at the positions that
-    predict the answer, the first head only (a lookup head; the others stay free to read the
-    question) at a phrase's name. `attentions`: per layer (batch, heads, seq, seq); `targets`,
-    `names`: from `grounding_targets`. None when nothing is named."""
-    rows, names = targets.sum(-1) > 0, names.bool()  # (batch, seq)
+def attention_loss(attentions: tuple[torch.Tensor, ...], targets: torch.Tensor) -> torch.Tensor | None:
+    """Mean of -log(attention on the target image tokens) over the (head, position) pairs that have
+    targets, in every layer but the first (which cannot know the phrase yet). `attentions`: per
+    layer (batch, heads, seq, seq); `targets`: from `grounding_targets`. None when nothing is named."""
+    rows = targets.sum(-1) > 0  # (batch, heads, seq)
     if not rows.any():
         return None
     terms = []
     for att in attentions[1:] or attentions:  # a one-layer model: that layer
-        nll = -torch.log((att * targets[:, None].to(att.dtype)).sum(-1).clamp_min(1e-6)).transpose(1, 2)  # (batch, seq, heads)
-        terms += [nll[rows & ~names].flatten(), nll[rows & names][:, 0]]
+        terms.append(-torch.log((att * targets.to(att.dtype)).sum(-1).clamp_min(1e-6))[rows])
     return torch.cat(terms).mean()

@@ -63,8 +63,9 @@ class Collator:
             # a picture of one object needs no lookup: grounding there teaches nothing and dilutes the loss
             phrases = [[(tok(" " + name, add_special_tokens=False)["input_ids"], p) for name, p in named_patches(a, s.instruction, grid)]
                        if (a := self.annotations.get(s.image)) and len(a.objects) > 1 else [] for s, _ in batch]
-            enc["grounding"], enc["grounding_names"] = grounding_targets(enc["input_ids"], enc["labels"],
-                                                                         self.vlm.model.config.image_token_index, phrases)
+            config = self.vlm.model.config
+            enc["grounding"] = grounding_targets(enc["input_ids"], enc["labels"], config.image_token_index,
+                                                 config.get_text_config().num_attention_heads, phrases)
         return enc
 
 
@@ -75,11 +76,11 @@ def grounded_trainer(weight: float):
 
     class GroundedTrainer(Trainer):
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-            targets, names = inputs.pop("grounding", None), inputs.pop("grounding_names", None)
+            targets = inputs.pop("grounding", None)
             if targets is None or not targets.any():
                 return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
             outputs = model(**inputs, output_attentions=True)
-            extra = attention_loss(outputs.attentions, targets.to(outputs.loss.device), names.to(outputs.loss.device))
+            extra = attention_loss(outputs.attentions, targets.to(outputs.loss.device))
             loss = outputs.loss + weight * extra if extra is not None else outputs.loss
             return (loss, outputs) if return_outputs else loss
 
