@@ -26,6 +26,7 @@ def test_bad_config_is_one_line(tmp_path, script):
     (["hadpo.py", "--arms", "dop"], "invalid choice: 'dop'"),
     (["option_scoring.py", "--family", "llavaa"], "family: unknown tiny model family 'llavaa'"),
     (["binding.py", "--text-items", "5"], "--text-items: at least"),
+    (["learnability.py", "--ground-attention", "-1"], "--ground-attention: 0 or more"),
 ])
 def test_bad_options_are_one_line(tmp_path, args, says):
     out = [] if args[0] == "option_scoring.py" else ["--out", str(tmp_path / "out")]

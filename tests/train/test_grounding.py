@@ -52,7 +52,7 @@ def test_grounding_targets_mark_the_phrase_and_the_answer_positions():
     assert t[0, 0].nonzero().tolist() == [[6, 3], [7, 3]]
     assert not grounding_targets(IDS, LABELS, 9, 2, [[]]).any()
     assert grounding_targets(IDS, LABELS, 9, 2, [[([8], [1])]])[0, :, :7].sum() == 0  # a name not in the question: answer rows only
-    with pytest.raises(ValueError, match="one image token per patch"):
+    with pytest.raises(DataError, match="one image token per patch"):
         grounding_targets(IDS, LABELS, 9, 2, [[([7], [7])]])
 
 

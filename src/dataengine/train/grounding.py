@@ -1,15 +1,16 @@
 """Attention grounding: an auxiliary training loss that teaches the language model to look up, among
 the image's patches, the objects a question names.
 
-Why: the embedded tiny model's language model starts from random weights, and it never learns by
+Why: the embedded tiny model's language model starts from random weights, and it does not learn by
 itself to find the object a phrase names among several (`bench/binding.py`: no head singles the
 named object out, and the same language model cannot even look a phrase up in words). A real LLaVA
 inherits that lookup from its pretrained language model. So while the tiny model trains on a
-picture of several objects, one head at each named phrase, and every head at each position that
-predicts an answer word, of every layer but the first, is asked to put its attention on the patches
-of the objects the question names (`train.ground_attention` weighs it; 0 turns it off). It needs the items' image annotations (boxes) and a model with one image token per
-patch (LLaVA). It is a training aid for a model without a pretrained language model, of our own
-design: the grounding losses of the literature supervise boxes in the output, not attention.
+picture of several objects, in every layer but the first, one head at each phrase that names
+objects, and the heads at each position that predicts an answer word, are asked to put their
+attention on the patches of those objects (`train.ground_attention` weighs it; 0 turns it off).
+It needs the items' image annotations (boxes) and a model with one image token per patch (LLaVA).
+It is a training aid of our own design for a model without a pretrained language model; the
+grounding objectives of the literature supervise boxes in the output, not attention.
 """
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ import re
 
 import torch
 
+from ..errors import DataError
 from ..qtypes.vocabulary import color_of, find_references, plural
 from ..records import ImageAnnotation
 
@@ -68,7 +70,7 @@ def grounding_targets(input_ids: torch.Tensor, labels: torch.Tensor, image_token
     - At every position that predicts an answer token (labels != -100) but the last (the end of
       the text), the heads share the phrases: head h looks at phrase h mod n's patches, so that with
       two phrases ("Where is A relative to B?") the answer reads each object's place apart.
-    ValueError when an item has fewer image tokens than patches: grounding needs one image token
+    DataError when an item has fewer image tokens than patches: grounding needs one image token
     per patch, LLaVA's layout."""
     batch, seq = input_ids.shape
     out = torch.zeros(batch, heads, seq, seq)
@@ -77,7 +79,8 @@ def grounding_targets(input_ids: torch.Tensor, labels: torch.Tensor, image_token
             continue
         where = (input_ids[b] == image_token).nonzero().flatten()
         if len(where) < max(max(p) for _, p in item) + 1:
-            raise ValueError(f"attention grounding needs one image token per patch (LLaVA); this item has {len(where)}")
+            raise DataError(f"train.ground_attention needs one image token per patch (LLaVA's layout); an item has {len(where)} "
+                            f"image tokens for patch {max(max(p) for _, p in item)}")
         ids = input_ids[b].tolist()
         answer = (labels[b] != -100).nonzero().flatten()
         end = int(answer[0]) if len(answer) else seq
