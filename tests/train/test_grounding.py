@@ -6,7 +6,7 @@ import torch
 from dataengine.errors import DataError
 from dataengine.generate import GroundedGenerator, generate
 from dataengine.images import load_image
-from dataengine.records import ImageAnnotation, ObjectAnn, Sample, read_jsonl
+from dataengine.records import ImageAnnotation, ObjectAnn, Sample, TextAnn, read_jsonl
 from dataengine.train.config import TrainConfig
 from dataengine.train.grounding import attention_loss, covered, grounding_targets, named_patches
 from dataengine.train.sft import Collator, train
@@ -35,6 +35,9 @@ def test_named_patches_are_those_of_the_objects_each_phrase_names():
     assert named_patches(SCENE, "What is the contact between the star and the blue ring?", 4) == [("star", [2, 3]),
                                                                                                    ("ring", [0, 1, 4, 5])]
     assert named_patches(SCENE, "What is the setting of the image?", 4) == []
+    assert named_patches(SCENE, "What word is written on the sign?", 4) == []  # no text in the picture
+    signed = SCENE.model_copy(update={"texts": [TextAnn(text="OPEN", bbox=[32, 48, 64, 64])]})
+    assert named_patches(signed, "What word is written on the sign?", 4) == [("sign", [14, 15])]
 
 
 # one item: tokens 0-3 are patches (9), 4-7 the question "the blue ring ?" (5 6 7 2), 8-9 the answer (3, then 4: the end)

@@ -39,9 +39,10 @@ def covered(box, grid: int, width: float, height: float | None = None) -> list[i
 
 
 def named_patches(ann: ImageAnnotation, question: str, grid: int) -> list[tuple[str, list[int]]]:
-    """Per phrase of the question that names objects ("the blue ring", "stars", "the blue object"),
-    in order: its last words as the question has them ("ring", "stars", "blue object") and the
-    patches of every object it can refer to; [] when it names none (a question about the scene)."""
+    """Per phrase of the question that names objects ("the blue ring", "stars", "the blue object",
+    "the sign", whose box is its text's), in order: its last words as the question has them ("ring",
+    "stars", "blue object", "sign") and the patches of every object it can refer to; [] when it
+    names none (a question about the scene)."""
     names = {o.name for o in ann.objects}
     found = [(objs[0].name, objs) for objs in find_references(ann, question, names) if objs]
     # "How many stars ...?" names every star; "the blue object" the blue one(s)
@@ -50,6 +51,8 @@ def named_patches(ann: ImageAnnotation, question: str, grid: int) -> list[tuple[
               if re.search(rf"\b{re.escape(plural(n).lower())}\b", lower)]
     found += [(f"{c} object", [o for o in ann.objects if color_of(o.attributes) == c])
               for c in re.findall(r"\bthe (\w+) object\b", lower) if any(color_of(o.attributes) == c for o in ann.objects)]
+    if ann.texts and re.search(r"\bthe sign\b", lower):  # the sign a word is written on: its text's box
+        found.append(("sign", list(ann.texts)))
     found.sort(key=lambda f: lower.find(f[0].lower()))  # in the order the question names them
     out = []
     for name, objs in found:

@@ -60,9 +60,9 @@ class Collator:
             vision = self.vlm.model.config.vision_config
             grid = vision.image_size // vision.patch_size
             tok = self.vlm.processor.tokenizer
-            # a picture of one object needs no lookup: grounding there teaches nothing and dilutes the loss
+            # a picture of one thing needs no lookup: grounding there teaches nothing and dilutes the loss
             phrases = [[(tok(" " + name, add_special_tokens=False)["input_ids"], p) for name, p in named_patches(a, s.instruction, grid)]
-                       if (a := self.annotations.get(s.image)) and len(a.objects) > 1 else [] for s, _ in batch]
+                       if (a := self.annotations.get(s.image)) and len(a.objects) + len(a.texts) > 1 else [] for s, _ in batch]
             config = self.vlm.model.config
             enc["grounding"] = grounding_targets(enc["input_ids"], enc["labels"], config.image_token_index,
                                                  config.get_text_config().num_attention_heads, phrases)
