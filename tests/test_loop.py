@@ -1,5 +1,6 @@
 """End-to-end: the real loop on a small embedded world (slow, still run in CI)."""
 import json
+from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
@@ -226,3 +227,27 @@ def test_original_items_on_benchmark_pictures_are_never_trained_on(tmp_path):
     assert any("1 original items are on benchmark pictures (e.g. on-a-benchmark-picture)" in m for m in said)
     trained = json.loads((run / "round_0" / "model" / "train_log.json").read_text())
     assert trained["samples"] == len(starter)
+
+
+def test_loop_with_attention_grounding_grounds_round_zero_and_each_round(tmp_path, monkeypatch):
+    from dataengine.train import sft
+    cfg = small_config(rounds=1)
+    cfg.train.ground_attention = 1.0
+    trainings = []  # per training: its folder's path and how many batches were grounded
+    real_train, real_loss = sft.train, sft.attention_loss
+
+    def train(vlm, samples, image_root, out_dir, *args, **kw):
+        trainings.append([str(out_dir), 0])
+        return real_train(vlm, samples, image_root, out_dir, *args, **kw)
+
+    def attention_loss(attentions, targets):
+        trainings[-1][1] += 1
+        return real_loss(attentions, targets)
+
+    monkeypatch.setattr(sft, "train", train)
+    monkeypatch.setattr(sft, "attention_loss", attention_loss)
+    results = Loop(cfg, tmp_path / "run").run()
+    assert len(results) == 2 and all(r.total == 36 for r in results)
+    grounded = {Path(where).relative_to(tmp_path / "run").as_posix(): n for where, n in trainings}
+    # round 0's starter set and round 1's data name objects: their batches were grounded
+    assert grounded["round_0/model"] > 0 and grounded["round_1/model"] > 0, grounded

@@ -9,8 +9,10 @@ picture of several objects, in every layer but the first, one head at each phras
 objects, and the heads at each position that predicts an answer word, are asked to put their
 attention on the patches of those objects (`train.ground_attention` weighs it; 0 turns it off).
 It needs the items' image annotations (boxes) and a model with one image token per patch (LLaVA).
-It is a training aid of our own design for a model without a pretrained language model; the
-grounding objectives of the literature supervise boxes in the output, not attention.
+It is a training aid for a model without a pretrained language model. Supervising a VQA model's
+attention with human attention maps is an older idea (Qiao et al., "Exploring Human-like Attention
+Supervision in Visual Question Answering", AAAI 2018); here the maps come from the annotation's
+boxes, and the heads are the language model's own.
 """
 from __future__ import annotations
 
