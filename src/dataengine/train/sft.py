@@ -126,9 +126,11 @@ def train(vlm: VLM, samples: list[Sample] | list[Conversation], image_root: str 
     trainer = cls(model=model, args=args, train_dataset=SampleDataset(samples, Path(image_root), 2 * vlm.input_side if vlm.input_side else None),
                   data_collator=Collator(vlm, cfg.target, grounded), callbacks=[log], optimizers=(param_groups_optimizer(model, cfg, family), None))
     trainer.remove_callback(PrinterCallback)  # our progress bar and train_log.json replace its prints
-    seconds = run_trainer(trainer, model, cfg, out_dir, identity)
-    if grounded:
-        vlm.model.set_attn_implementation(attention)
+    try:
+        seconds = run_trainer(trainer, model, cfg, out_dir, identity)
+    finally:
+        if grounded:
+            vlm.model.set_attn_implementation(attention)
     return finish(vlm, model, trainer, out_dir, {"steps": steps, "samples": len(samples), "losses": log.losses, "seconds": seconds})
 
 
