@@ -42,22 +42,10 @@ from dataengine.models.vlm import VLM  # noqa: E402
 from dataengine.qtypes.geometry import CELLS, grid_cell  # noqa: E402
 from dataengine.qtypes.vocabulary import referring_expressions  # noqa: E402
 from dataengine.records import ImageAnnotation, read_jsonl  # noqa: E402
+from dataengine.train.grounding import covered  # noqa: E402
 from dataengine.world.build import build_world  # noqa: E402
 from _base import run  # noqa: E402
 from learnability import heldout_benchmark  # noqa: E402
-
-
-def covered(box, grid: int, side: int) -> list[int]:
-    """The patches (row-major) of which the box covers at least 30%."""
-    p = side / grid
-    out = []
-    for i in range(grid * grid):
-        r, c = divmod(i, grid)
-        x0, y0 = c * p, r * p
-        area = max(0.0, min(box[2], x0 + p) - max(box[0], x0)) * max(0.0, min(box[3], y0 + p) - max(box[1], y0))
-        if area >= 0.3 * p * p:
-            out.append(i)
-    return out
 
 
 @torch.no_grad()
