@@ -18,6 +18,14 @@ SCENE = ImageAnnotation(image_id="a", image="a.png", width=64, height=64, object
     ObjectAnn(id=2, name="star", bbox=[40, 0, 64, 16], attributes=["red"])])
 
 
+def test_a_wide_picture_is_cropped_to_its_centre_as_the_processor_does():
+    wide = ImageAnnotation(image_id="w", image="w.png", width=128, height=64, objects=[
+        ObjectAnn(id=0, name="ring", bbox=[0, 0, 31, 64], attributes=["blue"]),  # cropped away
+        ObjectAnn(id=1, name="star", bbox=[32, 0, 64, 32], attributes=["red"])])  # the kept square's top left
+    assert named_patches(wide, "Where is the blue ring?", 4) == []
+    assert named_patches(wide, "Where is the red star?", 4) == [("star", [0, 1, 4, 5])]
+
+
 def test_covered_takes_the_patches_a_box_mostly_covers():
     assert covered([0, 0, 32, 32], 4, 64) == [0, 1, 4, 5]
     assert covered([0, 0, 20, 16], 4, 64) == [0]  # 4 of the second patch's 16 columns: 25%, not taken
@@ -35,6 +43,9 @@ def test_named_patches_are_those_of_the_objects_each_phrase_names():
     assert named_patches(SCENE, "What is the contact between the star and the blue ring?", 4) == [("star", [2, 3]),
                                                                                                    ("ring", [0, 1, 4, 5])]
     assert named_patches(SCENE, "What is the setting of the image?", 4) == []
+    assert named_patches(SCENE, "What color is the Star?", 4) == [("Star", [2, 3])]  # as written: its tokens are those
+    # across a word: no phrase ("cross" is not a name here, and "across" would not be it)
+    assert named_patches(SCENE, "Is the star across from the blue ring?", 4) == [("star", [2, 3]), ("ring", [0, 1, 4, 5])]
     assert named_patches(SCENE, "What word is written on the sign?", 4) == []  # no text in the picture
     signed = SCENE.model_copy(update={"texts": [TextAnn(text="OPEN", bbox=[32, 48, 64, 64])]})
     assert named_patches(signed, "What word is written on the sign?", 4) == [("sign", [14, 15])]
@@ -46,27 +57,35 @@ LABELS = torch.tensor([[-100] * 8 + [3, 4]])
 
 
 def test_grounding_targets_mark_the_phrase_and_the_answer_positions():
-    t = grounding_targets(IDS, LABELS, 9, 2, [[([7], [1, 2])]])
+    t = grounding_targets(IDS, LABELS, 9, 2, 2, [[([7], [1, 2])]])
     # head 0 at "ring"; both heads at the question's last token, which predicts the answer (not at
     # the answer's last token: it predicts the end)
     assert t[0, 0].nonzero().tolist() == [[6, 1], [6, 2], [7, 1], [7, 2]]
     assert t[0, 1].nonzero().tolist() == [[7, 1], [7, 2]]
-    t = grounding_targets(IDS, LABELS, 9, 2, [[([6, 7], [3])]])  # a name of two tokens: its last
+    t = grounding_targets(IDS, LABELS, 9, 2, 2, [[([6, 7], [3])]])  # a name of two tokens: its last
     assert t[0, 0].nonzero().tolist() == [[6, 3], [7, 3]]
-    assert not grounding_targets(IDS, LABELS, 9, 2, [[]]).any()
-    assert grounding_targets(IDS, LABELS, 9, 2, [[([8], [1])]])[0, :, :7].sum() == 0  # a name not in the question: answer rows only
+    assert not grounding_targets(IDS, LABELS, 9, 2, 2, [[]]).any()
+    assert grounding_targets(IDS, LABELS, 9, 2, 2, [[([8], [1])]])[0, :, :7].sum() == 0  # a name not in the question: answer rows only
     with pytest.raises(DataError, match="one image token per patch"):
-        grounding_targets(IDS, LABELS, 9, 2, [[([7], [7])]])
+        grounding_targets(IDS, LABELS, 9, 2, 3, [[([7], [7])]])  # 4 image tokens for 3 x 3 patches
+
+
+def test_a_name_before_the_image_gets_no_row_it_could_not_learn():
+    # the question first: "ring" (7) at position 1, then the image (9), then the answer
+    ids = torch.tensor([[5, 7, 9, 9, 9, 9, 2, 3, 4]])
+    labels = torch.tensor([[-100] * 7 + [3, 4]])
+    t = grounding_targets(ids, labels, 9, 2, 2, [[([7], [1])]])
+    assert t[0, 0].nonzero().tolist() == [[6, 3]]  # the answer's row only, on patch 1 (token 3)
 
 
 def test_two_phrases_share_the_heads_at_the_answer():
-    t = grounding_targets(IDS, LABELS, 9, 4, [[([6], [0]), ([7], [3])]])  # "blue" and "ring" as two names
+    t = grounding_targets(IDS, LABELS, 9, 4, 2, [[([6], [0]), ([7], [3])]])  # "blue" and "ring" as two names
     assert t[0, 0, 5].nonzero().flatten().tolist() == [0] and t[0, 0, 6].nonzero().flatten().tolist() == [3]
     assert [t[0, h, 7].nonzero().flatten().tolist() for h in range(4)] == [[0], [3], [0], [3]]
 
 
 def test_attention_loss_is_zero_on_the_named_patches_and_log_n_when_spread():
-    targets = grounding_targets(IDS, LABELS, 9, 2, [[([7], [1, 2])]])
+    targets = grounding_targets(IDS, LABELS, 9, 2, 2, [[([7], [1, 2])]])
     focused = torch.zeros(1, 2, 10, 10)
     focused[..., 1] = 1.0
     spread = torch.full((1, 2, 10, 10), 1 / 10)
@@ -83,7 +102,7 @@ def test_attention_loss_is_zero_on_the_named_patches_and_log_n_when_spread():
     free[:, 0, 6], free[:, 1, 7] = 0, 1 / 10
     free[:, 0, 6, 1] = 1.0
     assert attention_loss((free, free), targets).item() > 0.1  # at the answer every head is held to it
-    assert attention_loss((spread, spread), grounding_targets(IDS, LABELS, 9, 2, [[]])) is None
+    assert attention_loss((spread, spread), grounding_targets(IDS, LABELS, 9, 2, 2, [[]])) is None
 
 
 def _location(world, n):
@@ -126,3 +145,32 @@ def test_attention_grounding_without_annotations_is_refused(tiny_vlm, world, tmp
     items, _ = _location(world, 20)
     with pytest.raises(DataError, match="ground_attention needs .* annotations"):
         train(tiny_vlm, items, world.image_root, tmp_path / "m", TrainConfig(ground_attention=1.0))
+
+
+def test_gradient_accumulation_weighs_grounded_batches_as_the_trainer_does(world, tmp_path):
+    """A grounded batch's loss is scaled for accumulation like any other (a weight near 0 changes nothing)."""
+    from dataengine.models.tiny import build_tiny
+    from dataengine.world.build import corpus
+    from tests.support.configs import TINY
+    items, pool = _location(world, 60)
+    losses = {}
+    for weight in (0.0, 1e-9):
+        vlm = build_tiny(corpus(read_jsonl(world.original, Sample)), TINY)
+        log = train(vlm, items[:16], world.image_root, tmp_path / f"a{weight}",
+                    TrainConfig(epochs=1, batch_size=4, grad_accum=2, lr=1e-3, ground_attention=weight), annotations=pool)
+        losses[weight] = log["losses"]
+    assert losses[1e-9] == pytest.approx(losses[0.0], rel=1e-3), losses
+
+
+def test_attention_grounding_refuses_what_it_cannot_ground(tiny_vlm, world, tmp_path):
+    from dataengine.models.tiny import build_tiny
+    from dataengine.world.build import corpus
+    from tests.support.configs import TINY
+    items, pool = _location(world, 20)
+    cfg = TrainConfig(ground_attention=1.0)
+    with pytest.raises(DataError, match="no item's image has an annotation"):
+        train(tiny_vlm, items, world.image_root, tmp_path / "m", cfg, annotations=[])
+    assert tiny_vlm.model.config.text_config._attn_implementation != "eager"
+    qwen = build_tiny(corpus(read_jsonl(world.original, Sample)), TINY.model_copy(update={"family": "qwen2_vl"}))
+    with pytest.raises(DataError, match="needs LLaVA's layout"):
+        train(qwen, items, world.image_root, tmp_path / "q", cfg, annotations=pool)

@@ -44,9 +44,11 @@ def covered(box, grid: int, width: float, height: float | None = None) -> list[i
 
 def named_patches(ann: ImageAnnotation, question: str, grid: int) -> list[tuple[str, list[int]]]:
     """Per phrase of the question that names objects ("the blue ring", "stars", "the blue object",
-    "the sign", whose box is its text's), in order: its last words as the question has them ("ring",
-    "stars", "blue object", "sign") and the patches of every object it can refer to; [] when it
-    names none (a question about the scene)."""
+    "the sign", whose box is its text's), in order: its last words as the question writes them
+    ("ring", "Stars", "blue object", "sign") and the patches of every object it can refer to; []
+    when it names none (a question about the scene). The patches are those of the square the
+    tiny LLaVA's processor keeps (CLIP's: the shorter side resized, the centre cropped), so on a
+    wide picture an object at the edge may have none."""
     names = {o.name for o in ann.objects}
     found = [(objs[0].name, objs) for objs in find_references(ann, question, names) if objs]
     # "How many stars ...?" names every star; "the blue object" the blue one(s)
@@ -57,37 +59,41 @@ def named_patches(ann: ImageAnnotation, question: str, grid: int) -> list[tuple[
               for c in re.findall(r"\bthe (\w+) object\b", lower) if any(color_of(o.attributes) == c for o in ann.objects)]
     if ann.texts and re.search(r"\bthe sign\b", lower):  # the sign a word is written on: its text's box
         found.append(("sign", list(ann.texts)))
-    found.sort(key=lambda f: lower.find(f[0].lower()))  # in the order the question names them
+    w, h = ann.width or 1, ann.height or ann.width or 1
+    side = min(w, h)
+    dx, dy = (w - side) / 2, (h - side) / 2
     out = []
     for name, objs in found:
-        patches = sorted({i for o in objs for i in covered(o.bbox, grid, ann.width or 1, ann.height)})
-        if patches:
-            out.append((name, patches))
-    return out
+        written = re.search(rf"\b{re.escape(name)}\b", question, re.IGNORECASE)
+        boxes = [(o.bbox[0] - dx, o.bbox[1] - dy, o.bbox[2] - dx, o.bbox[3] - dy) for o in objs]
+        patches = sorted({i for b in boxes for i in covered(b, grid, side)})
+        if written and patches:
+            out.append((written.start(), written.group(0), patches))
+    return [(name, patches) for _, name, patches in sorted(out, key=lambda f: f[0])]  # in the order the question names them
 
 
-def grounding_targets(input_ids: torch.Tensor, labels: torch.Tensor, image_token: int, heads: int,
+def grounding_targets(input_ids: torch.Tensor, labels: torch.Tensor, image_token: int, heads: int, grid: int,
                       phrases: list[list[tuple[list[int], list[int]]]]) -> torch.Tensor:
     """(batch, heads, seq, seq) float: row p of head h of item b marks the image tokens that head
     should attend to at position p. `phrases`: per item, per named phrase, the token ids of its
     name and its patches (row-major).
     - At the last token of each phrase's name (its first occurrence after the previous phrase's),
       the first head (a lookup head; the others stay free to read the question) looks at that
-      phrase's patches.
+      phrase's patches, when the name comes after the image (a question before it cannot).
     - At every position that predicts an answer token (labels != -100) but the last (the end of
       the text), the heads share the phrases: head h looks at phrase h mod n's patches, so that with
       two phrases ("Where is A relative to B?") the answer reads each object's place apart.
-    DataError when an item has fewer image tokens than patches: grounding needs one image token
-    per patch, LLaVA's layout."""
+    DataError when an item's image tokens are not one per patch of the `grid` x `grid` image
+    (LLaVA's layout)."""
     batch, seq = input_ids.shape
     out = torch.zeros(batch, heads, seq, seq)
     for b, item in enumerate(phrases):
         if not item:
             continue
         where = (input_ids[b] == image_token).nonzero().flatten()
-        if len(where) < max(max(p) for _, p in item) + 1:
+        if len(where) != grid * grid:
             raise DataError(f"train.ground_attention needs one image token per patch (LLaVA's layout); an item has {len(where)} "
-                            f"image tokens for patch {max(max(p) for _, p in item)}")
+                            f"image tokens for {grid} x {grid} patches")
         ids = input_ids[b].tolist()
         answer = (labels[b] != -100).nonzero().flatten()
         end = int(answer[0]) if len(answer) else seq
@@ -96,7 +102,8 @@ def grounding_targets(input_ids: torch.Tensor, labels: torch.Tensor, image_token
             hit = next((i for i in range(start, end - len(name) + 1) if ids[i:i + len(name)] == name), None)
             if hit is not None:
                 start = hit + len(name)
-                out[b, 0, start - 1, where[patches]] = 1.0
+                if start - 1 > int(where[-1]):  # a name before the image (question first) cannot look at it
+                    out[b, 0, start - 1, where[patches]] = 1.0
         for a in answer.tolist()[:-1]:
             if a > 0:
                 for h in range(heads):

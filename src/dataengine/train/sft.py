@@ -57,15 +57,14 @@ class Collator:
         enc = self.vlm.encode_batch([s.instruction for s, _ in batch], [img for _, img in batch],
                                     [getattr(s, self.target) for s, _ in batch])
         if self.annotations is not None:
-            vision = self.vlm.model.config.vision_config
-            grid = vision.image_size // vision.patch_size
+            config = self.vlm.model.config
+            grid = config.vision_config.image_size // config.vision_config.patch_size
             tok = self.vlm.processor.tokenizer
             # a picture of one thing needs no lookup: grounding there teaches nothing and dilutes the loss
             phrases = [[(tok(" " + name, add_special_tokens=False)["input_ids"], p) for name, p in named_patches(a, s.instruction, grid)]
                        if (a := self.annotations.get(s.image)) and len(a.objects) + len(a.texts) > 1 else [] for s, _ in batch]
-            config = self.vlm.model.config
             enc["grounding"] = grounding_targets(enc["input_ids"], enc["labels"], config.image_token_index,
-                                                 config.get_text_config().num_attention_heads, phrases)
+                                                 config.get_text_config().num_attention_heads, grid, phrases)
         return enc
 
 
@@ -79,9 +78,14 @@ def grounded_trainer(weight: float):
             targets = inputs.pop("grounding", None)
             if targets is None or not targets.any():
                 return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
-            outputs = model(**inputs, output_attentions=True)
-            extra = attention_loss(outputs.attentions, targets.to(outputs.loss.device))
-            loss = outputs.loss + weight * extra if extra is not None else outputs.loss
+            # as the Trainer's own compute_loss: with gradient accumulation the model scales its loss by
+            # the items of all the accumulated batches, and the Trainer then does not divide it
+            scaled = self.model_accepts_loss_kwargs and num_items_in_batch is not None
+            outputs = model(**inputs, output_attentions=True, **({"num_items_in_batch": num_items_in_batch} if scaled else {}))
+            loss = outputs.loss
+            extra = attention_loss(outputs.attentions, targets.to(loss.device))
+            if extra is not None:
+                loss = loss + weight * extra / (self.args.gradient_accumulation_steps if scaled else 1)
             return (loss, outputs) if return_outputs else loss
 
     return GroundedTrainer
@@ -116,22 +120,37 @@ def train(vlm: VLM, samples: list[Sample] | list[Conversation], image_root: str 
     random.Random(cfg.seed).shuffle(samples := list(samples))
     grounded = None
     if cfg.ground_attention:
-        if annotations is None or isinstance(samples[0], Conversation):
-            raise DataError(f"{out_dir}: train.ground_attention needs single items and their images' annotations "
-                            "(the embedded world's, or a pool with boxes)")
-        grounded = {a.image: a for a in annotations}
+        grounded = check_grounding(vlm, samples, annotations, out_dir)
         attention = vlm.model.config._attn_implementation
         vlm.model.set_attn_implementation("eager")  # the fused kernels return no attention weights
-    cls = grounded_trainer(cfg.ground_attention) if grounded else Trainer
+    cls = grounded_trainer(cfg.ground_attention) if grounded is not None else Trainer
     trainer = cls(model=model, args=args, train_dataset=SampleDataset(samples, Path(image_root), 2 * vlm.input_side if vlm.input_side else None),
                   data_collator=Collator(vlm, cfg.target, grounded), callbacks=[log], optimizers=(param_groups_optimizer(model, cfg, family), None))
     trainer.remove_callback(PrinterCallback)  # our progress bar and train_log.json replace its prints
     try:
         seconds = run_trainer(trainer, model, cfg, out_dir, identity)
     finally:
-        if grounded:
+        if grounded is not None:
             vlm.model.set_attn_implementation(attention)
     return finish(vlm, model, trainer, out_dir, {"steps": steps, "samples": len(samples), "losses": log.losses, "seconds": seconds})
+
+
+def check_grounding(vlm: VLM, samples: list, annotations: list[ImageAnnotation] | None, out_dir: Path) -> dict[str, ImageAnnotation]:
+    """What `train.ground_attention` needs, before any step: single items, a LLaVA-layout model (one
+    image token per patch), and annotations of the items' images. Returns them by image path;
+    DataError otherwise."""
+    config = vlm.model.config
+    if not (hasattr(config, "image_token_index") and hasattr(getattr(config, "vision_config", None), "image_size")):
+        raise DataError(f"{out_dir}: train.ground_attention needs LLaVA's layout (one image token per patch); "
+                        f"this model is {vlm.family.name}")
+    if annotations is None or isinstance(samples[0], Conversation):
+        raise DataError(f"{out_dir}: train.ground_attention needs single items and their images' annotations "
+                        "(the embedded world's, or a pool with boxes)")
+    by_image = {a.image: a for a in annotations}
+    if not any(s.image in by_image for s in samples):
+        raise DataError(f"{out_dir}: train.ground_attention: no item's image has an annotation "
+                        f"(e.g. {samples[0].image}; the annotations name {next(iter(by_image), 'none')})")
+    return by_image
 
 
 def run_trainer(trainer, model, cfg: TrainConfig, out_dir: Path, identity: dict) -> float:
