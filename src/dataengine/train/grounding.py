@@ -9,8 +9,7 @@ picture of several objects, in every layer but the first, one head at each phras
 objects, and the heads at each position that predicts an answer word, are asked to put their
 attention on the patches of those objects (`train.ground_attention` weighs it; 0 turns it off).
 It needs the items' image annotations (boxes) and a model with one image token per patch (LLaVA);
-a box is put on the patch grid by the image's width and height, as a processor that resizes to a
-square (the tiny model's) sees it; one that crops the centre would shift it.
+a box is put on the patch grid of the centre square that CLIP's processor (the tiny LLaVA's) keeps.
 It is a training aid for a model without a pretrained language model. Supervising a VQA model's
 attention with human attention maps is an older idea (Qiao et al., "Exploring Human-like Attention
 Supervision in Visual Question Answering", AAAI 2018); here the maps come from the annotation's
