@@ -1,4 +1,7 @@
+from pathlib import Path
+
 import pytest
+import yaml
 
 from dataengine.config import dump_config, load_config
 from dataengine.errors import DataError
@@ -17,6 +20,20 @@ def test_partial_overrides(tmp_path):
     p.write_text("sample: {strategy: uniform, budget: 50}\ntrain: {lora: {r: 8, alpha: 16}}\n")
     cfg = load_config(p)
     assert cfg.sample.budget == 50 and cfg.train.lora.r == 8 and cfg.rounds == 3
+    # a section keeps the defaults of what it does not set (the round's 2 epochs and frozen tower too)
+    assert cfg.train.epochs == 2.0 and cfg.train.freeze_vision
+
+
+def _merged(default, given):
+    if not isinstance(given, dict) or not isinstance(default, dict):
+        return given
+    return {k: _merged(v, given[k]) if k in given else v for k, v in default.items()}
+
+
+@pytest.mark.parametrize("path", sorted((Path(__file__).parents[1] / "configs").glob("*.yaml")), ids=lambda p: p.name)
+def test_shipped_configs_change_only_what_they_set(path):
+    cfg = load_config(path).model_dump(mode="json")
+    assert cfg == _merged(load_config(None).model_dump(mode="json"), yaml.safe_load(path.read_text()))
 
 
 @pytest.mark.parametrize("text,msg", [

@@ -214,7 +214,11 @@ class FilterConfig(Section):
 
 
 class RoundTrainConfig(TrainConfig):
+    """A loop round's training: TrainConfig with the round's own defaults (2 epochs, the vision tower
+    frozen), which a config's `train:` section keeps unless it sets them."""
     model_config = ConfigDict(extra="forbid")
+    epochs: float = Field(2.0, gt=0)
+    freeze_vision: bool = True
     original_fraction: float = Field(0.25, ge=0, le=1)  # share of the original data replayed in each round
     incremental: str = "all"  # "all": every round's data so far; "latest": this round's only
     # "single": each item a one-turn conversation (question -> `target`); "merged": the round's
@@ -305,7 +309,7 @@ class RunConfig(Section):
     ipo: IPOConfig = IPOConfig()
     embed: EmbedConfig = EmbedConfig()
     filter: FilterConfig = FilterConfig()
-    train: RoundTrainConfig = Field(default_factory=lambda: RoundTrainConfig(epochs=2.0, freeze_vision=True))
+    train: RoundTrainConfig = RoundTrainConfig()
     hadpo: HADPOConfig = HADPOConfig()
     evolve: EvolveConfig = EvolveConfig()
     merge: MergeConfig = MergeConfig()

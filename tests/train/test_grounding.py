@@ -46,6 +46,13 @@ def test_named_patches_are_those_of_the_objects_each_phrase_names():
     # POPE's question: every object of the name, or nothing to look at when there is none
     assert named_patches(SCENE, "Is there a ring in the image?", 4) == [("ring", [0, 1, 4, 5, 10, 11, 14, 15])]
     assert named_patches(SCENE, "Is there a cross in the image?", 4) == []
+    # each phrase at its own words, in the question's order, even where two share a name
+    assert named_patches(SCENE, "Is there a ring left of the blue ring?", 4) == [("ring", [0, 1, 4, 5, 10, 11, 14, 15]),
+                                                                               ("ring", [0, 1, 4, 5])]
+    assert named_patches(SCENE, "Is the blue ring left of a ring?", 4) == [("ring", [0, 1, 4, 5]),
+                                                                         ("ring", [0, 1, 4, 5, 10, 11, 14, 15])]
+    assert named_patches(SCENE, "Is the red star or the Blue Object bigger?", 4) == [("star", [2, 3]),
+                                                                                   ("Blue Object", [0, 1, 4, 5])]
     assert named_patches(SCENE, "What color is the Star?", 4) == [("Star", [2, 3])]  # as written: its tokens are those
     # across a word: no phrase ("cross" is not a name here, and "across" would not be it)
     assert named_patches(SCENE, "Is the star across from the blue ring?", 4) == [("star", [2, 3]), ("ring", [0, 1, 4, 5])]
@@ -87,6 +94,9 @@ def test_two_phrases_share_the_first_half_of_the_heads_at_the_answer():
     assert [t[0, h, 7].nonzero().flatten().tolist() for h in range(4)] == [[0], [3], [], []]
     t = grounding_targets(IDS, LABELS, 9, 8, 2, [[([7], [3])]])  # one phrase, 8 heads: 4 held, 4 free
     assert [bool(t[0, h, 7].any()) for h in range(8)] == [True] * 4 + [False] * 4
+    for heads in (2, 3):  # too few heads for half to cover both phrases: one each, the rest free
+        t = grounding_targets(IDS, LABELS, 9, heads, 2, [[([6], [0]), ([7], [3])]])
+        assert [t[0, h, 7].nonzero().flatten().tolist() for h in range(heads)] == [[0], [3], []][:heads]
 
 
 def test_attention_loss_is_zero_on_the_named_patches_and_log_n_when_spread():

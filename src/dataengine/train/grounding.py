@@ -49,28 +49,44 @@ def named_patches(ann: ImageAnnotation, question: str, grid: int) -> list[tuple[
     tiny LLaVA's processor keeps (CLIP's: the shorter side resized, the centre cropped), so on a
     wide picture an object at the edge may have none."""
     names = {o.name for o in ann.objects}
-    found = [(objs[0].name, objs) for objs in find_references(ann, question, names) if objs]
-    # "How many stars ...?" names every star; "the blue object" the blue one(s)
-    lower = question.lower()
-    found += [(plural(n), [o for o in ann.objects if o.name == n]) for n in sorted(names)
-              if re.search(rf"\b{re.escape(plural(n).lower())}\b", lower)]
-    # "Is there a ring ...?" (POPE's question): the rings, when there are any; none to look at otherwise
-    found += [(n, [o for o in ann.objects if o.name == n]) for n in sorted(names)
-              if re.search(rf"\ban? {re.escape(n.lower())}\b", lower)]
-    found += [(f"{c} object", [o for o in ann.objects if color_of(o.attributes) == c])
-              for c in re.findall(r"\bthe (\w+) object\b", lower) if any(color_of(o.attributes) == c for o in ann.objects)]
-    if ann.texts and re.search(r"\bthe sign\b", lower):  # the sign a word is written on: its text's box
-        found.append(("sign", list(ann.texts)))
+    # (where its last words start, those words as written, its objects); a phrase whose words are
+    # found by a pattern knows where it is
+    found = []
+
+    def at(m: re.Match, group: int, objs) -> None:
+        found.append((m.start(group), question[m.start(group):m.end(group)], objs))
+
+    for n in sorted(names):
+        same = [o for o in ann.objects if o.name == n]
+        for m in re.finditer(rf"\b({re.escape(plural(n))})\b", question, re.I):  # "How many stars ...?": every star
+            at(m, 1, same)
+        for m in re.finditer(rf"\ban? ({re.escape(n)})\b", question, re.I):  # "Is there a ring ...?" (POPE): the rings, if any
+            at(m, 1, same)
+    for m in re.finditer(r"\bthe ((\w+) object)\b", question, re.I):  # "the blue object": the blue one(s)
+        if objs := [o for o in ann.objects if color_of(o.attributes) == m.group(2).lower()]:
+            at(m, 1, objs)
+    if ann.texts:
+        for m in re.finditer(r"\bthe (sign)\b", question, re.I):  # the sign a word is written on: its text's box
+            at(m, 1, list(ann.texts))
+    # the referring phrases ("the blue ring") come in the question's order; each takes the first
+    # occurrence of its name that no phrase above has taken ("Is there a ring left of the blue ring?")
+    taken = {start for start, _, _ in found}
+    for objs in find_references(ann, question, names):
+        if not objs:
+            continue
+        for m in re.finditer(rf"\b({re.escape(objs[0].name)})\b", question, re.I):
+            if m.start(1) not in taken:
+                taken.add(m.start(1))
+                at(m, 1, objs)
+                break
     w, h = ann.width or 1, ann.height or ann.width or 1
     side = min(w, h)
     dx, dy = (w - side) / 2, (h - side) / 2
     out = []
-    for name, objs in found:
-        written = re.search(rf"\b{re.escape(name)}\b", question, re.IGNORECASE)
+    for start, written, objs in found:
         boxes = [(o.bbox[0] - dx, o.bbox[1] - dy, o.bbox[2] - dx, o.bbox[3] - dy) for o in objs]
-        patches = sorted({i for b in boxes for i in covered(b, grid, side)})
-        if written and patches:
-            out.append((written.start(), written.group(0), patches))
+        if patches := sorted({i for b in boxes for i in covered(b, grid, side)}):
+            out.append((start, written, patches))
     return [(name, patches) for _, name, patches in sorted(out, key=lambda f: f[0])]  # in the order the question names them
 
 
@@ -83,12 +99,12 @@ def grounding_targets(input_ids: torch.Tensor, labels: torch.Tensor, image_token
       the first head (a lookup head; the others stay free to read the question) looks at that
       phrase's patches, when the name comes after the image (a question before it cannot).
     - At every position that predicts an answer token (labels != -100) but the last (the end of
-      the text), the first half of the heads (at least one) share the phrases: head h looks at
-      phrase h mod n's patches, so that with two phrases ("Where is A relative to B?") the answer
-      reads each object's place apart. The other half stay free: attention averages what it looks
-      at, so heads held on the named objects alone cannot tell how many there are or what lies
-      between two of them (Counting and Instance Interaction lost 9 and gained 4 points with every
-      head held, gained 8 and 5 with half, at 3,000 items a type; bench/learnability.py).
+      the text), the first half of the heads (at least one a phrase) share the phrases: head h
+      looks at phrase h mod n's patches, so that with two phrases ("Where is A relative to B?")
+      the answer reads each object's place apart. The others stay free: attention averages what it
+      looks at, so heads held on the named objects alone cannot tell how many there are or what
+      lies between two of them (bench/learnability.py, 3,000 items a type: with every head held,
+      Counting fell from 72% to 63% and Interaction went from 63% to 67%; with half, 71% and 68%).
     DataError when an item's image tokens are not one per patch of the `grid` x `grid` image
     (LLaVA's layout)."""
     batch, seq = input_ids.shape
@@ -112,7 +128,7 @@ def grounding_targets(input_ids: torch.Tensor, labels: torch.Tensor, image_token
                     out[b, 0, start - 1, where[patches]] = 1.0
         for a in answer.tolist()[:-1]:
             if a > 0:
-                for h in range(max(1, heads // 2)):
+                for h in range(min(heads, max(heads // 2, len(item)))):
                     out[b, h, a - 1, where[item[h % len(item)][1]]] = 1.0
     return out
 
