@@ -192,3 +192,21 @@ def test_attention_grounding_refuses_what_it_cannot_ground(tiny_vlm, world, tmp_
     qwen = build_tiny(corpus(read_jsonl(world.original, Sample)), TINY.model_copy(update={"family": "qwen2_vl"}))
     with pytest.raises(DataError, match="needs LLaVA's layout"):
         train(qwen, items, world.image_root, tmp_path / "q", cfg, annotations=pool)
+
+
+def test_items_that_name_no_object_train_with_the_fused_attention(tiny_vlm, world, tmp_path):
+    """Scene questions (and captions) give grounding nothing to hold, so the plain trainer runs,
+    without switching the model to the slow eager attention."""
+    pool = read_jsonl(world.pool, ImageAnnotation)
+    scene = generate({1: 12}, pool, GroundedGenerator(VOCABULARY, source="t"), seed=0)
+    grid = tiny_vlm.model.config.vision_config.image_size // tiny_vlm.model.config.vision_config.patch_size
+    anns = {a.image: a for a in pool}
+    assert scene and not any(named_patches(anns[s.image], s.instruction, grid) for s in scene)
+    switched = []
+    set_attn = tiny_vlm.model.set_attn_implementation
+    tiny_vlm.model.set_attn_implementation = lambda impl: (switched.append(impl), set_attn(impl))
+    log = train(tiny_vlm, scene, world.image_root, tmp_path / "m", TrainConfig(epochs=1, ground_attention=1.0), annotations=pool)
+    assert log["steps"] >= 1 and switched == []
+    location, _ = _location(world, 12)
+    train(tiny_vlm, location, world.image_root, tmp_path / "l", TrainConfig(epochs=1, ground_attention=1.0), annotations=pool)
+    assert switched[0] == "eager"  # and put back after

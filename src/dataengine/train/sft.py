@@ -121,6 +121,7 @@ def train(vlm: VLM, samples: list[Sample] | list[Conversation], image_root: str 
     grounded = None
     if cfg.ground_attention:
         grounded = check_grounding(vlm, samples, annotations, out_dir)
+    if grounded is not None:
         attention = vlm.model.config._attn_implementation
         vlm.model.set_attn_implementation("eager")  # the fused kernels return no attention weights
     cls = grounded_trainer(cfg.ground_attention) if grounded is not None else Trainer
@@ -135,10 +136,12 @@ def train(vlm: VLM, samples: list[Sample] | list[Conversation], image_root: str 
     return finish(vlm, model, trainer, out_dir, {"steps": steps, "samples": len(samples), "losses": log.losses, "seconds": seconds})
 
 
-def check_grounding(vlm: VLM, samples: list, annotations: list[ImageAnnotation] | None, out_dir: Path) -> dict[str, ImageAnnotation]:
+def check_grounding(vlm: VLM, samples: list, annotations: list[ImageAnnotation] | None, out_dir: Path) -> dict[str, ImageAnnotation] | None:
     """What `train.ground_attention` needs, before any step: single items, a LLaVA-layout model (one
-    image token per patch), and annotations of the items' images. Returns them by image path;
-    DataError otherwise."""
+    image token per patch), and annotations of the items' images. Returns them by image path, or
+    None when no item's question names an object of its image (captions, region descriptions):
+    then there is nothing to ground, and the plain trainer keeps the fused attention. DataError
+    otherwise."""
     config = vlm.model.config
     if not (hasattr(config, "image_token_index") and hasattr(getattr(config, "vision_config", None), "image_size")):
         raise DataError(f"{out_dir}: train.ground_attention needs LLaVA's layout (one image token per patch); "
@@ -150,6 +153,9 @@ def check_grounding(vlm: VLM, samples: list, annotations: list[ImageAnnotation] 
     if not any(s.image in by_image for s in samples):
         raise DataError(f"{out_dir}: train.ground_attention: no item's image has an annotation "
                         f"(e.g. {samples[0].image}; the annotations name {next(iter(by_image), 'none')})")
+    grid = config.vision_config.image_size // config.vision_config.patch_size
+    if not any(s.image in by_image and named_patches(by_image[s.image], s.instruction, grid) for s in samples):
+        return None
     return by_image
 
 
