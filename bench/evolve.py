@@ -67,7 +67,8 @@ def main() -> None:
         if not (d / "model" / "config.json").exists():
             console.rule(f"arm {arm}: {sum(s.lineage is not None for s in items)} of {len(items)} items evolved")
             write_jsonl(d / "items.jsonl", items)
-            stages.train_model(base_model, data, inputs.image_root, d / "model", cfg.train.model_copy(update={"seed": cfg.seed + 1}))
+            stages.train_model(base_model, data, inputs.image_root, d / "model", cfg.training(seed=cfg.seed + 1),
+                               annotations=pool)
         vlm = VLM.load(d / "model")
         rows[arm] = figures(vlm, hard, hard_root, questions, inputs, cfg, items)
         del vlm

@@ -94,7 +94,7 @@ def main() -> None:
     # alignment stage trains with the train section's settings, so they are part of its name.
     m = cfg.model
     # (ground_attention at 0 is left out, so that starting points built before it existed keep their names)
-    t = cfg.train.model_dump(mode="json", exclude={"ground_attention"} if not cfg.train.ground_attention else None)
+    t = cfg.training().model_dump(mode="json", exclude={"ground_attention"} if not cfg.training().ground_attention else None)
     key = hashlib.sha1(json.dumps([m.model_dump(mode="json"), t, cfg.seed]).encode()).hexdigest()[:8]
     base = args.out / f"base-{key}"
     if (base / "config.json").exists():
@@ -112,8 +112,8 @@ def main() -> None:
     print("vision probe: " + ", ".join(f"{k} {v:.0%}" for k, v in (scores or {}).items()), flush=True)
     state = copy.deepcopy(vlm.model.state_dict())
 
-    tcfg = cfg.train.model_copy(update=({"epochs": args.epochs} if args.epochs else {})
-                                | ({"ground_attention": args.ground_attention} if args.ground_attention is not None else {}))
+    tcfg = cfg.training(**({"epochs": args.epochs} if args.epochs else {})
+                        | ({"ground_attention": args.ground_attention} if args.ground_attention is not None else {}))
     table: dict[int, dict[int, float]] = {}
     crowds: dict[int, dict] = {}
     for n in args.sizes:

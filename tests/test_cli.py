@@ -103,3 +103,20 @@ def test_a_finished_model_is_never_overwritten(tmp_path, world, tiny_vlm):
                                  "--image-root", str(world.image_root), "--out", str(tmp_path / "m")])
     assert r.exit_code == 2 and "already holds a trained model" in " ".join(r.output.split())
     assert (tmp_path / "m" / "model.safetensors").read_bytes() == before
+
+
+def test_train_grounds_attention_with_the_pool_as_the_loop_does(tmp_path, world, tiny_vlm, monkeypatch):
+    from dataengine.train import sft
+    grounded = []
+    real_loss = sft.attention_loss
+    monkeypatch.setattr(sft, "attention_loss", lambda a, t: grounded.append(1) or real_loss(a, t))
+    tiny_vlm.save(tmp_path / "m")
+    args = ["train", "--model", str(tmp_path / "m"), "--data", str(world.original), "--image-root", str(world.image_root),
+            "--epochs", "1"]
+    r = CliRunner().invoke(app, args + ["--out", str(tmp_path / "plain")])
+    assert r.exit_code == 0, r.output
+    assert grounded == []  # without the annotations, nothing to ground on
+    assert "no --pool: trained without attention grounding" in " ".join(r.output.split())
+    r = CliRunner().invoke(app, args + ["--out", str(tmp_path / "grounded"), "--pool", str(world.pool)])
+    assert r.exit_code == 0, r.output
+    assert grounded

@@ -78,3 +78,17 @@ def test_a_run_made_before_a_new_field_existed_still_resumes(tmp_path):
     from dataengine.errors import DataError
     with pytest.raises(DataError, match="made with another config"):
         Loop(cfg, run).check_config()
+
+
+@pytest.mark.parametrize("text,weight", [
+    ("", 1.0),  # the embedded tiny model on single items: grounded
+    ("model: {path: llava-hf/llava-1.5-7b-hf}", 0.0),  # a checkpoint: its language model binds phrases already
+    ("train: {conversation: merged}", 0.0),  # grounding needs single items
+    ("train: {ground_attention: 0}", 0.0),
+    ("model: {path: some/llava}\ntrain: {ground_attention: 0.5}", 0.5),  # asked for, it is given
+])
+def test_a_training_grounds_attention_for_the_tiny_model_unless_told(tmp_path, text, weight):
+    (tmp_path / "c.yaml").write_text(text)
+    cfg = load_config(tmp_path / "c.yaml")
+    assert cfg.training().ground_attention == weight
+    assert cfg.training(epochs=3.0).epochs == 3.0 and cfg.training(ground_attention=0.0).ground_attention == 0.0

@@ -229,10 +229,9 @@ def test_original_items_on_benchmark_pictures_are_never_trained_on(tmp_path):
     assert trained["samples"] == len(starter)
 
 
-def test_loop_with_attention_grounding_grounds_round_zero_and_each_round(tmp_path, monkeypatch):
+def test_the_tiny_models_loop_grounds_attention_in_round_zero_and_each_round(tmp_path, monkeypatch):
     from dataengine.train import sft
-    cfg = small_config(rounds=1)
-    cfg.train.ground_attention = 1.0
+    cfg = small_config(rounds=1)  # train.ground_attention unset: on for the tiny model
     trainings = []  # per training: its folder's path and how many batches were grounded
     real_train, real_loss = sft.train, sft.attention_loss
 

@@ -28,7 +28,7 @@ def test_a_round_by_the_cli_equals_the_loops_round(tmp_path):
         ["mix", "--original", str(w / "starter.jsonl"), "--incremental", str(cli / "filtered.jsonl"), "--out", str(cli / "mix.jsonl"),
          "--seed", str(cfg.seed + k)],
         ["train", "--model", str(run / "round_0" / "model"), "--data", str(cli / "mix.jsonl"), "--image-root", str(w / "images"),
-         "--out", str(cli / "model"), "--seed", str(cfg.seed + k)],
+         "--out", str(cli / "model"), "--seed", str(cfg.seed + k), "--pool", str(w / "pool.jsonl")],
         ["evaluate", "--model", str(cli / "model"), *bench, "--out", str(cli / "eval")],
     ]
     runner = CliRunner()

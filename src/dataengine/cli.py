@@ -170,7 +170,9 @@ def train(model: Path = typer.Option(...), data: list[Path] = typer.Option(..., 
           benchmark: Optional[Path] = typer.Option(None, help="SEED-Bench JSON or MMBench TSV whose images are refused."),
           benchmark_image_root: Optional[Path] = typer.Option(None, help="The benchmark's images (default: --image-root)."),
           dialog_benchmark: Optional[Path] = typer.Option(None, help="A dialog benchmark whose images are refused."),
-          dialog_image_root: Optional[Path] = typer.Option(None, help="The dialog benchmark's images (default: --image-root).")):
+          dialog_image_root: Optional[Path] = typer.Option(None, help="The dialog benchmark's images (default: --image-root)."),
+          pool: Optional[Path] = typer.Option(None, help="The images' annotations (JSONL): with them items train with attention "
+                                                         "grounding as the loop's do (train.ground_attention).")):
     """Fine-tune MODEL on DATA (full, or LoRA merged back) and save it to OUT as safetensors. Settings
     default to the config's `train` section (the loop's), or to a preset. With --benchmark (and
     --dialog-benchmark), an item or conversation on one of its pictures (by path or content) stops
@@ -179,7 +181,7 @@ def train(model: Path = typer.Option(...), data: list[Path] = typer.Option(..., 
 
     from . import stages
     from .config import problem
-    from .records import Sample
+    from .records import ImageAnnotation, Sample
     from .train.config import LoraConfig, TrainConfig
     flags = dict(epochs=epochs, lr=lr, batch_size=batch_size, seed=seed, sampling=sampling, grad_accum=grad_accum, bf16=bf16,
                  fsdp=fsdp, save_steps=save_steps, gradient_checkpointing=gradient_checkpointing, freeze_vision=freeze_vision,
@@ -187,13 +189,17 @@ def train(model: Path = typer.Option(...), data: list[Path] = typer.Option(..., 
                  fsdp_config=str(fsdp_config) if fsdp_config else None,
                  lora=LoraConfig(r=lora_r, alpha=2 * lora_r) if lora else None)
     flags = {k: v for k, v in flags.items() if v is not None}
+    ungrounded = False
     with _errors():
         try:
             if preset:  # a preset is a whole recipe: the flags given beside it win, the config's section does not apply
                 cfg = TrainConfig(preset=preset, **flags)
             else:
-                base = _config(config).train
-                cfg = TrainConfig(**(base.model_dump(include=set(TrainConfig.model_fields)) | flags))
+                # grounding needs the images' annotations: without --pool only a config that sets it asks for it
+                run_cfg = _config(config)
+                base = run_cfg.training() if pool and not conversations else run_cfg.train
+                ungrounded = not pool and not conversations and base.ground_attention is None and run_cfg.training().ground_attention
+                cfg = TrainConfig(**(base.model_dump(include=set(TrainConfig.model_fields), exclude_none=True) | flags))
         except ValidationError as e:
             raise DataError(f"train: {problem(e)}") from None
         if conversations:
@@ -208,12 +214,16 @@ def train(model: Path = typer.Option(...), data: list[Path] = typer.Option(..., 
         items = [x for xs in by_file.values() for x in xs]
         try:
             with _progress() as p:
-                log = stages.train_model(model, items, image_root, out, cfg, progress=p, log=console.print).log
+                log = stages.train_model(model, items, image_root, out, cfg, progress=p, log=console.print,
+                                         annotations=_read(pool, ImageAnnotation) if pool else None).log
         except DataError as e:  # an item's problem (empty answer, too long): name its file too
             raise _in_file(e, by_file) from None
     losses = f"; loss {log['losses'][0]:.3f} -> {log['losses'][-1]:.3f}" if log["losses"] else ""
     what = (f"conversations ({sum(len(c.turns) for c in items)} turns)" if conversations else "items")
     console.print(f"trained {log['steps']} steps on {log['samples']} {what}{losses}")
+    if ungrounded:
+        console.print("[yellow]no --pool: trained without attention grounding, which the loop gives the tiny model "
+                      "(train.ground_attention); give the pool for the loop's training[/yellow]")
 
 
 def _in_file(e: DataError, by_file: dict) -> DataError:

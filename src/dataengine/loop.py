@@ -297,7 +297,7 @@ class Loop:
         # 4. train from the previous round's model on original + incremental data
         model_dir, vlm = rd / "model", None
         if not (model_dir / "config.json").exists():
-            t = cfg.train
+            t = cfg.training(seed=cfg.seed + k)
             data = stages.training_mix(original, self.incremental(k, all_rounds=t.incremental == "all", recheck=recheck),
                                        t.original_fraction, seed=cfg.seed + k)
             if t.conversation == "merged":  # per image, one multi-round conversation (arXiv 2401.08968)
@@ -313,7 +313,7 @@ class Loop:
                 data = stages.merge_conversations(data, rd / "conversations.jsonl", cfg, seed=cfg.seed + k, pool=pool, refuse=refuse)
             with progress_bar(self.console) as p:
                 vlm = stages.train_model(self.model_dir(k - 1), data, inputs.image_root, model_dir,
-                                         t.model_copy(update={"seed": cfg.seed + k}), progress=p,
+                                         t, progress=p,
                                          log=lambda m: self._log(f"round {k}: {m}"),
                                          annotations=pool if t.ground_attention else None).vlm
         # 5. evaluate again

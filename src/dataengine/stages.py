@@ -12,7 +12,7 @@ writes its outputs (atomically) and returns what it made; none prints.
     kept = filter_items(made.items, filtered_jsonl, guard, pool, cfg, seen)
     data = training_mix(original, incremental, cfg.train.original_fraction, seed)
     data = merge_conversations(data, conversations_jsonl, cfg, seed, pool, refuse)   # train.conversation: merged
-    train_model(model_dir, data, inputs.image_root, next_model_dir, cfg.train)
+    train_model(model_dir, data, inputs.image_root, next_model_dir, cfg.training(), annotations=pool)
 """
 from __future__ import annotations
 
@@ -536,7 +536,7 @@ def align(vlm, pool: list[ImageAnnotation], cfg: RunConfig, image_root: str | Pa
     if m.align == "none" or m.align_epochs <= 0:
         return None
     items = alignment_samples(pool[probe_images(pool):], m.align, seed=cfg.seed)
-    log = train(vlm, items, image_root, work_dir, cfg.train.model_copy(update={"epochs": m.align_epochs, "target": "answer"}),
+    log = train(vlm, items, image_root, work_dir, cfg.training(epochs=m.align_epochs, target="answer"),
                 progress=progress, annotations=pool)
     shutil.rmtree(work_dir, ignore_errors=True)  # a stage of a model, not a model of its own
     return log
@@ -552,7 +552,7 @@ def base_model(cfg: RunConfig, inputs: Inputs, original: list[Sample], model_dir
     pool = read_jsonl(inputs.pool, ImageAnnotation)
     vlm, scores = init_model(original, cfg, probe_dir, pool, inputs.image_root, progress)
     aligned = align(vlm, pool, cfg, inputs.image_root, Path(probe_dir) / "align", progress)
-    train(vlm, original, inputs.image_root, model_dir, cfg.train.model_copy(update={"epochs": cfg.model.base_epochs}),
+    train(vlm, original, inputs.image_root, model_dir, cfg.training(epochs=cfg.model.base_epochs),
           progress=progress, annotations=pool)
     return vlm, scores, aligned
 
