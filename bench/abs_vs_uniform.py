@@ -8,7 +8,7 @@ seed and as mean +- standard deviation over seeds, the weakest types' gain and t
 of each strategy, and writes figures.json and a plot (accuracy per type per round, one line per
 strategy, mean over seeds). Usage:
 
-    python bench/abs_vs_uniform.py [--seeds 0 1 2] [--strategies sqrt-error uniform progress error] [--rounds 3]
+    python bench/abs_vs_uniform.py [--seeds 0 1 2] [--strategies error sqrt-error uniform progress] [--rounds 3]
                                    [--out runs/bench-abs] [--config my.yaml] [--plot docs/abs_vs_uniform.png]
 """
 from __future__ import annotations
@@ -80,7 +80,7 @@ def plot(curves: dict[str, list[dict[int, float]]], overall: dict[str, list[floa
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    ap.add_argument("--strategies", nargs="+", default=["sqrt-error", "uniform", "progress", "error"], type=strategy_name)
+    ap.add_argument("--strategies", nargs="+", default=["error", "sqrt-error", "uniform", "progress"], type=strategy_name)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--out", type=Path, default=Path("runs/bench-abs"))
     ap.add_argument("--config", type=Path, default=None)
@@ -153,7 +153,7 @@ def main() -> None:
         per_type.add_row(f"{t}. {QTYPES[t][0]}", f"{curves[strategies[0]][0][t]:.1%}", *[f"{curves[s][-1][t]:.1%}" for s in strategies])
     per_type.add_row("overall", f"{mean_overall[strategies[0]][0]:.1%}", *[f"{mean_overall[s][-1]:.1%}" for s in strategies], style="bold")
     console.print(per_type)
-    for a, b in [("sqrt-error", "uniform"), ("progress", "uniform"), ("progress", "sqrt-error"), ("error", "sqrt-error")]:
+    for a, b in [("error", "uniform"), ("sqrt-error", "uniform"), ("error", "sqrt-error"), ("progress", "error"), ("progress", "sqrt-error")]:
         if a in strategies and b in strategies:
             diff = [x - y for x, y in zip(gains[a], gains[b])]
             console.print(f"weak-type gain, {a} - {b}: {signed(diff)}; "

@@ -9,7 +9,7 @@ from dataengine.errors import DataError
 
 def test_defaults_and_round_trip(tmp_path):
     cfg = load_config(None)
-    assert cfg.rounds == 3 and cfg.sample.strategy == "sqrt-error" and cfg.train.freeze_vision
+    assert cfg.rounds == 3 and cfg.sample.strategy == "error" and cfg.train.freeze_vision
     p = tmp_path / "run.yaml"
     p.write_text(dump_config(cfg))
     assert load_config(p) == cfg

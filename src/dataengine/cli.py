@@ -464,7 +464,7 @@ def hadpo(model: Path = typer.Option(..., help="The checkpoint to improve (a fol
 @app.command()
 def plan(eval_dir: Path = typer.Option(..., "--eval", help="An evaluate output folder."), out: Path = typer.Option(...),
          config: Optional[Path] = _CONFIG, budget: Optional[int] = typer.Option(None),
-         strategy: Optional[str] = typer.Option(None, help="sqrt-error (the paper's v2, default), progress, error (v1) or uniform"),
+         strategy: Optional[str] = typer.Option(None, help="error (the paper's v1, default), sqrt-error (v2), progress or uniform"),
          examples: Optional[int] = typer.Option(None, help="Bad cases per type kept as in-context examples."),
          pool: Optional[Path] = typer.Option(None, help="The pool to generate from: types it cannot supply get no items."),
          previous_eval: Optional[Path] = typer.Option(None, help="The evaluation before the last training (for --strategy progress)."),

@@ -2,8 +2,8 @@
 and pick bad cases of each type as in-context examples for the generator.
 
 Strategies are named and registered, so an ablation is a config change:
-- `sqrt-error` (MLLM-DataEngine v2): r_i = sqrt(1 - a_i), normalised over types;
-- `error` (v1): r_i = 1 - a_i, normalised;
+- `error` (MLLM-DataEngine v1; the default): r_i = 1 - a_i, normalised over types;
+- `sqrt-error` (v2): r_i = sqrt(1 - a_i), normalised;
 - `uniform`: the same share for every type (the ablation baseline);
 - `progress` (this project's): sqrt-error scaled by how the type responded to the items it got the
   round before (learning progress), so the budget moves away from types that do not respond.
@@ -65,7 +65,7 @@ def _progress(s: TypeStats) -> float:
     return base * min(2.0, max(0.25, 1 + z / 4))
 
 
-def ratios(accuracies: dict[int, float | TypeStats], strategy: str = "sqrt-error") -> dict[int, float]:
+def ratios(accuracies: dict[int, float | TypeStats], strategy: str = "error") -> dict[int, float]:
     """Each type's share of the next incremental set (accuracies, or what each type's `TypeStats`
     says). Falls back to uniform if every type gets weight 0 (all perfect)."""
     fn = STRATEGIES.get(strategy)
@@ -157,7 +157,7 @@ class Plan(BaseModel):
         return out
 
 
-def plan(accuracies: dict[int, float], badcases: list[Prediction], budget: int, strategy: str = "sqrt-error",
+def plan(accuracies: dict[int, float], badcases: list[Prediction], budget: int, strategy: str = "error",
          examples_per_type: int = 10, dedup_threshold: float = 0.9, seed: int = 0, embedder=None,
          names: dict[int, str] | None = None, stats: dict[int, TypeStats] | None = None) -> Plan:
     """The ABS plan for the next round: counts per type and in-context bad cases per type. `stats`
