@@ -97,7 +97,8 @@ def main() -> None:
     # merged` merges the whole mix per image, so the merged arm merges the replayed items too. A starter
     # item on a benchmark picture is left out of both before the draw (the loop drops it after the
     # draw, from its conversations only; in the default world 1 of 2,120 starter items is one), so
-    # the replay may differ from round 1's by that item.
+    # the replay may differ from round 1's by that item. Both arms train conversations (the single arm
+    # one-turn ones), which take no attention grounding; the loop grounds its tiny LLaVA's single items.
     original = [s for s in read_jsonl(inputs.original, Sample) if refuse(s.image, s.id) is None]
     mix = stages.training_mix(original, items, cfg.train.original_fraction, seed=cfg.seed + 1)
     replayed = len(mix) - len(items)

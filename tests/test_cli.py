@@ -8,6 +8,7 @@ import pytest
 from typer.testing import CliRunner
 
 from dataengine.cli import app
+from dataengine.records import Sample, read_jsonl
 
 COMMANDS = ["loop", "world", "init-model", "train", "evaluate", "mme-eval", "pope-build", "pope-eval", "plan", "generate",
             "filter", "evolve", "mix", "ipo", "llm-serve", "pool", "export", "import", "report", "review",
@@ -119,4 +120,13 @@ def test_train_grounds_attention_with_the_pool_as_the_loop_does(tmp_path, world,
     assert "no --pool: trained without attention grounding" in " ".join(r.output.split())
     r = CliRunner().invoke(app, args + ["--out", str(tmp_path / "grounded"), "--pool", str(world.pool)])
     assert r.exit_code == 0, r.output
-    assert grounded
+    assert grounded and "--pool" not in r.output
+    # a family without LLaVA's layout trains as before, and says the pool went unused
+    from dataengine.models.tiny import build_tiny
+    from dataengine.world.build import corpus
+    from tests.support.configs import TINY
+    build_tiny(corpus(read_jsonl(world.original, Sample)), TINY.model_copy(update={"family": "qwen2_vl"})).save(tmp_path / "q")
+    grounded.clear()
+    r = CliRunner().invoke(app, args[:2] + [str(tmp_path / "q")] + args[3:] + ["--out", str(tmp_path / "qm"), "--pool", str(world.pool)])
+    assert r.exit_code == 0, r.output
+    assert grounded == [] and "--pool not used" in " ".join(r.output.split())

@@ -84,6 +84,7 @@ def test_a_run_made_before_a_new_field_existed_still_resumes(tmp_path):
     ("", 1.0),  # the embedded tiny model on single items: grounded
     ("model: {path: llava-hf/llava-1.5-7b-hf}", 0.0),  # a checkpoint: its language model binds phrases already
     ("train: {conversation: merged}", 0.0),  # grounding needs single items
+    ("model: {tiny: {family: qwen2_vl}}", 0.0),  # and one image token per patch (LLaVA's layout)
     ("train: {ground_attention: 0}", 0.0),
     ("model: {path: some/llava}\ntrain: {ground_attention: 0.5}", 0.5),  # asked for, it is given
 ])

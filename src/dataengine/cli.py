@@ -171,8 +171,8 @@ def train(model: Path = typer.Option(...), data: list[Path] = typer.Option(..., 
           benchmark_image_root: Optional[Path] = typer.Option(None, help="The benchmark's images (default: --image-root)."),
           dialog_benchmark: Optional[Path] = typer.Option(None, help="A dialog benchmark whose images are refused."),
           dialog_image_root: Optional[Path] = typer.Option(None, help="The dialog benchmark's images (default: --image-root)."),
-          pool: Optional[Path] = typer.Option(None, help="The images' annotations (JSONL): with them items train with attention "
-                                                         "grounding as the loop's do (train.ground_attention).")):
+          pool: Optional[Path] = typer.Option(None, help="The images' annotations (JSONL): with them a LLaVA trains on items with "
+                                                         "attention grounding, as the loop's tiny model does (train.ground_attention).")):
     """Fine-tune MODEL on DATA (full, or LoRA merged back) and save it to OUT as safetensors. Settings
     default to the config's `train` section (the loop's), or to a preset. With --benchmark (and
     --dialog-benchmark), an item or conversation on one of its pictures (by path or content) stops
@@ -195,10 +195,11 @@ def train(model: Path = typer.Option(...), data: list[Path] = typer.Option(..., 
             if preset:  # a preset is a whole recipe: the flags given beside it win, the config's section does not apply
                 cfg = TrainConfig(preset=preset, **flags)
             else:
-                # grounding needs the images' annotations: without --pool only a config that sets it asks for it
-                run_cfg = _config(config)
-                base = run_cfg.training() if pool and not conversations else run_cfg.train
-                ungrounded = not pool and not conversations and base.ground_attention is None and run_cfg.training().ground_attention
+                base = _config(config).train
+                if base.ground_attention is None:  # unset: as the loop trains its tiny LLaVA, where it can
+                    groundable = not conversations and _llava_layout(model)
+                    ungrounded = groundable and not pool
+                    base = base.model_copy(update={"ground_attention": 1.0 if groundable and pool else 0.0})
                 cfg = TrainConfig(**(base.model_dump(include=set(TrainConfig.model_fields), exclude_none=True) | flags))
         except ValidationError as e:
             raise DataError(f"train: {problem(e)}") from None
@@ -215,15 +216,27 @@ def train(model: Path = typer.Option(...), data: list[Path] = typer.Option(..., 
         try:
             with _progress() as p:
                 log = stages.train_model(model, items, image_root, out, cfg, progress=p, log=console.print,
-                                         annotations=_read(pool, ImageAnnotation) if pool else None).log
+                                         annotations=_read(pool, ImageAnnotation) if pool and cfg.ground_attention else None).log
         except DataError as e:  # an item's problem (empty answer, too long): name its file too
             raise _in_file(e, by_file) from None
     losses = f"; loss {log['losses'][0]:.3f} -> {log['losses'][-1]:.3f}" if log["losses"] else ""
     what = (f"conversations ({sum(len(c.turns) for c in items)} turns)" if conversations else "items")
     console.print(f"trained {log['steps']} steps on {log['samples']} {what}{losses}")
     if ungrounded:
-        console.print("[yellow]no --pool: trained without attention grounding, which the loop gives the tiny model "
+        console.print("[yellow]no --pool: trained without attention grounding, which the loop gives its tiny LLaVA "
                       "(train.ground_attention); give the pool for the loop's training[/yellow]")
+    elif pool and not cfg.ground_attention:
+        console.print("[yellow]--pool not used: no attention grounding for this training (a preset, conversations, "
+                      "a model without LLaVA's layout, or train.ground_attention: 0)[/yellow]")
+
+
+def _llava_layout(model: Path) -> bool:
+    """Whether the checkpoint at `model` is a LLaVA (one image token per patch), by its config.json."""
+    import json
+    try:
+        return json.loads((Path(model) / "config.json").read_text()).get("model_type") == "llava"
+    except (OSError, ValueError):
+        return False
 
 
 def _in_file(e: DataError, by_file: dict) -> DataError:

@@ -221,8 +221,8 @@ class RoundTrainConfig(TrainConfig):
     model_config = ConfigDict(extra="forbid")
     epochs: float = Field(2.0, gt=0)
     freeze_vision: bool = True
-    # None: on (1.0) for the embedded tiny model trained on single items, off for a checkpoint
-    # (`RunConfig.training`). The tiny model's language model starts from random weights and does
+    # None: on (1.0) for the embedded tiny LLaVA trained on single items, off for a checkpoint, another
+    # family or merged conversations (`RunConfig.training`). The tiny model's language model starts from random weights and does
     # not learn to bind "the red star" to the red star's patches without it (README, "Headline").
     ground_attention: float | None = Field(None, ge=0)
     original_fraction: float = Field(0.25, ge=0, le=1)  # share of the original data replayed in each round
@@ -322,10 +322,12 @@ class RunConfig(Section):
 
     def training(self, **update) -> RoundTrainConfig:
         """The `train` section as a training uses it, with `update` applied: `ground_attention` unset
-        means 1.0 for the embedded tiny model (`model.path` unset) on single items, else 0."""
+        means 1.0 for the embedded tiny LLaVA (`model.path` unset, `model.tiny.family` llava: grounding
+        needs one image token per patch) on single items, else 0."""
         t = self.train
         if t.ground_attention is None:
-            update = {"ground_attention": 1.0 if self.model.path is None and t.conversation == "single" else 0.0} | update
+            tiny_llava = self.model.path is None and self.model.tiny.family == "llava"
+            update = {"ground_attention": 1.0 if tiny_llava and t.conversation == "single" else 0.0} | update
         return t.model_copy(update=update)
 
 

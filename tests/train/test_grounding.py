@@ -194,7 +194,7 @@ def test_attention_grounding_refuses_what_it_cannot_ground(tiny_vlm, world, tmp_
         train(qwen, items, world.image_root, tmp_path / "q", cfg, annotations=pool)
 
 
-def test_items_that_name_no_object_train_with_the_fused_attention(tiny_vlm, world, tmp_path):
+def test_items_that_name_no_object_train_with_the_fused_attention(tiny_vlm, world, tmp_path, monkeypatch):
     """Scene questions (and captions) give grounding nothing to hold, so the plain trainer runs,
     without switching the model to the slow eager attention."""
     pool = read_jsonl(world.pool, ImageAnnotation)
@@ -204,9 +204,10 @@ def test_items_that_name_no_object_train_with_the_fused_attention(tiny_vlm, worl
     assert scene and not any(named_patches(anns[s.image], s.instruction, grid) for s in scene)
     switched = []
     set_attn = tiny_vlm.model.set_attn_implementation
-    tiny_vlm.model.set_attn_implementation = lambda impl: (switched.append(impl), set_attn(impl))
+    monkeypatch.setattr(tiny_vlm.model, "set_attn_implementation", lambda impl: (switched.append(impl), set_attn(impl)))
+    fused = tiny_vlm.model.config._attn_implementation
     log = train(tiny_vlm, scene, world.image_root, tmp_path / "m", TrainConfig(epochs=1, ground_attention=1.0), annotations=pool)
     assert log["steps"] >= 1 and switched == []
     location, _ = _location(world, 12)
     train(tiny_vlm, location, world.image_root, tmp_path / "l", TrainConfig(epochs=1, ground_attention=1.0), annotations=pool)
-    assert switched[0] == "eager"  # and put back after
+    assert switched == ["eager", fused]  # and put back after

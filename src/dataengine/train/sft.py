@@ -60,9 +60,8 @@ class Collator:
             config = self.vlm.model.config
             grid = config.vision_config.image_size // config.vision_config.patch_size
             tok = self.vlm.processor.tokenizer
-            # a picture of one thing needs no lookup: grounding there teaches nothing and dilutes the loss
-            phrases = [[(tok(" " + name, add_special_tokens=False)["input_ids"], p) for name, p in named_patches(a, s.instruction, grid)]
-                       if (a := self.annotations.get(s.image)) and len(a.objects) + len(a.texts) > 1 else [] for s, _ in batch]
+            phrases = [[(tok(" " + name, add_special_tokens=False)["input_ids"], p)
+                        for name, p in grounded_phrases(self.annotations.get(s.image), s, grid)] for s, _ in batch]
             enc["grounding"] = grounding_targets(enc["input_ids"], enc["labels"], config.image_token_index,
                                                  config.get_text_config().num_attention_heads, grid, phrases)
         return enc
@@ -154,9 +153,18 @@ def check_grounding(vlm: VLM, samples: list, annotations: list[ImageAnnotation] 
         raise DataError(f"{out_dir}: train.ground_attention: no item's image has an annotation "
                         f"(e.g. {samples[0].image}; the annotations name {next(iter(by_image), 'none')})")
     grid = config.vision_config.image_size // config.vision_config.patch_size
-    if not any(s.image in by_image and named_patches(by_image[s.image], s.instruction, grid) for s in samples):
+    if not any(grounded_phrases(by_image.get(s.image), s, grid) for s in samples):
         return None
     return by_image
+
+
+def grounded_phrases(ann: ImageAnnotation | None, sample: Sample, grid: int) -> list[tuple[str, list[int]]]:
+    """The phrases of `sample`'s question that grounding holds heads on, with their patches
+    (`named_patches`): none without the image's annotation, nor on a picture of one thing, which
+    needs no lookup (grounding there teaches nothing and dilutes the loss)."""
+    if ann is None or len(ann.objects) + len(ann.texts) <= 1:
+        return []
+    return named_patches(ann, sample.instruction, grid)
 
 
 def run_trainer(trainer, model, cfg: TrainConfig, out_dir: Path, identity: dict) -> float:
