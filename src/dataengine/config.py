@@ -222,8 +222,9 @@ class RoundTrainConfig(TrainConfig):
     epochs: float = Field(2.0, gt=0)
     freeze_vision: bool = True
     # None: on (1.0) for the embedded tiny LLaVA trained on single items, off for a checkpoint, another
-    # family or merged conversations (`RunConfig.training`). The tiny model's language model starts from random weights and does
-    # not learn to bind "the red star" to the red star's patches without it (README, "Headline").
+    # family or merged conversations (`RunConfig.training`). The tiny model's language model starts
+    # from random weights and does not learn to bind "the red star" to the red star's patches without
+    # it (README, "Headline").
     ground_attention: float | None = Field(None, ge=0)
     original_fraction: float = Field(0.25, ge=0, le=1)  # share of the original data replayed in each round
     incremental: str = "all"  # "all": every round's data so far; "latest": this round's only

@@ -138,7 +138,7 @@ def train(vlm: VLM, samples: list[Sample] | list[Conversation], image_root: str 
 def check_grounding(vlm: VLM, samples: list, annotations: list[ImageAnnotation] | None, out_dir: Path) -> dict[str, ImageAnnotation] | None:
     """What `train.ground_attention` needs, before any step: single items, a LLaVA-layout model (one
     image token per patch), and annotations of the items' images. Returns them by image path, or
-    None when no item's question names an object of its image (captions, region descriptions):
+    None when no item has a phrase to ground (`grounded_phrases`: captions, region descriptions):
     then there is nothing to ground, and the plain trainer keeps the fused attention. DataError
     otherwise."""
     config = vlm.model.config
