@@ -37,7 +37,7 @@ NAMES = {1: "attribute_comparison", 2: "attribute_recognition", 3: "image_emotio
 def test_categories_are_summed_into_generator_types_and_unmapped_ones_get_nothing():
     acc = {1: 0.5, 2: 0.5, 3: 0.2, 4: 0.9}
     bad = [bad_case(10 * t + i, t) for t in NAMES for i in range(2)]
-    p = to_generator_types(plan(acc, bad, budget=100, names=NAMES), generator_types(NAMES))
+    p = to_generator_types(plan(acc, bad, budget=100, names=NAMES, strategy="sqrt-error"), generator_types(NAMES))
     assert p.unmapped == ["image_emotion"]
     # Without image_emotion (the weakest), the shares are sqrt(.5), sqrt(.5), sqrt(.1), renormalised:
     # 40.86, 40.86, 18.27 of 100 items, rounded by largest remainder.
