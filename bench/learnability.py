@@ -94,7 +94,8 @@ def main() -> None:
     # alignment stage trains with the train section's settings, so they are part of its name.
     m = cfg.model
     # (ground_attention at 0 is left out, so that starting points built before it existed keep their names)
-    t = cfg.training().model_dump(mode="json", exclude={"ground_attention"} if not cfg.training().ground_attention else None)
+    training = cfg.training()
+    t = training.model_dump(mode="json", exclude={"ground_attention"} if not training.ground_attention else None)
     key = hashlib.sha1(json.dumps([m.model_dump(mode="json"), t, cfg.seed]).encode()).hexdigest()[:8]
     base = args.out / f"base-{key}"
     if (base / "config.json").exists():
