@@ -7,7 +7,7 @@ pairs then train other arms with the same steps and learning rate:
 
     dpo         DPO on the pairs (HA-DPO; the `hadpo.train` settings)
     dpo+sft     DPO with HA-DPO's SFT term on the chosen side (gamma 0.5, its MiniGPT-4 recipe)
-    sft         supervised fine-tuning on the chosen (corrected) descriptions alone
+    sft         supervised fine-tuning on the chosen sides alone (corrected descriptions, right yes/no answers)
     blank       DPO on the same pairs with every picture replaced by a grey one (the control of
                 mDPO, arXiv 2406.11839: a gain that survives without the image is not about the image)
     on-policy   DPO on the pairs the on-policy check passes at `--on-policy-gap` nats (`hadpo.off_policy:

@@ -93,3 +93,10 @@ def test_a_training_grounds_attention_for_the_tiny_model_unless_told(tmp_path, t
     cfg = load_config(tmp_path / "c.yaml")
     assert cfg.training().ground_attention == weight
     assert cfg.training(epochs=3.0).epochs == 3.0 and cfg.training(ground_attention=0.0).ground_attention == 0.0
+
+
+@pytest.mark.parametrize("path", sorted((Path(__file__).parent.parent / "configs").glob("*.yaml")), ids=lambda p: p.name)
+def test_every_shipped_config_loads(path):
+    # a config the README tells users to run must still validate after a change of the schema
+    cfg = load_config(path)
+    assert cfg.model_dump() != load_config(None).model_dump()
