@@ -122,6 +122,13 @@ def test_cli_hadpo_on_a_model_you_have(base_run, tmp_path):
                                  "--run-dir", str(tmp_path / "h2")])
     assert r.exit_code == 2 and "nothing" in r.output and "Traceback" not in r.output
     assert not (tmp_path / "h2" / "hadpo_run.json").exists()  # a run that never started claims no folder
+    assert not (tmp_path / "h2" / "world").exists()  # nor builds a world there
+    # a folder holding another model's round is refused before anything is written into it
+    (tmp_path / "h3").mkdir()
+    (tmp_path / "h3" / "hadpo_run.json").write_text(json.dumps({"model": "round_0/model"}))
+    r = CliRunner().invoke(app, ["hadpo", "--model", str(base_run / "round_0" / "model"), "--config", str(tmp_path / "c.yaml"),
+                                 "--run-dir", str(tmp_path / "h3")])
+    assert r.exit_code == 2 and "another model" in r.output and sorted(p.name for p in (tmp_path / "h3").iterdir()) == ["hadpo_run.json"]
 
 
 def test_real_pool_holds_out_images_the_original_data_does_not_show(world):

@@ -445,10 +445,11 @@ def hadpo(model: Path = typer.Option(..., help="The checkpoint to improve (a fol
           images: Optional[int] = typer.Option(None, help="Pool images to describe (hadpo.images)."),
           detector: Optional[str] = typer.Option(None, help="grounded or llm (hadpo.detector).")):
     """Hallucination-aware DPO (HA-DPO): describe -> detect -> pair -> DPO -> POPE and SHR before and after."""
-    from .hadpo import POPE_SPLITS, run_hadpo, shr_text
+    from .hadpo import POPE_SPLITS, check_model, run_hadpo, shr_text
     from .stages import open_llm, resolve_inputs
     with _errors(), contextlib.ExitStack() as stack:
         cfg = _config(config, hadpo__images=images, hadpo__detector=detector)
+        check_model(model, run_dir)  # before the world is built into run_dir
         inputs = resolve_inputs(cfg, run_dir)
         client = []
 

@@ -163,6 +163,18 @@ def measure(model, anns: list[ImageAnnotation], image_root: str | Path, out_dir:
     return result
 
 
+def check_model(model_dir: str | Path, out: str | Path, model_name: str | None = None) -> str:
+    """The name the round records for the model in `model_dir` (`model_name`, default its resolved
+    folder), once the folder holds a model and `out` holds no round of another model; DataError
+    otherwise. Cheap: callers run it before they build or read any input."""
+    from .models.vlm import check_model_dir
+    check_model_dir(model_dir)
+    name = model_name or str(Path(model_dir).resolve())
+    if differs(Path(out) / "hadpo_run.json", {"model": name}):
+        raise DataError(f"{out}: holds the hallucination round of another model: use another --run-dir, or remove it")
+    return name
+
+
 def check_run(out: Path, what: dict) -> None:
     """Refuse a folder holding the hallucination round of another model or settings (its
     hadpo_run.json records them); a new folder gets the record."""
@@ -181,11 +193,11 @@ def run_hadpo(model_dir: str | Path, cfg: RunConfig, inputs: Inputs, out: str | 
     a callable giving the LLM client (detector or style "llm"). Resumes: a stage whose output exists is not run again; a folder of another model
     (`model_name`, default its resolved folder) or other settings is refused (DataError). With no
     pair (no description had a hallucination) the model is saved unchanged."""
-    from .models.vlm import VLM, check_model_dir
+    from .models.vlm import VLM
     from .train.dpo import train_dpo
     h, out = cfg.hadpo, Path(out)
-    check_model_dir(model_dir)  # before the folder is claimed for it
-    check_run(out, {"model": model_name or str(Path(model_dir).resolve()), "seed": cfg.seed,
+    name = check_model(model_dir, out, model_name)  # before the folder is claimed for it
+    check_run(out, {"model": name, "seed": cfg.seed,
                     "pool": hashlib.sha1(Path(inputs.pool).read_bytes()).hexdigest(),
                     "hadpo": h.model_dump(mode="json", exclude={"after_rounds"})})
     pool = read_jsonl(inputs.pool, ImageAnnotation)
