@@ -77,8 +77,12 @@ def test_hallucination_round_in_the_loop(finished):
     assert "hallucination round (HA-DPO)" in page and "SHR" in page and "chosen (corrected)" in page
     # a second run of the same command finds everything done and changes nothing
     mtime = (rd / "pairs.jsonl").stat().st_mtime_ns
-    again = Loop(cfg, run).run()
+    from rich.console import Console
+    console = Console(record=True, width=200)
+    again = Loop(cfg, run, console).run()
     assert again[1].accuracy == results[1].accuracy and (rd / "pairs.jsonl").stat().st_mtime_ns == mtime
+    printed = console.export_text()
+    assert "round 1, hallucination round" in printed and "after:  SHR" in printed  # beside the table
 
 
 def test_killed_during_dpo_resumes_to_the_uninterrupted_result(base_run, finished, tmp_path, monkeypatch):

@@ -783,21 +783,16 @@ def report(run_dir: Path = typer.Argument(Path("runs/default")),
            html: Optional[Path] = typer.Option(None, help="Also write one self-contained HTML report (plots, examples, ledger)."),
            image_root: Optional[Path] = typer.Option(None, help="--html: the pictures, for thumbnails (default: the run's world)")):
     """Print the accuracy table of a run, round by round, and the items ABS planned per type."""
-    from .report.terminal import counts_table, evolution_line, run_evolution, run_plans, run_report, run_results
+    from .report.terminal import (counts_table, evolution_line, hallucination_lines, run_evolution, run_plans, run_report,
+                                  run_results)
     results = run_results(run_dir)
     if not results:
         _fail(DataError(f"{run_dir}: no evaluated rounds here"))
     console.print(run_report(run_dir, results))
     if plans := run_plans(run_dir)[:len(results) - 1]:
         console.print(counts_table(plans))
-    for k in range(len(results)):
-        if (h := run_dir / f"round_{k}" / "hadpo.json").exists():
-            import json
-
-            from .hadpo import summary_line
-            data = json.loads(h.read_text())
-            console.print(f"round {k}, hallucination round ({data['pairs']} pairs):\n  before: {summary_line(data['before'])}"
-                          f"\n  after:  {summary_line(data['after'])}", highlight=False)
+    for line in hallucination_lines(run_dir):
+        console.print(line, highlight=False)
     for k, stats in run_evolution(run_dir).items():
         console.print(evolution_line(k, stats), highlight=False, soft_wrap=True)
     if html:

@@ -41,6 +41,7 @@ from .records import (
 )
 from .report.terminal import (
     counts_table,
+    hallucination_lines,
     progress_bar,
     run_blind,
     run_plans,
@@ -143,6 +144,8 @@ class Loop:
             if cfg.hadpo.after_rounds:
                 results.append(self.hallucination_round(rounds + 1, inputs, questions))
                 self._log(self.table(results))
+                for line in hallucination_lines(self.run_dir):  # the table holds accuracy only
+                    self.console.print(line, highlight=False)
             if self._client:
                 self._log(f"LLM this run: {self._client.usage.summary(self._client.cfg)}")
         self._client = None

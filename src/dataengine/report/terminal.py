@@ -154,6 +154,20 @@ def run_report(run_dir: str | Path, results: list[EvalResult] | None = None) -> 
     return run_table(results, run_blind(run_dir, len(results)), flags)
 
 
+def hallucination_lines(run_dir: str | Path) -> list[str]:
+    """One entry per hallucination round of a run directory (`round_k/hadpo.json`): its pairs, and
+    SHR and POPE F1 per split before and after DPO."""
+    from ..hadpo import summary_line
+    run_dir, out, k = Path(run_dir), [], 0
+    while (rd := run_dir / f"round_{k}").is_dir():
+        if (path := rd / "hadpo.json").exists():
+            data = json.loads(path.read_text())
+            out.append(f"round {k}, hallucination round ({data['pairs']} pairs):\n  before: {summary_line(data['before'])}"
+                       f"\n  after:  {summary_line(data['after'])}")
+        k += 1
+    return out
+
+
 def run_plans(run_dir: str | Path) -> list:
     """The ABS plan of each planned round of a run directory, round 1 first."""
     from ..sample import Plan
