@@ -232,11 +232,8 @@ def train(model: Path = typer.Option(...), data: list[Path] = typer.Option(..., 
 
 def _llava_layout(model: Path) -> bool:
     """Whether the checkpoint at `model` is a LLaVA (one image token per patch), by its config.json."""
-    import json
-    try:
-        return json.loads((Path(model) / "config.json").read_text()).get("model_type") == "llava"
-    except (OSError, ValueError):
-        return False
+    from .models.vlm import model_type
+    return model_type(model) == "llava"
 
 
 def _in_file(e: DataError, by_file: dict) -> DataError:

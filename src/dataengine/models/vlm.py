@@ -70,6 +70,14 @@ def check_model_dir(path: str | Path) -> Path:
     return path
 
 
+def model_type(path: str | Path) -> str | None:
+    """The `model_type` of the checkpoint at `path` (its config.json), None when that cannot be read."""
+    try:
+        return json.loads((Path(path) / "config.json").read_text()).get("model_type")
+    except (OSError, ValueError):
+        return None
+
+
 class VLM:
     """A vision-language model and its processor."""
 
@@ -87,7 +95,7 @@ class VLM:
         from transformers import AutoModelForImageTextToText, AutoProcessor
 
         path = check_model_dir(path)
-        kind = json.loads((path / "config.json").read_text()).get("model_type")
+        kind = model_type(path)
         if kind not in FAMILIES:
             raise DataError(f"{path}: model type {kind!r} is not supported yet (supported: {', '.join(FAMILIES.names())})")
         if not any((path / f).exists() for f in ("tokenizer.json", "tokenizer_config.json", "tokenizer.model")):
