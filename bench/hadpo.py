@@ -7,9 +7,11 @@ pairs then train other arms with the same steps and learning rate:
 
     dpo         DPO on the pairs (HA-DPO; the `hadpo.train` settings)
     dpo+sft     DPO with HA-DPO's SFT term on the chosen side (gamma 0.5, its MiniGPT-4 recipe)
-    sft         supervised fine-tuning on the chosen sides alone (corrected descriptions, right yes/no answers)
+    sft         supervised fine-tuning on the chosen sides alone (corrected descriptions, right yes/no answers;
+                an image-conditioned pair repeats another pair's chosen side, so the steps stay the same)
     blank       DPO on the same pairs with every picture replaced by a grey one (the control of
-                mDPO, arXiv 2406.11839: a gain that survives without the image is not about the image)
+                mDPO, arXiv 2406.11839: a gain that survives without the image is not about the image;
+                an image-conditioned pair then has nothing left to prefer)
     on-policy   DPO on the pairs the on-policy check passes at `--on-policy-gap` nats (`hadpo.off_policy:
                 drop`, arXiv 2501.09695): fewer pairs, so fewer steps
     dpo-iter    a second hallucination round from the DPO model: it describes the same pool images
@@ -102,7 +104,7 @@ def main() -> None:
                 grey = d / "images" / "grey.png"
                 grey.parent.mkdir(parents=True, exist_ok=True)
                 Image.new("RGB", (cfg.world.image_size,) * 2, (128, 128, 128)).save(grey)
-                blank = [p.model_copy(update={"image": "grey.png"}) for p in pairs]
+                blank = [p.model_copy(update={"image": "grey.png", "rejected_image": p.rejected_image and "grey.png"}) for p in pairs]
                 train_dpo(vlm, blank, grey.parent, d / "model", h.train.model_copy(update={"seed": h.train.seed + cfg.seed}))
             elif arm == "on-policy":
                 train_dpo(vlm, [p for p in at_gap if not p.off_policy], inputs.image_root, d / "model",

@@ -100,3 +100,10 @@ def test_every_shipped_config_loads(path):
     # a config the README tells users to run must still validate after a change of the schema
     cfg = load_config(path)
     assert cfg.model_dump() != load_config(None).model_dump()
+
+
+def test_conditional_pairs_need_pairs_to_condition():
+    from dataengine.config import HADPOConfig
+    assert HADPOConfig(pairs=["existence", "conditional"]).pairs == ["existence", "conditional"]
+    with pytest.raises(ValueError, match="conditional pairs are made from description or existence pairs"):
+        HADPOConfig(pairs=["conditional"])

@@ -107,6 +107,7 @@ def test_killed_during_dpo_resumes_to_the_uninterrupted_result(base_run, finishe
 
 def test_cli_hadpo_on_a_model_you_have(base_run, tmp_path):
     cfg = hadpo_config(hadpo=HADPOConfig(images=40, eval_images=12, max_new_tokens=24, off_policy="drop", off_policy_gap=0.05,
+                                         pairs=["description", "existence", "conditional"],
                                          train=DPOTrainConfig(epochs=1, batch_size=4)))
     (tmp_path / "c.yaml").write_text(dump_config(cfg))
     shutil.copytree(base_run / "world", tmp_path / "h" / "world")  # the world the model was trained in
@@ -117,7 +118,12 @@ def test_cli_hadpo_on_a_model_you_have(base_run, tmp_path):
     assert len(read_jsonl(tmp_path / "h" / "judged.jsonl", Judged)) == 30 and (tmp_path / "h" / "model" / "config.json").exists()
     # off_policy "drop": the pairs the check flags are kept in pairs.jsonl, marked, and not trained on
     pairs, stored = read_jsonl(tmp_path / "h" / "pairs.jsonl", PreferencePair), json.loads((tmp_path / "h" / "hadpo.json").read_text())
-    off = [p for p in pairs if p.policy_logp[1] - p.policy_logp[0] > 0.05]
+    off = [p for p in pairs if p.source == "hadpo" and p.policy_logp[1] - p.policy_logp[0] > 0.05]
+    # image-conditioned pairs: one per other pair, shown a described image (never a held-out one), never marked
+    described = {j.image for j in read_jsonl(tmp_path / "h" / "judged.jsonl", Judged)}
+    cond = [p for p in pairs if p.source == "hadpo-conditional"]
+    assert cond and len(cond) <= len(pairs) - len(cond)
+    assert all(p.rejected_image in described and p.rejected == p.chosen and p.off_policy is False for p in cond)
     assert stored["off_policy"] == len(off) == sum(bool(p.off_policy) for p in pairs) and stored["trained_pairs"] == len(pairs) - len(off)
     assert "off-policy" in r.output
     if stored["trained_pairs"]:

@@ -270,8 +270,10 @@ class HADPOConfig(Section):
     detector: Literal["grounded", "llm"] = "grounded"  # "llm": the `llm` section's server detects and corrects
     style: Literal["plain", "llm"] = "plain"  # the style rewrite both sides of a pair pass
     # "description": HA-DPO's pairs (corrected description, original); "existence": beside them,
-    # claim-level pairs in POPE's question form from the objects each description named.
-    pairs: list[Literal["description", "existence"]] = ["description"]
+    # claim-level pairs in POPE's question form from the objects each description named;
+    # "conditional": for each of those, mDPO's image-conditioned pair (the chosen side with its own
+    # picture over with a described image on which it is false).
+    pairs: list[Literal["description", "existence", "conditional"]] = ["description"]
     # Whether an object name the annotation does not list counts as absent (true for the synthetic
     # world and COCO's categories; set false for sparse annotations such as Visual Genome's).
     exhaustive: bool = True
@@ -282,6 +284,13 @@ class HADPOConfig(Section):
     off_policy: Literal["keep", "drop"] = "keep"
     off_policy_gap: float = Field(1.0, gt=0)
     train: DPOTrainConfig = DPOTrainConfig()
+
+    @field_validator("pairs")
+    @classmethod
+    def pairs_to_condition(cls, v: list[str]) -> list[str]:
+        if "conditional" in v and not {"description", "existence"} & set(v):
+            raise ValueError("conditional pairs are made from description or existence pairs: add one of them")
+        return v
 
 
 class EvolveConfig(Section):

@@ -141,7 +141,10 @@ def parquet_rows(data_dir: str | Path, image_root: str | Path, what: str = "row"
             pq.read_metadata(f)
         except Exception as e:  # pyarrow raises several kinds (ArrowInvalid, OSError) for a bad file
             raise DataError(f"{f}: not a readable Parquet shard ({str(e).splitlines()[0]})") from None
-    ds = datasets.load_dataset("parquet", data_files=files, split="train").cast_column("image", datasets.Image(decode=False))
+    ds = datasets.load_dataset("parquet", data_files=files, split="train")
+    for name, feature in ds.features.items():  # every picture column as its bytes, as written
+        if isinstance(feature, datasets.Image):
+            ds = ds.cast_column(name, datasets.Image(decode=False))
     for row in ds:
         path = resolve(image_root, row["image_path"], where=f"{what} {row['id']}")
         if not path.exists():

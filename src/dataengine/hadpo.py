@@ -26,7 +26,7 @@ from .config import HADPOConfig, RunConfig
 from .errors import DataError
 from .generate.describe import DETAIL_PROMPT, Description, describe
 from .generate.hallucination import Judged, detect, shr
-from .generate.pairs import PreferencePair, check_on_policy, existence_pairs, make_pairs
+from .generate.pairs import PreferencePair, check_on_policy, conditional_pairs, existence_pairs, make_pairs
 from .records import ImageAnnotation, Inputs, Sample, differs, read_jsonl, write_json, write_jsonl
 
 Log = Callable[[str], None]
@@ -123,7 +123,9 @@ def pair_up(judged: list[Judged], pool: list[ImageAnnotation], names: list[str],
             llm=None) -> list[PreferencePair]:
     """Preference pairs from the hallucinated descriptions (`generate.pairs.make_pairs`): corrected by
     the grounded corrector, or by the LLM when it detected; restyled alike on both sides; with
-    `pairs: [..., existence]` also the claim-level yes/no pairs (`existence_pairs`). Written to `out`."""
+    `pairs: [..., existence]` also the claim-level yes/no pairs (`existence_pairs`); with
+    `conditional`, mDPO's image-conditioned pair for each (`conditional_pairs`; the other picture is
+    one of the described images, never a held-out one). Written to `out`."""
     by_image = {a.image: a for a in pool}
     helper = None
     if cfg.detector == "llm" or cfg.style == "llm":
@@ -135,6 +137,9 @@ def pair_up(judged: list[Judged], pool: list[ImageAnnotation], names: list[str],
         if "description" in cfg.pairs else []
     if "existence" in cfg.pairs:
         pairs += existence_pairs(judged, by_image, names, cfg.exhaustive)
+    if "conditional" in cfg.pairs:
+        described = {j.image: by_image[j.image] for j in judged}
+        pairs += conditional_pairs(pairs, described, names, cfg.exhaustive)
     write_jsonl(out, pairs)
     return pairs
 

@@ -91,3 +91,43 @@ def test_existence_pairs_ask_about_each_named_object_balanced(pool):
     loose = a.model_copy(update={"inexhaustive": [absent[0]]})
     assert {p.prompt for p in existence_pairs(judged_of([loose], [text]), {a.image: loose}, CATEGORIES) if p.chosen == "no"} \
         == {f"Is there a {absent[1]} in the image?"}
+
+
+def test_conditional_pairs_show_the_chosen_side_with_a_picture_it_is_false_on(world, tmp_path):
+    """mDPO's image-conditioned pairs: the same chosen text on both sides, the rejected one shown
+    another described image on which the grounded annotation makes it false."""
+    from dataengine.generate.align import region_text
+    from dataengine.generate.pairs import conditional_pairs, existence_pairs
+    from dataengine.records import ImageAnnotation
+    pool = read_jsonl(world.pool, ImageAnnotation)[:40]
+    by_image = {a.image: a for a in pool}
+    wrong = [region_text(a).rstrip(".") + "; a large purple cross at the bottom right." for a in pool[:8]]
+    base = make_pairs(judged_of(pool[:8], wrong), by_image, CATEGORIES)
+    base += existence_pairs(judged_of(pool[:8], wrong), by_image, CATEGORIES)
+    assert {p.source for p in base} == {"hadpo", "hadpo-existence"}
+    cond = conditional_pairs(base, by_image, CATEGORIES)
+    assert len(cond) == len(base) and len({p.id for p in cond}) == len(cond)
+    for c, p in zip(cond, base):
+        assert c.chosen == c.rejected == p.chosen and c.image == p.image and c.source == "hadpo-conditional"
+        other = by_image[c.rejected_image]
+        assert c.rejected_image != c.image
+        if p.source == "hadpo-existence":
+            name = p.prompt.split()[3]
+            assert (name in {o.name for o in other.objects}) == (p.chosen == "no")  # the answer flips there
+        else:
+            assert any(v.verdict == "hallucinated" for v in detect(c.chosen, other, CATEGORIES))
+    assert conditional_pairs(base, by_image, CATEGORIES) == cond  # the same other picture every time
+    # a pool without a contradicting picture gives none; conditional pairs are not conditioned again
+    assert conditional_pairs(base[:1], {base[0].image: by_image[base[0].image]}, CATEGORIES) == []
+    assert conditional_pairs(cond, by_image, CATEGORIES) == []
+    # TRL rows carry the rejected side's picture only when some pair has one
+    rows = to_trl(base[:1] + cond[:1], world.image_root)
+    assert rows[0]["rejected_images"][0] is rows[0]["images"][0]
+    assert rows[1]["rejected_images"][0].tobytes() != rows[1]["images"][0].tobytes()
+    assert "rejected_images" not in to_trl(base[:1], world.image_root)[0]
+    export_pairs_hf(base[:2] + cond[:2], world.image_root, tmp_path / "hf")
+    back = import_pairs_hf(tmp_path / "hf", tmp_path / "images")
+    assert back == base[:2] + cond[:2]
+    assert (tmp_path / "images" / cond[0].rejected_image).read_bytes() == (world.image_root / cond[0].rejected_image).read_bytes()
+    with pytest.raises(DataError, match="missing.png: pair c: image not found"):
+        check_pairs([cond[0].model_copy(update={"id": "c", "rejected_image": "missing.png"})], world.image_root)

@@ -131,3 +131,65 @@ def test_the_on_policy_check_flags_a_chosen_side_the_model_would_not_write(pairs
     assert check_on_policy(None, checked, world.image_root) == checked
     assert sum(p.off_policy for p in check_on_policy(vlm, [q.model_copy(update={"policy_logp": None}) for q in shuffled],
                                                      world.image_root, gap=1e6)) == 0
+
+
+@pytest.fixture
+def conditional(world):
+    """mDPO pairs: a true region description, preferred with its own picture over with another's."""
+    pool = read_jsonl(world.pool, ImageAnnotation)[:25]
+    return [PreferencePair(id=f"c{i}", image=a.image, prompt=REGIONS_Q, chosen=region_text(a), rejected=region_text(a),
+                           rejected_image=b.image, source="hadpo-conditional") for i, (a, b) in enumerate(zip(pool, pool[1:]))]
+
+
+@pytest.mark.parametrize("family", ["llava", "qwen2_vl"])
+def test_the_rejected_half_of_a_conditional_batch_sees_the_other_picture(family, conditional, pairs, world):
+    from trl.trainer.dpo_trainer import DataCollatorForVisionPreference
+
+    from dataengine.generate.pairs import to_trl
+    from dataengine.train.dpo import two_image_collator
+    vlm = tiny(family, pairs + conditional)
+    rows = lambda: to_trl(conditional[:2], world.image_root)  # noqa: E731  (collators change the rows they take)
+    ours = two_image_collator()(processor=vlm.processor)(rows())
+    trl = DataCollatorForVisionPreference(processor=vlm.processor)(rows())
+    assert all(torch.equal(ours[k], trl[k]) for k in ("input_ids", "completion_mask", "attention_mask"))
+    swapped = [{**r, "images": r["rejected_images"]} for r in rows()]
+    other = DataCollatorForVisionPreference(processor=vlm.processor)(swapped)
+    half = trl["pixel_values"].shape[0] // 2
+    assert torch.equal(ours["pixel_values"][:half], trl["pixel_values"][:half])  # chosen rows: their own pictures
+    assert torch.equal(ours["pixel_values"][half:], other["pixel_values"][half:])  # rejected rows: the other ones
+    assert not torch.equal(ours["pixel_values"], trl["pixel_values"])
+
+
+def test_conditional_dpo_learns_to_prefer_the_right_picture(conditional, pairs, world, tmp_path):
+    from dataengine.images import load_image
+    vlm = tiny("llava", pairs + conditional)
+    start = tiny("llava", pairs + conditional)
+    log = train_dpo(vlm, conditional, world.image_root, tmp_path / "mdpo", DPOTrainConfig(epochs=3, batch_size=8, lr=2e-3))
+    assert log["losses"][0] == pytest.approx(0.693, abs=0.01) and log["rewards/margins"][-1] > 0
+
+    def margin(m):  # how much likelier each description is with its own picture than with the other one
+        own = m.score_options([(world_image(world, p), p.prompt, [p.chosen]) for p in conditional], reduce="sum")
+        other = m.score_options([(load_image(world.image_root, p.rejected_image), p.prompt, [p.chosen]) for p in conditional],
+                                reduce="sum")
+        return sum(o[0] - w[0] for w, o in zip(own, other))
+
+    assert margin(VLM.load(tmp_path / "mdpo")) > margin(start) + 1.0
+
+
+def test_a_rejected_picture_of_another_size_is_refused_where_the_model_sizes_by_picture(conditional, pairs, world, tmp_path):
+    from PIL import Image
+
+    from dataengine.generate.pairs import to_trl
+    from dataengine.train.dpo import two_image_collator
+    p = conditional[0]
+    (tmp_path / "pool").mkdir()
+    Image.open(world.image_root / p.image).save(tmp_path / p.image)
+    Image.open(world.image_root / p.rejected_image).resize((64, 256)).save(tmp_path / p.rejected_image)
+    rows = to_trl([p], tmp_path)
+    for family in ("llava", "qwen2_vl"):  # LLaVA resizes every picture to one size; Qwen2-VL's tokens follow its size
+        collate = two_image_collator()(processor=tiny(family, pairs + conditional).processor)
+        if family == "llava":
+            assert collate([dict(r) for r in rows])["pixel_values"].shape[0] == 2
+        else:
+            with pytest.raises(DataError, match="needs the two pictures of a pair at one size"):
+                collate([dict(r) for r in rows])

@@ -6,10 +6,15 @@ side. Both sides pass the same style rewrite, so a pair differs in its facts and
 Pairs are JSON lines of `PreferencePair`, and convert to TRL's conversational preference format
 (`prompt`, `chosen`, `rejected`, `images`) for `DPOTrainer`, or export as a Hugging Face dataset
 with the images embedded.
+
+Beside them, image-conditioned pairs (mDPO, arXiv 2406.11839): the same chosen answer, preferred
+with its own picture over with another picture on which it is false, so the preference can only be
+learnt by looking (plain multimodal DPO, mDPO found, learns about as much with the image removed).
 """
 from __future__ import annotations
 
 import hashlib
+import random
 import re
 from pathlib import Path
 from typing import Callable
@@ -36,6 +41,9 @@ class PreferencePair(BaseModel):
     # chosen and of the rejected side, and whether the chosen side is too far from what it writes.
     policy_logp: tuple[float, float] | None = None
     off_policy: bool | None = None
+    # An image-conditioned pair (`conditional_pairs`): the rejected side is `chosen` again, shown
+    # this picture instead of `image`. None: both sides are shown `image`.
+    rejected_image: str | None = None
 
 
 def plain_style(text: str) -> str:
@@ -110,6 +118,44 @@ def existence_pairs(judged: list[Judged], pool: dict[str, ImageAnnotation], name
     return no + [p for p in pairs if p.chosen == "yes"][:len(no)]
 
 
+def conditional_pairs(pairs: list[PreferencePair], pool: dict[str, ImageAnnotation], names: list[str],
+                      exhaustive: bool = True, tries: int = 64) -> list[PreferencePair]:
+    """mDPO's conditional preference (arXiv 2406.11839, eq. 3) for each pair: chosen and rejected are
+    both its chosen side; the rejected side is shown another pool image on which that side is false,
+    so the only difference DPO can learn from is the picture. For a yes/no pair the other image
+    flips the answer (it has the object when the answer is "no", lacks it when "yes"); for a
+    description, the grounded detector finds a hallucinated sentence in it on the other image.
+    Other images are tried in a seeded order (by pair id), `tries` at most; a pair for which none
+    is found makes no conditional pair. mDPO corrupts the picture (a random crop); an image that
+    contradicts the answer is the sharper negative where annotations say which one does."""
+    from .hallucination import detect
+    images = sorted(pool)
+    out = []
+    for p in pairs:
+        if p.rejected_image or p.image not in pool:
+            continue
+        order = random.Random(p.id).sample(images, min(tries + 1, len(images)))
+        other = next((i for i in order if i != p.image and _false_on(p, pool[i], names, exhaustive, detect)), None)
+        if other is None:
+            continue
+        out.append(p.model_copy(update={
+            "id": f"cond-{p.id.split('-', 1)[-1]}", "rejected": p.chosen, "rejected_image": other,
+            "reasons": [f"the same answer on {other}"], "source": "hadpo-conditional", "policy_logp": None, "off_policy": None}))
+    return out
+
+
+def _false_on(p: PreferencePair, ann: ImageAnnotation, names: list[str], exhaustive: bool, detect) -> bool:
+    if p.source == "hadpo-existence":
+        mentions = read_claims(p.prompt, names).mentions
+        if len(mentions) != 1:
+            return False
+        name, present = mentions[0].name, {o.name for o in ann.objects}
+        if p.chosen == "no":
+            return name in present
+        return name not in present and (name in ann.absent or (exhaustive and name not in ann.inexhaustive))
+    return any(v.verdict == "hallucinated" for v in detect(p.chosen, ann, names, exhaustive))
+
+
 def check_on_policy(vlm, pairs: list[PreferencePair], image_root: str | Path, gap: float = 1.0,
                     batch_size: int = 8) -> list[PreferencePair]:
     """The pairs with `policy_logp` (mean log-probability per token of chosen and rejected under
@@ -121,19 +167,31 @@ def check_on_policy(vlm, pairs: list[PreferencePair], image_root: str | Path, ga
     pair is the model's own description, so it is what the model writes. A claim-level yes/no pair
     (`existence_pairs`) is scored but never marked: its one-word chosen side is less likely exactly
     when the model answers wrong, which is what the pair is there to change, and dropping those would
-    leave the other answer alone. Pairs already scored keep their scores. DataError for a picture
-    that does not open (naming the pair)."""
+    leave the other answer alone. An image-conditioned pair is scored with each side's picture and
+    never marked either: both sides are the chosen text. Pairs already scored keep their scores.
+    DataError for a picture that does not open (naming the pair)."""
     todo = [p for p in pairs if p.policy_logp is None]
     scored: dict[str, tuple[float, float]] = {}
     for start in range(0, len(todo), batch_size):
         chunk = todo[start:start + batch_size]
-        images = [load_image(image_root, p.image, where=f"pair {p.id}") for p in chunk]
-        nll = vlm.score_options([(img, p.prompt, [p.chosen, p.rejected]) for img, p in zip(images, chunk)], reduce="mean")
-        scored |= {p.id: (-c, -r) for p, (c, r) in zip(chunk, nll)}
+        items, owners = [], []
+        for p in chunk:
+            img = load_image(image_root, p.image, where=f"pair {p.id}")
+            if p.rejected_image:  # one side per picture
+                items += [(img, p.prompt, [p.chosen]), (load_image(image_root, p.rejected_image, where=f"pair {p.id}"),
+                                                        p.prompt, [p.rejected])]
+                owners += [p.id, p.id]
+            else:
+                items.append((img, p.prompt, [p.chosen, p.rejected]))
+                owners.append(p.id)
+        losses: dict[str, list[float]] = {}
+        for owner, nll in zip(owners, vlm.score_options(items, reduce="mean")):
+            losses.setdefault(owner, []).extend(nll)
+        scored |= {k: (-c, -r) for k, (c, r) in losses.items()}
     out = []
     for p in pairs:
         lp = p.policy_logp or scored[p.id]
-        off = p.source != "hadpo-existence" and lp[1] - lp[0] > gap
+        off = p.source not in ("hadpo-existence", "hadpo-conditional") and lp[1] - lp[0] > gap
         out.append(p.model_copy(update={"policy_logp": (round(lp[0], 4), round(lp[1], 4)), "off_policy": off}))
     return out
 
@@ -145,14 +203,18 @@ def check_pairs(pairs: list[PreferencePair], image_root: str | Path, where: str 
     for p in pairs:
         if not p.chosen.strip() or not p.rejected.strip():
             raise DataError(f"{where}: pair {p.id}: an empty {'chosen' if not p.chosen.strip() else 'rejected'} side")
-        load_image(image_root, p.image, where=f"pair {p.id}", max_side=32)
+        for image in filter(None, (p.image, p.rejected_image)):
+            load_image(image_root, image, where=f"pair {p.id}", max_side=32)
 
 
 def to_trl(pairs: list[PreferencePair], image_root: str | Path) -> list[dict]:
     """Rows in TRL's conversational preference format, the image as a PIL picture:
     {"images": [img], "prompt": [user turn with {"type": "image"}], "chosen": [assistant turn],
-    "rejected": [assistant turn]}."""
+    "rejected": [assistant turn]}. When any pair is image-conditioned, every row also has
+    "rejected_images" (the rejected side's picture; the chosen's for a plain pair), which
+    `train.dpo` shows the rejected half of each batch: a column TRL itself does not read."""
     rows = []
+    two = any(p.rejected_image for p in pairs)
     for p in pairs:
         img = load_image(image_root, p.image, where=f"pair {p.id}")
         rows.append({
@@ -160,7 +222,8 @@ def to_trl(pairs: list[PreferencePair], image_root: str | Path) -> list[dict]:
             "prompt": [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": p.prompt}]}],
             "chosen": [{"role": "assistant", "content": [{"type": "text", "text": p.chosen}]}],
             "rejected": [{"role": "assistant", "content": [{"type": "text", "text": p.rejected}]}],
-        })
+        } | ({"rejected_images": [load_image(image_root, p.rejected_image, where=f"pair {p.id}") if p.rejected_image
+                                  else img]} if two else {}))
     return rows
 
 
@@ -172,9 +235,15 @@ def export_pairs_hf(pairs: list[PreferencePair], image_root: str | Path, out_dir
     features = datasets.Features({k: datasets.Value("string") for k in ("id", "image_path", "prompt", "chosen", "rejected",
                                                                         "detector", "source")}
                                  | {"image": datasets.Image(), "reasons": datasets.Sequence(datasets.Value("string")),
-                                    "policy_logp": datasets.Sequence(datasets.Value("float64")), "off_policy": datasets.Value("bool")})
-    rows = [p.model_dump(exclude={"image"}) | {"image_path": p.image,
-                                               "image": {"path": p.image, "bytes": resolve(image_root, p.image).read_bytes()}}
+                                    "policy_logp": datasets.Sequence(datasets.Value("float64")), "off_policy": datasets.Value("bool"),
+                                    "rejected_image_path": datasets.Value("string"), "rejected_image_data": datasets.Image()})
+
+    def picture(path: str | None) -> dict | None:
+        return {"path": path, "bytes": resolve(image_root, path).read_bytes()} if path else None
+
+    rows = [p.model_dump(exclude={"image", "rejected_image"}) | {"image_path": p.image, "image": picture(p.image),
+                                                                 "rejected_image_path": p.rejected_image,
+                                                                 "rejected_image_data": picture(p.rejected_image)}
             for p in pairs]
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -185,5 +254,12 @@ def export_pairs_hf(pairs: list[PreferencePair], image_root: str | Path, out_dir
 def import_pairs_hf(data_dir: str | Path, image_root: str | Path) -> list[PreferencePair]:
     """Pairs back from `export_pairs_hf`; each image is written to its path under `image_root`."""
     from ..export import parquet_rows
-    return [PreferencePair(image=row["image_path"], **{k: row[k] for k in PreferencePair.model_fields if k != "image"})
-            for row in parquet_rows(data_dir, image_root, "pair")]
+    pairs = []
+    for row in parquet_rows(data_dir, image_root, "pair"):
+        other = row.get("rejected_image_path")  # absent from files written before image-conditioned pairs
+        if other and not (path := resolve(image_root, other, where=f"pair {row['id']}")).exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(row["rejected_image_data"]["bytes"])
+        pairs.append(PreferencePair(image=row["image_path"], rejected_image=other,
+                                    **{k: row[k] for k in PreferencePair.model_fields if k not in ("image", "rejected_image")}))
+    return pairs

@@ -16,6 +16,7 @@ import os
 import random
 from pathlib import Path
 
+import torch
 from rich.progress import Progress
 
 from ..models.vlm import VLM
@@ -68,10 +69,53 @@ def train_dpo(vlm: VLM, pairs: list, image_root: str | Path, out_dir: str | Path
                          loss_weights=[1.0, cfg.sft_weight] if cfg.sft_weight else None, max_length=None)
     random.Random(cfg.seed).shuffle(pairs := list(pairs))
     data = Dataset.from_list(to_trl(pairs, image_root))
-    trainer = DPOTrainer(model=model, ref_model=reference, args=args, train_dataset=data, processing_class=vlm.processor,
-                         callbacks=[log], optimizers=(param_groups_optimizer(model, cfg, family), None))
+    two = "rejected_images" in data.column_names  # image-conditioned pairs (mDPO)
+    trainer = (two_image_trainer() if two else DPOTrainer)(
+        model=model, ref_model=reference, args=args, train_dataset=data, processing_class=vlm.processor,
+        callbacks=[log], optimizers=(param_groups_optimizer(model, cfg, family), None),
+        **({"data_collator": two_image_collator()(processor=vlm.processor)} if two else {}))
     trainer.remove_callback(PrinterCallback)
     seconds = run_trainer(trainer, model, cfg, out_dir, identity)
     return finish(vlm, model, trainer, out_dir, {"steps": steps, "pairs": len(pairs), "losses": log.losses,
                                                  **log.figures, "seconds": seconds})
 
+
+
+def two_image_collator():
+    """TRL's vision preference collator, with the rejected half of each batch shown the pair's
+    "rejected_images" rather than its "images". With chosen and rejected the same text, DPO's
+    sigmoid loss on such a row is mDPO's conditional preference (arXiv 2406.11839, eq. 3): the
+    policy's log-ratio with the right picture against with the other one."""
+    from trl.trainer.dpo_trainer import DataCollatorForVisionPreference
+
+    from ..errors import DataError
+
+    class TwoImageCollator(DataCollatorForVisionPreference):
+        def torch_call(self, examples):
+            rejected = [e.pop("rejected_images") for e in examples]
+            chosen = [e["images"] for e in examples]
+            out = super().torch_call(examples)  # the batch is [chosen rows, rejected rows], each shown "images"
+            pixels = self.processor.image_processor(images=[i for imgs in chosen + rejected for i in imgs], return_tensors="pt")
+            for key, value in pixels.items():
+                if key in out:
+                    # the text holds the chosen picture's image tokens: the other picture must come out alike
+                    if tuple(out[key].shape) != tuple(value.shape) or (key != "pixel_values" and not torch.equal(out[key], value)):
+                        raise DataError(f"image-conditioned pairs: a rejected picture is processed to {key} of shape "
+                                        f"{tuple(value.shape)}, not {tuple(out[key].shape)} as the chosen ones: this model "
+                                        f"needs the two pictures of a pair at one size")
+                    out[key] = value
+            return out
+
+    return TwoImageCollator
+
+
+def two_image_trainer():
+    """TRL's `DPOTrainer`, keeping the "rejected_images" column for `two_image_collator`."""
+    from trl import DPOTrainer
+
+    class TwoImageDPOTrainer(DPOTrainer):
+        def _set_signature_columns_if_needed(self):
+            super()._set_signature_columns_if_needed()
+            self._signature_columns = [*self._signature_columns, "rejected_images"]
+
+    return TwoImageDPOTrainer
