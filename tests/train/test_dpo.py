@@ -178,18 +178,12 @@ def test_conditional_dpo_learns_to_prefer_the_right_picture(conditional, pairs, 
 
 def test_a_rejected_picture_of_another_size_is_refused_where_the_model_sizes_by_picture(conditional, pairs, world, tmp_path):
     from PIL import Image
-
-    from dataengine.generate.pairs import to_trl
-    from dataengine.train.dpo import two_image_collator
     p = conditional[0]
     (tmp_path / "pool").mkdir()
     Image.open(world.image_root / p.image).save(tmp_path / p.image)
     Image.open(world.image_root / p.rejected_image).resize((64, 256)).save(tmp_path / p.rejected_image)
-    rows = to_trl([p], tmp_path)
-    for family in ("llava", "qwen2_vl"):  # LLaVA resizes every picture to one size; Qwen2-VL's tokens follow its size
-        collate = two_image_collator()(processor=tiny(family, pairs + conditional).processor)
-        if family == "llava":
-            assert collate([dict(r) for r in rows])["pixel_values"].shape[0] == 2
-        else:
-            with pytest.raises(DataError, match="needs the two pictures of a pair at one size"):
-                collate([dict(r) for r in rows])
+    # LLaVA resizes every picture to one size: it trains; Qwen2-VL's image tokens follow the size: refused first
+    train_dpo(tiny("llava", pairs + conditional), [p], tmp_path, tmp_path / "llava", DPOTrainConfig(epochs=1, batch_size=1))
+    with pytest.raises(DataError, match=f"pair {p.id}: its pictures .* give this model image inputs of different sizes"):
+        train_dpo(tiny("qwen2_vl", pairs + conditional), [p], tmp_path, tmp_path / "qwen", DPOTrainConfig(epochs=1, batch_size=1))
+    assert not (tmp_path / "qwen" / "model.safetensors").exists()

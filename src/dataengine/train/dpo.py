@@ -39,7 +39,8 @@ def train_dpo(vlm: VLM, pairs: list, image_root: str | Path, out_dir: str | Path
               progress: Progress | None = None) -> dict:
     """DPO of `vlm` in place on `pairs` (PreferencePair records); the result is saved to `out_dir`.
     Returns the log: steps, pairs, losses and TRL's reward figures per logged step, seconds.
-    DataError for no pairs, an empty side, or a picture that does not open (naming the pair)."""
+    DataError for no pairs, an empty side, a picture that does not open, or an image-conditioned
+    pair whose two pictures this model processes to different sizes (naming the pair)."""
     from datasets import Dataset
     from transformers import set_seed
     from transformers.trainer_callback import PrinterCallback
@@ -70,6 +71,8 @@ def train_dpo(vlm: VLM, pairs: list, image_root: str | Path, out_dir: str | Path
     random.Random(cfg.seed).shuffle(pairs := list(pairs))
     data = Dataset.from_list(to_trl(pairs, image_root))
     two = "rejected_images" in data.column_names  # image-conditioned pairs (mDPO)
+    if two:
+        check_one_size(vlm, pairs, image_root)
     trainer = (two_image_trainer() if two else DPOTrainer)(
         model=model, ref_model=reference, args=args, train_dataset=data, processing_class=vlm.processor,
         callbacks=[log], optimizers=(param_groups_optimizer(model, cfg, family), None),
@@ -80,6 +83,24 @@ def train_dpo(vlm: VLM, pairs: list, image_root: str | Path, out_dir: str | Path
                                                  **log.figures, "seconds": seconds})
 
 
+def check_one_size(vlm: VLM, pairs: list, image_root: str | Path) -> None:
+    """Each image-conditioned pair's two pictures come out of the model's image processor alike
+    (a pair's text holds the image tokens of its chosen picture, and the rejected side reuses it):
+    true where the processor resizes every picture to one size (LLaVA), not where the image tokens
+    follow the picture's size (Qwen2-VL). DataError naming the first pair that differs, before
+    any training."""
+    from ..errors import DataError
+    from ..images import load_image
+    process = vlm.processor.image_processor
+    for p in pairs:
+        if not p.rejected_image:
+            continue
+        a, b = (process(images=[load_image(image_root, i, where=f"pair {p.id}")], return_tensors="pt")
+                for i in (p.image, p.rejected_image))
+        if any(a[k].shape != b[k].shape or (k != "pixel_values" and not torch.equal(a[k], b[k])) for k in a):
+            raise DataError(f"pair {p.id}: its pictures {p.image} and {p.rejected_image} give this model image inputs "
+                            f"of different sizes; an image-conditioned pair needs them at one size")
+
 
 def two_image_collator():
     """TRL's vision preference collator, with the rejected half of each batch shown the pair's
@@ -88,22 +109,15 @@ def two_image_collator():
     policy's log-ratio with the right picture against with the other one."""
     from trl.trainer.dpo_trainer import DataCollatorForVisionPreference
 
-    from ..errors import DataError
-
     class TwoImageCollator(DataCollatorForVisionPreference):
         def torch_call(self, examples):
             rejected = [e.pop("rejected_images") for e in examples]
             chosen = [e["images"] for e in examples]
             out = super().torch_call(examples)  # the batch is [chosen rows, rejected rows], each shown "images"
+            # the text holds the chosen picture's image tokens, so the other picture must be processed
+            # alike (train_dpo checks each pair first: check_one_size)
             pixels = self.processor.image_processor(images=[i for imgs in chosen + rejected for i in imgs], return_tensors="pt")
-            for key, value in pixels.items():
-                if key in out:
-                    # the text holds the chosen picture's image tokens: the other picture must come out alike
-                    if tuple(out[key].shape) != tuple(value.shape) or (key != "pixel_values" and not torch.equal(out[key], value)):
-                        raise DataError(f"image-conditioned pairs: a rejected picture is processed to {key} of shape "
-                                        f"{tuple(value.shape)}, not {tuple(out[key].shape)} as the chosen ones: this model "
-                                        f"needs the two pictures of a pair at one size")
-                    out[key] = value
+            out.update({k: v for k, v in pixels.items() if k in out})
             return out
 
     return TwoImageCollator
