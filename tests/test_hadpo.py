@@ -118,12 +118,17 @@ def test_cli_hadpo_on_a_model_you_have(base_run, tmp_path):
     assert len(read_jsonl(tmp_path / "h" / "judged.jsonl", Judged)) == 30 and (tmp_path / "h" / "model" / "config.json").exists()
     # off_policy "drop": the pairs the check flags are kept in pairs.jsonl, marked, and not trained on
     pairs, stored = read_jsonl(tmp_path / "h" / "pairs.jsonl", PreferencePair), json.loads((tmp_path / "h" / "hadpo.json").read_text())
-    off = [p for p in pairs if p.source == "hadpo" and p.policy_logp[1] - p.policy_logp[0] > 0.05]
-    # image-conditioned pairs: one per other pair, shown a described image (never a held-out one), never marked
+    # image-conditioned pairs: one per other pair, shown a described image (never a held-out one); each
+    # carries its source pair's mark, so "drop" leaves out both
     described = {j.image for j in read_jsonl(tmp_path / "h" / "judged.jsonl", Judged)}
+    by_id = {p.id: p for p in pairs}
     cond = [p for p in pairs if p.source == "hadpo-conditional"]
     assert cond and len(cond) <= len(pairs) - len(cond)
-    assert all(p.rejected_image in described and p.rejected == p.chosen and p.off_policy is False for p in cond)
+    assert all(p.rejected_image in described and p.rejected == p.chosen for p in cond)
+    assert all(p.off_policy == by_id[p.id.removeprefix("cond-")].off_policy for p in cond)
+    marked = {p.id for p in pairs if p.source == "hadpo" and p.policy_logp[1] - p.policy_logp[0] > 0.05}
+    assert any(p.id.removeprefix("cond-") in marked for p in cond)  # the case this checks is there
+    off = [p for p in pairs if p.id in marked or p.id.removeprefix("cond-") in marked]
     assert stored["off_policy"] == len(off) == sum(bool(p.off_policy) for p in pairs) and stored["trained_pairs"] == len(pairs) - len(off)
     assert "off-policy" in r.output
     if stored["trained_pairs"]:

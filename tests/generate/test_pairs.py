@@ -131,3 +131,6 @@ def test_conditional_pairs_show_the_chosen_side_with_a_picture_it_is_false_on(wo
     assert (tmp_path / "images" / cond[0].rejected_image).read_bytes() == (world.image_root / cond[0].rejected_image).read_bytes()
     with pytest.raises(DataError, match="missing.png: pair c: image not found"):
         check_pairs([cond[0].model_copy(update={"id": "c", "rejected_image": "missing.png"})], world.image_root)
+    with pytest.raises(DataError, match="pair c: its rejected_image is its own image"):
+        check_pairs([cond[0].model_copy(update={"id": "c", "rejected_image": cond[0].image})], world.image_root)
+    assert {c.id for c in cond} == {f"cond-{p.id}" for p in base}

@@ -126,7 +126,7 @@ def conditional_pairs(pairs: list[PreferencePair], pool: dict[str, ImageAnnotati
     flips the answer (it has the object when the answer is "no", lacks it when "yes"); for a
     description, the grounded detector finds a hallucinated sentence in it on the other image.
     Other images are tried in a seeded order (by pair id), `tries` at most; a pair for which none
-    is found makes no conditional pair. mDPO corrupts the picture (a random crop); an image that
+    is found makes no conditional pair. A conditional pair's id is "cond-" and its source pair's. mDPO corrupts the picture (a random crop); an image that
     contradicts the answer is the sharper negative where annotations say which one does."""
     from .hallucination import detect
     images = sorted(pool)
@@ -139,7 +139,7 @@ def conditional_pairs(pairs: list[PreferencePair], pool: dict[str, ImageAnnotati
         if other is None:
             continue
         out.append(p.model_copy(update={
-            "id": f"cond-{p.id.split('-', 1)[-1]}", "rejected": p.chosen, "rejected_image": other,
+            "id": f"cond-{p.id}", "rejected": p.chosen, "rejected_image": other,
             "reasons": [f"the same answer on {other}"], "source": "hadpo-conditional", "policy_logp": None, "off_policy": None}))
     return out
 
@@ -168,8 +168,9 @@ def check_on_policy(vlm, pairs: list[PreferencePair], image_root: str | Path, ga
     (`existence_pairs`) is scored but never marked: its one-word chosen side is less likely exactly
     when the model answers wrong, which is what the pair is there to change, and dropping those would
     leave the other answer alone. An image-conditioned pair is scored with each side's picture and
-    never marked either: both sides are the chosen text. Pairs already scored keep their scores.
-    DataError for a picture that does not open (naming the pair)."""
+    carries its source pair's mark (both its sides are that pair's chosen text, so dropping one and
+    not the other would still train that text). Pairs already scored keep their scores. DataError
+    for a picture that does not open (naming the pair)."""
     todo = [p for p in pairs if p.policy_logp is None]
     scored: dict[str, tuple[float, float]] = {}
     for start in range(0, len(todo), batch_size):
@@ -188,12 +189,14 @@ def check_on_policy(vlm, pairs: list[PreferencePair], image_root: str | Path, ga
         for owner, nll in zip(owners, vlm.score_options(items, reduce="mean")):
             losses.setdefault(owner, []).extend(nll)
         scored |= {k: (-c, -r) for k, (c, r) in losses.items()}
-    out = []
+    logp = {p.id: p.policy_logp or scored[p.id] for p in pairs}
+    off = {p.id: p.source not in ("hadpo-existence", "hadpo-conditional") and logp[p.id][1] - logp[p.id][0] > gap
+           for p in pairs}
     for p in pairs:
-        lp = p.policy_logp or scored[p.id]
-        off = p.source not in ("hadpo-existence", "hadpo-conditional") and lp[1] - lp[0] > gap
-        out.append(p.model_copy(update={"policy_logp": (round(lp[0], 4), round(lp[1], 4)), "off_policy": off}))
-    return out
+        if p.source == "hadpo-conditional":
+            off[p.id] = off.get(p.id.removeprefix("cond-"), False)
+    return [p.model_copy(update={"policy_logp": (round(logp[p.id][0], 4), round(logp[p.id][1], 4)), "off_policy": off[p.id]})
+            for p in pairs]
 
 
 def check_pairs(pairs: list[PreferencePair], image_root: str | Path, where: str = "pairs") -> None:
@@ -203,6 +206,9 @@ def check_pairs(pairs: list[PreferencePair], image_root: str | Path, where: str 
     for p in pairs:
         if not p.chosen.strip() or not p.rejected.strip():
             raise DataError(f"{where}: pair {p.id}: an empty {'chosen' if not p.chosen.strip() else 'rejected'} side")
+        if p.rejected_image == p.image:
+            raise DataError(f"{where}: pair {p.id}: its rejected_image is its own image (an image-conditioned pair "
+                            f"needs another picture)")
         for image in filter(None, (p.image, p.rejected_image)):
             load_image(image_root, image, where=f"pair {p.id}", max_side=32)
 
