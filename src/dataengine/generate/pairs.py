@@ -126,8 +126,9 @@ def conditional_pairs(pairs: list[PreferencePair], pool: dict[str, ImageAnnotati
     flips the answer (it has the object when the answer is "no", lacks it when "yes"); for a
     description, the grounded detector finds a hallucinated sentence in it on the other image.
     Other images are tried in a seeded order (by pair id), `tries` at most; a pair for which none
-    is found makes no conditional pair. A conditional pair's id is "cond-" and its source pair's. mDPO corrupts the picture (a random crop); an image that
-    contradicts the answer is the sharper negative where annotations say which one does."""
+    is found makes no conditional pair. A conditional pair's id is "cond-" and its source pair's.
+    mDPO corrupts the picture (a random crop); an image that contradicts the answer is the sharper
+    negative where annotations say which one does."""
     from .hallucination import detect
     images = sorted(pool)
     out = []

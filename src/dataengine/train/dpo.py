@@ -69,10 +69,10 @@ def train_dpo(vlm: VLM, pairs: list, image_root: str | Path, out_dir: str | Path
     args = training_args(cfg, out_dir, steps, vlm.device, cls=DPOConfig, beta=cfg.beta, loss_type=losses,
                          loss_weights=[1.0, cfg.sft_weight] if cfg.sft_weight else None, max_length=None)
     random.Random(cfg.seed).shuffle(pairs := list(pairs))
-    data = Dataset.from_list(to_trl(pairs, image_root))
-    two = "rejected_images" in data.column_names  # image-conditioned pairs (mDPO)
-    if two:
-        check_one_size(vlm, pairs, image_root)
+    rows = to_trl(pairs, image_root)
+    if two := "rejected_images" in rows[0]:  # image-conditioned pairs (mDPO)
+        check_one_size(vlm, pairs, rows)
+    data = Dataset.from_list(rows)
     trainer = (two_image_trainer() if two else DPOTrainer)(
         model=model, ref_model=reference, args=args, train_dataset=data, processing_class=vlm.processor,
         callbacks=[log], optimizers=(param_groups_optimizer(model, cfg, family), None),
@@ -83,20 +83,18 @@ def train_dpo(vlm: VLM, pairs: list, image_root: str | Path, out_dir: str | Path
                                                  **log.figures, "seconds": seconds})
 
 
-def check_one_size(vlm: VLM, pairs: list, image_root: str | Path) -> None:
-    """Each image-conditioned pair's two pictures come out of the model's image processor alike
-    (a pair's text holds the image tokens of its chosen picture, and the rejected side reuses it):
-    true where the processor resizes every picture to one size (LLaVA), not where the image tokens
-    follow the picture's size (Qwen2-VL). DataError naming the first pair that differs, before
-    any training."""
+def check_one_size(vlm: VLM, pairs: list, rows: list[dict]) -> None:
+    """Each image-conditioned pair's two pictures (in its `to_trl` row, `rows` in the order of
+    `pairs`) come out of the model's image processor alike (a pair's text holds the image tokens of
+    its chosen picture, and the rejected side reuses it): true where the processor resizes every
+    picture to one size (LLaVA), not where the image tokens follow the picture's size (Qwen2-VL).
+    DataError naming the first pair that differs, before any training."""
     from ..errors import DataError
-    from ..images import load_image
     process = vlm.processor.image_processor
-    for p in pairs:
+    for p, row in zip(pairs, rows):
         if not p.rejected_image:
             continue
-        a, b = (process(images=[load_image(image_root, i, where=f"pair {p.id}")], return_tensors="pt")
-                for i in (p.image, p.rejected_image))
+        a, b = (process(images=row[k], return_tensors="pt") for k in ("images", "rejected_images"))
         if any(a[k].shape != b[k].shape or (k != "pixel_values" and not torch.equal(a[k], b[k])) for k in a):
             raise DataError(f"pair {p.id}: its pictures {p.image} and {p.rejected_image} give this model image inputs "
                             f"of different sizes; an image-conditioned pair needs them at one size")
