@@ -37,6 +37,7 @@ from rich.table import Table
 from _base import base_round, run
 from dataengine import stages
 from dataengine.config import HADPOConfig, load_config
+from dataengine.generate.hallucination import CLAIM_KINDS
 from dataengine.generate.pairs import PreferencePair, check_on_policy
 from dataengine.hadpo import POPE_SPLITS, describe_prompt, heldout_images, measure, object_names, run_hadpo
 from dataengine.models.vlm import VLM
@@ -47,6 +48,16 @@ from dataengine.train.sft import train
 
 
 ARMS = ["dpo", "dpo+sft", "sft", "blank", "on-policy", "dpo-iter"]
+
+
+def grey_pairs(pairs: list[PreferencePair], folder: Path, size: int) -> list[PreferencePair]:
+    """The blank control's pairs: every picture replaced by one grey `size` x `size` picture written
+    to `folder`. An image-conditioned pair's rejected side gets a copy under another name (the same
+    pixels, so nothing is left to prefer; `check_pairs` refuses a pair shown one file twice)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    Image.new("RGB", (size, size), (128, 128, 128)).save(folder / "grey.png")
+    shutil.copy(folder / "grey.png", folder / "grey-other.png")
+    return [p.model_copy(update={"image": "grey.png", "rejected_image": p.rejected_image and "grey-other.png"}) for p in pairs]
 
 
 def main() -> None:
@@ -101,11 +112,8 @@ def main() -> None:
                 train_dpo(vlm, pairs, inputs.image_root, d / "model",
                           h.train.model_copy(update={"sft_weight": 0.5, "seed": h.train.seed + cfg.seed}))
             elif arm == "blank":
-                grey = d / "images" / "grey.png"
-                grey.parent.mkdir(parents=True, exist_ok=True)
-                Image.new("RGB", (cfg.world.image_size,) * 2, (128, 128, 128)).save(grey)
-                blank = [p.model_copy(update={"image": "grey.png", "rejected_image": p.rejected_image and "grey.png"}) for p in pairs]
-                train_dpo(vlm, blank, grey.parent, d / "model", h.train.model_copy(update={"seed": h.train.seed + cfg.seed}))
+                blank = grey_pairs(pairs, d / "images", cfg.world.image_size)
+                train_dpo(vlm, blank, d / "images", d / "model", h.train.model_copy(update={"seed": h.train.seed + cfg.seed}))
             elif arm == "on-policy":
                 train_dpo(vlm, [p for p in at_gap if not p.off_policy], inputs.image_root, d / "model",
                           h.train.model_copy(update={"seed": h.train.seed + cfg.seed}))
@@ -125,6 +133,12 @@ def main() -> None:
         table.add_row(arm, f"{m['shr']['shr']:.1%}", *(f"{m['pope'][s]['f1']:.1%}" for s in POPE_SPLITS),
                       f"{m['pope']['adversarial']['yes_ratio']:.2f}", f"{m['benchmark']:.1%}")
     console.print(table)
+    kinds = Table(title="Hallucinated sentences by false claim (a sentence with two kinds counts under both)")
+    for col in ("arm", *CLAIM_KINDS):
+        kinds.add_column(col, justify="right" if col != "arm" else "left")
+    for arm, m in rows.items():
+        kinds.add_row(arm, *(str(m["shr"]["by_kind"].get(k, "")) for k in CLAIM_KINDS))
+    console.print(kinds)
     base = rows["base"]
     for arm, m in rows.items():
         if arm == "base":

@@ -42,3 +42,21 @@ def test_binding_needs_a_learnability_model_and_says_where(tmp_path):
     assert r.returncode != 0 and "Traceback" not in r.stderr
     assert "no model of bench/learnability.py" in r.stderr.strip().splitlines()[-1]
     assert not (tmp_path / "out").exists()  # checked before a world is built
+
+
+def test_the_grey_control_makes_pairs_training_accepts(tmp_path, monkeypatch):
+    """bench/hadpo.py's blank arm: every picture grey, an image-conditioned pair's two of them
+    separate files of the same pixels, so `check_pairs` (run before DPO) takes them."""
+    from PIL import Image
+
+    from dataengine.generate.pairs import PreferencePair, check_pairs
+    monkeypatch.syspath_prepend(str(BENCH))
+    from hadpo import grey_pairs
+    plain = PreferencePair(id="p", image="a.png", prompt="Describe.", chosen="a ball.", rejected="a star.")
+    cond = plain.model_copy(update={"id": "cond-p", "rejected": plain.chosen, "rejected_image": "b.png"})
+    grey = grey_pairs([plain, cond], tmp_path / "grey", 32)
+    check_pairs(grey, tmp_path / "grey")
+    assert grey[0].image == grey[1].image and grey[0].rejected_image is None
+    assert grey[1].rejected_image != grey[1].image
+    pictures = {Image.open(tmp_path / "grey" / f).tobytes() for f in (grey[1].image, grey[1].rejected_image)}
+    assert len(pictures) == 1 and Image.open(tmp_path / "grey" / "grey.png").size == (32, 32)
