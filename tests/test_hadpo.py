@@ -9,7 +9,7 @@ from typer.testing import CliRunner
 from dataengine import hadpo
 from dataengine.cli import app
 from dataengine.config import HADPOConfig, dump_config
-from dataengine.generate.hallucination import Judged
+from dataengine.generate.hallucination import CLAIM_KINDS, Judged
 from dataengine.generate.pairs import PreferencePair
 from dataengine.loop import Loop
 from dataengine.records import read_jsonl
@@ -70,11 +70,19 @@ def test_hallucination_round_in_the_loop(finished):
     assert set(h["before"]["pope_f1"]) == {"random", "popular", "adversarial"}
     assert 0 <= h["before"]["shr"] <= 1 and stored["before"]["shr"]["judged"] > 0
     assert "hallucination" not in summary["rounds"][0]
+    # SHR's breakdown by the kind of false claim counts the sentences of the stored verdicts
+    held_judged = read_jsonl(rd / "before" / "judged.jsonl", Judged)
+    kinds = stored["before"]["shr"]["by_kind"]
+    assert list(kinds) == list(CLAIM_KINDS) and sum(kinds.values()) >= stored["before"]["shr"]["hallucinated"] > 0
+    assert kinds == {k: sum(s.verdict == "hallucinated" and k in s.kinds for j in held_judged for s in j.sentences)
+                     for k in CLAIM_KINDS}
     r = CliRunner().invoke(app, ["report", str(run)])
     assert r.exit_code == 0 and "hallucination round" in r.output and "before: SHR" in r.output
+    assert f"by false claim: object {kinds['object']} -> " in r.output
     from dataengine.report.html import write_html
     page = write_html([run], run / "report.html").read_text()
     assert "hallucination round (HA-DPO)" in page and "SHR" in page and "chosen (corrected)" in page
+    assert f"by false claim, before -&gt; after: object {kinds['object']} -&gt; " in page
     # a second run of the same command finds everything done and changes nothing
     mtime = (rd / "pairs.jsonl").stat().st_mtime_ns
     from rich.console import Console
@@ -83,6 +91,7 @@ def test_hallucination_round_in_the_loop(finished):
     assert again[1].accuracy == results[1].accuracy and (rd / "pairs.jsonl").stat().st_mtime_ns == mtime
     printed = console.export_text()
     assert "round 1, hallucination round" in printed and "after:  SHR" in printed  # beside the table
+    assert f"hallucinated sentences by false claim: object {kinds['object']} -> " in printed
 
 
 def test_killed_during_dpo_resumes_to_the_uninterrupted_result(base_run, finished, tmp_path, monkeypatch):

@@ -250,6 +250,8 @@ def run_hadpo(model_dir: str | Path, cfg: RunConfig, inputs: Inputs, out: str | 
                   progress=progress)
     after = measure(trained, heldout, heldout_root, out / "after", prompt, names, h, progress)
     log(f"after:  {summary_line(after)}")
+    if change := kinds_change(before["shr"], after["shr"]):
+        log(f"hallucinated sentences by false claim: {change}")
     result = {"before": before, "after": after, "pairs": len(pairs), "off_policy": len(off), "trained_pairs": len(trained_on),
               "heldout_images": len(heldout)}
     write_json(out / "hadpo.json", result)
@@ -261,6 +263,15 @@ def shr_text(shr: dict) -> str:
     if not shr["judged"]:
         return f"n/a (no sentence of {shr['sentences']} could be judged)"
     return f"{shr['shr']:.1%} ({shr['hallucinated']}/{shr['judged']})"
+
+
+def kinds_change(before: dict, after: dict) -> str:
+    """Hallucinated sentences by the kind of their false claim, before -> after ("position 87 -> 29,
+    ..."); empty when either measurement has no kinds (an LLM detector, a record from before them)."""
+    b, a = before.get("by_kind") or {}, after.get("by_kind") or {}
+    if not b or not a:
+        return ""
+    return ", ".join(f"{k} {b[k]} -> {a[k]}" for k in b)
 
 
 def summary_line(m: dict) -> str:

@@ -18,22 +18,22 @@ def image(**over) -> ImageAnnotation:
     return ImageAnnotation(**(fields | over))
 
 
-@pytest.mark.parametrize("sentence, reason", [
-    ("There is a star in the image.", "no star in the image"),
-    ("A small yellow ball at the top left.", "no small yellow ball in the image"),
-    ("A large red ball sits at the top left.", "no large red ball in the image"),
-    ("There are three boxes.", "2 boxes, not 3"),
-    ("There are two blue boxes and one ball.", None),
-    ("A small red ball at the bottom right.", "no ball at the bottom right"),
-    ('A sign reading "EXIT" at the center.', 'no text "EXIT" in the image'),
-    ("Two pyramids stand at the top.", "no pyramid in the image"),
+@pytest.mark.parametrize("sentence, reason, kind", [
+    ("There is a star in the image.", "no star in the image", "object"),
+    ("A small yellow ball at the top left.", "no small yellow ball in the image", "attribute"),
+    ("A large red ball sits at the top left.", "no large red ball in the image", "attribute"),
+    ("There are three boxes.", "2 boxes, not 3", "count"),
+    ("There are two blue boxes and one ball.", None, None),
+    ("A small red ball at the bottom right.", "no ball at the bottom right", "position"),
+    ('A sign reading "EXIT" at the center.', 'no text "EXIT" in the image', "text"),
+    ("Two pyramids stand at the top.", "no pyramid in the image", "object"),
 ])
-def test_false_claims_are_found_with_their_reason(sentence, reason):
+def test_false_claims_are_found_with_their_reason_and_kind(sentence, reason, kind):
     v = judge_sentence(sentence, image(), NAMES)
     if reason is None:
-        assert v.verdict == "correct", v.reasons
+        assert v.verdict == "correct" and v.kinds == [], v.reasons
     else:
-        assert v.verdict == "hallucinated" and v.reasons == [reason]
+        assert v.verdict == "hallucinated" and v.reasons == [reason] and v.kinds == [kind]
 
 
 @pytest.mark.parametrize("sentence", [
@@ -102,6 +102,11 @@ def test_counts_turn_singular_with_their_verb():
 def test_shr_counts_judged_sentences_only():
     ann = image()
     judged = [Judged(id=str(i), image="img.png", prompt="Describe.", text=t, sentences=detect(t, ann, NAMES))
-              for i, t in enumerate(["A star. A small red ball. It is nice.", "Two boxes. A cross."])]
-    assert shr(judged) == {"shr": 0.5, "hallucinated": 2, "judged": 4, "sentences": 5, "descriptions": 2}
-    assert shr([])["shr"] == 0.0
+              for i, t in enumerate(["A star. A small red ball. It is nice.", "Two boxes. A cross.",
+                                     'A yellow ball at the bottom right and a sign reading "EXIT".'])]
+    assert shr(judged) == {"shr": 0.6, "hallucinated": 3, "judged": 5, "sentences": 6, "descriptions": 3,
+                           "by_kind": {"object": 2, "attribute": 1, "count": 0, "position": 0, "text": 1}}
+    assert shr([])["shr"] == 0.0 and shr([])["by_kind"] == {}
+    # a detector that gives no kinds (an LLM's) gives no breakdown
+    plain = [j.model_copy(update={"sentences": [s.model_copy(update={"kinds": []}) for s in j.sentences]}) for j in judged]
+    assert shr(plain)["by_kind"] == {} and shr(plain)["shr"] == 0.6

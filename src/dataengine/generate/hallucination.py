@@ -31,6 +31,8 @@ from ..qtypes.vocabulary import COLOR_WORDS, SIZE_WORDS, color_of, plural, size_
 from ..records import ImageAnnotation, ObjectAnn
 
 VERDICTS = ("hallucinated", "correct", "unjudged")
+# What kind of claim a reason says is false, in the order of the module's docstring.
+CLAIM_KINDS = ("object", "attribute", "count", "position", "text")
 NUMBERS = {"one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6, "seven": 7, "eight": 8, "nine": 9, "ten": 10}
 _NUMBER_WORD = {v: k for k, v in NUMBERS.items()}
 
@@ -40,6 +42,8 @@ class SentenceVerdict(BaseModel):
     text: str
     verdict: str  # one of VERDICTS
     reasons: list[str] = Field(default_factory=list)  # why it is hallucinated ("no star in the image", ...)
+    # the CLAIM_KINDS of `reasons`, one each (the grounded detector's; an LLM's reasons have none)
+    kinds: list[str] = Field(default_factory=list)
 
 
 class Judged(BaseModel):
@@ -56,13 +60,19 @@ class Judged(BaseModel):
         return any(s.verdict == "hallucinated" for s in self.sentences)
 
 
-def shr(judged: list[Judged]) -> dict[str, float | int]:
+def shr(judged: list[Judged]) -> dict:
     """The sentence-level hallucination rate: hallucinated sentences / judged sentences (those that
-    are hallucinated or correct), over all descriptions; with the counts it comes from."""
+    are hallucinated or correct), over all descriptions; with the counts it comes from, and
+    `by_kind`: for each of CLAIM_KINDS, the hallucinated sentences with a false claim of that kind
+    (a sentence with two kinds counts under both; empty for a detector that gives no kinds): which
+    hallucinations a round changed, and which it left (a word the model cannot read is not one a
+    preference pair teaches it to read)."""
     bad = sum(s.verdict == "hallucinated" for j in judged for s in j.sentences)
     good = sum(s.verdict == "correct" for j in judged for s in j.sentences)
+    kinds = [set(s.kinds) for j in judged for s in j.sentences if s.verdict == "hallucinated"]
+    by_kind = {k: sum(k in ks for ks in kinds) for k in CLAIM_KINDS} if any(kinds) else {}
     return {"shr": bad / (bad + good) if bad + good else 0.0, "hallucinated": bad, "judged": bad + good,
-            "sentences": sum(len(j.sentences) for j in judged), "descriptions": len(judged)}
+            "sentences": sum(len(j.sentences) for j in judged), "descriptions": len(judged), "by_kind": by_kind}
 
 
 # ---- reading claims ----
@@ -161,13 +171,14 @@ def judge_sentence(sentence: str, ann: ImageAnnotation, names: list[str], exhaus
     is absent from the image (true of the synthetic world and of COCO's categories, not of Visual
     Genome, whose annotators named what they chose)."""
     claims = read_claims(sentence, names)
-    reasons, checked = [], 0
+    reasons, kinds, checked = [], [], 0
     missed = set(ann.inexhaustive)
     for m in claims.mentions:
         objs = [o for o in ann.objects if o.name == m.name]
         if not objs:
             if m.name in ann.absent or (exhaustive and m.name not in missed):
                 reasons.append(f"no {m.name} in the image")
+                kinds.append("object")
                 checked += 1
             continue
         checked += 1
@@ -175,20 +186,24 @@ def judge_sentence(sentence: str, ann: ImageAnnotation, names: list[str], exhaus
         if not fitting:
             said = " ".join(w for w in (m.size, m.color) if w)
             reasons.append(f"no {said} {m.name} in the image".replace("  ", " "))
+            kinds.append("attribute")
             continue
         if m.count is not None and m.name not in missed:
             n = len(fitting) if (m.color or m.size) else len(objs)
             if n != m.count:
                 reasons.append(f"{n} {m.name if n == 1 else plural(m.name)}, not {m.count}")
+                kinds.append("count")
                 continue
         if m.place and not any(in_grid_cell(o.bbox, ann.width, ann.height, m.place) for o in fitting):
             reasons.append(f"no {m.name} at the {m.place}")
+            kinds.append("position")
     for text, _ in claims.texts:
         checked += 1
         if not any(t.text.lower() == text.lower() for t in ann.texts):
             reasons.append(f'no text "{text}" in the image')
+            kinds.append("text")
     verdict = "hallucinated" if reasons else "correct" if checked else "unjudged"
-    return SentenceVerdict(text=sentence, verdict=verdict, reasons=reasons)
+    return SentenceVerdict(text=sentence, verdict=verdict, reasons=reasons, kinds=kinds)
 
 
 def detect(text: str, ann: ImageAnnotation, names: list[str], exhaustive: bool = True) -> list[SentenceVerdict]:

@@ -212,7 +212,7 @@ def _hallucination(run: Path, k: int) -> str:
         return ""
     data = json.loads(f.read_text())
     splits = list(data["before"]["pope"])
-    from ..hadpo import shr_text
+    from ..hadpo import kinds_change, shr_text
     rows = [[when, html.escape(shr_text(data[when]["shr"])),
              *(f"{data[when]['pope'][s]['f1']:.1%} / {data[when]['pope'][s]['accuracy']:.1%} / {data[when]['pope'][s]['yes_ratio']:.2f}"
                for s in splits)] for when in ("before", "after")]
@@ -226,8 +226,10 @@ def _hallucination(run: Path, k: int) -> str:
     examples = _table(["image", "rejected (the model's)", "chosen (corrected)", "what was false"], pairs) if pairs else ""
     trained = data.get("trained_pairs", data["pairs"])
     count = f"{trained} of {data['pairs']} pairs trained (the rest off-policy)" if trained != data["pairs"] else f"{data['pairs']} pairs"
+    change = kinds_change(data["before"]["shr"], data["after"]["shr"])
+    kinds = "<p>" + html.escape(f"Hallucinated sentences by false claim, before -> after: {change}") + "</p>" if change else ""
     return (f"<h2>Round {k}: hallucination round (HA-DPO), {count}, {data['heldout_images']} held-out images</h2>"
-            + table + examples)
+            + table + kinds + examples)
 
 
 def _evolution(run: Path, k: int, examples: int = 4) -> str:

@@ -156,14 +156,16 @@ def run_report(run_dir: str | Path, results: list[EvalResult] | None = None) -> 
 
 def hallucination_lines(run_dir: str | Path) -> list[str]:
     """One entry per hallucination round of a run directory (`round_k/hadpo.json`): its pairs, and
-    SHR and POPE F1 per split before and after DPO."""
-    from ..hadpo import summary_line
+    SHR and POPE F1 per split before and after DPO, and the hallucinated sentences by false claim."""
+    from ..hadpo import kinds_change, summary_line
     run_dir, out, k = Path(run_dir), [], 0
     while (rd := run_dir / f"round_{k}").is_dir():
         if (path := rd / "hadpo.json").exists():
             data = json.loads(path.read_text())
             out.append(f"round {k}, hallucination round ({data['pairs']} pairs):\n  before: {summary_line(data['before'])}"
                        f"\n  after:  {summary_line(data['after'])}")
+            if change := kinds_change(data["before"]["shr"], data["after"]["shr"]):
+                out[-1] += f"\n  hallucinated sentences by false claim: {change}"
         k += 1
     return out
 

@@ -14,6 +14,7 @@ import copy
 import math
 import os
 import random
+import warnings
 from pathlib import Path
 
 import torch
@@ -78,7 +79,10 @@ def train_dpo(vlm: VLM, pairs: list, image_root: str | Path, out_dir: str | Path
         callbacks=[log], optimizers=(param_groups_optimizer(model, cfg, family), None),
         **({"data_collator": two_image_collator()(processor=vlm.processor)} if two else {}))
     trainer.remove_callback(PrinterCallback)
-    seconds = run_trainer(trainer, model, cfg, out_dir, identity)
+    with warnings.catch_warnings():
+        # TRL reads transformers' deprecated `is_gradient_checkpointing` while it trains: not ours to mend
+        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+        seconds = run_trainer(trainer, model, cfg, out_dir, identity)
     return finish(vlm, model, trainer, out_dir, {"steps": steps, "pairs": len(pairs), "losses": log.losses,
                                                  **log.figures, "seconds": seconds})
 
