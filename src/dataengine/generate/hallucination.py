@@ -65,8 +65,7 @@ def shr(judged: list[Judged]) -> dict:
     are hallucinated or correct), over all descriptions; with the counts it comes from, and
     `by_kind`: for each of CLAIM_KINDS, the hallucinated sentences with a false claim of that kind
     (a sentence with two kinds counts under both; empty for a detector that gives no kinds): which
-    hallucinations a round changed, and which it left (a word the model cannot read is not one a
-    preference pair teaches it to read)."""
+    hallucinations a round changed, and which it left."""
     bad = sum(s.verdict == "hallucinated" for j in judged for s in j.sentences)
     good = sum(s.verdict == "correct" for j in judged for s in j.sentences)
     kinds = [set(s.kinds) for j in judged for s in j.sentences if s.verdict == "hallucinated"]
