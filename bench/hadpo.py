@@ -60,6 +60,18 @@ def grey_pairs(pairs: list[PreferencePair], folder: Path, size: int) -> list[Pre
     return [p.model_copy(update={"image": "grey.png", "rejected_image": p.rejected_image and "grey-other.png"}) for p in pairs]
 
 
+def kinds_table(rows: dict[str, dict]) -> Table:
+    """Each arm's hallucinated sentences by the kind of their false claim (`shr()`'s `by_kind`); blank
+    for a measurement recorded before kinds were, which a resumed bench reads back as it was."""
+    table = Table(title="Hallucinated sentences by false claim (a sentence with two kinds counts under both)")
+    for col in ("arm", *CLAIM_KINDS):
+        table.add_column(col, justify="right" if col != "arm" else "left")
+    for arm, m in rows.items():
+        by_kind = m["shr"].get("by_kind") or {}
+        table.add_row(arm, *(str(by_kind.get(k, "")) for k in CLAIM_KINDS))
+    return table
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--config", type=Path, default=Path("configs/hadpo.yaml"))
@@ -133,12 +145,7 @@ def main() -> None:
         table.add_row(arm, f"{m['shr']['shr']:.1%}", *(f"{m['pope'][s]['f1']:.1%}" for s in POPE_SPLITS),
                       f"{m['pope']['adversarial']['yes_ratio']:.2f}", f"{m['benchmark']:.1%}")
     console.print(table)
-    kinds = Table(title="Hallucinated sentences by false claim (a sentence with two kinds counts under both)")
-    for col in ("arm", *CLAIM_KINDS):
-        kinds.add_column(col, justify="right" if col != "arm" else "left")
-    for arm, m in rows.items():
-        kinds.add_row(arm, *(str(m["shr"]["by_kind"].get(k, "")) for k in CLAIM_KINDS))
-    console.print(kinds)
+    console.print(kinds_table(rows))
     base = rows["base"]
     for arm, m in rows.items():
         if arm == "base":

@@ -60,3 +60,18 @@ def test_the_grey_control_makes_pairs_training_accepts(tmp_path, monkeypatch):
     assert grey[1].rejected_image != grey[1].image
     pictures = {Image.open(tmp_path / "grey" / f).tobytes() for f in (grey[1].image, grey[1].rejected_image)}
     assert len(pictures) == 1 and Image.open(tmp_path / "grey" / "grey.png").size == (32, 32)
+
+
+def test_the_kinds_table_reads_measurements_with_and_without_kinds(monkeypatch):
+    """bench/hadpo.py resumes arms from their recorded measurements: one recorded before SHR had
+    kinds gives blank cells, not a KeyError after every arm has trained."""
+    from rich.console import Console
+    monkeypatch.syspath_prepend(str(BENCH))
+    from hadpo import kinds_table
+    kinds = {"object": 11, "attribute": 45, "count": 0, "position": 87, "text": 55}
+    rows = {"base": {"shr": {"shr": 0.37, "by_kind": kinds}}, "old": {"shr": {"shr": 0.25}}}
+    console = Console(record=True, width=120)
+    console.print(kinds_table(rows))
+    lines = console.export_text().splitlines()
+    assert [x.split() for x in lines if "base" in x] == [["│", "base", "│", "11", "│", "45", "│", "0", "│", "87", "│", "55", "│"]]
+    assert [x.split() for x in lines if "old" in x] == [["│", "old", "│", "│", "│", "│", "│", "│"]]

@@ -266,12 +266,10 @@ def shr_text(shr: dict) -> str:
 
 
 def kinds_change(before: dict, after: dict) -> str:
-    """Hallucinated sentences by the kind of their false claim, before -> after ("position 87 -> 29,
-    ..."); empty when either measurement has no kinds (an LLM detector, a record from before them)."""
+    """Hallucinated sentences by the kind of their false claim, before -> after ("object 11 -> 10,
+    ..."), from two `shr()` results; empty when either has no kinds (a record from before them)."""
     b, a = before.get("by_kind") or {}, after.get("by_kind") or {}
-    if not b or not a:
-        return ""
-    return ", ".join(f"{k} {b[k]} -> {a[k]}" for k in b)
+    return ", ".join(f"{k} {b[k]} -> {a[k]}" for k in b if k in a)
 
 
 def summary_line(m: dict) -> str:

@@ -1,7 +1,7 @@
 """The grounded hallucination detector and corrector on hand-made descriptions of a hand-made image."""
 import pytest
 
-from dataengine.generate.hallucination import Judged, correct, detect, judge_sentence, sentences, shr
+from dataengine.generate.hallucination import CLAIM_KINDS, Judged, correct, detect, judge_sentence, sentences, shr
 from dataengine.records import ImageAnnotation, ObjectAnn, TextAnn
 
 NAMES = ["ball", "box", "pyramid", "star", "ring", "cross"]
@@ -110,3 +110,12 @@ def test_shr_counts_judged_sentences_only():
     # a detector that gives no kinds (an LLM's) gives no breakdown
     plain = [j.model_copy(update={"sentences": [s.model_copy(update={"kinds": []}) for s in j.sentences]}) for j in judged]
     assert shr(plain)["by_kind"] == {} and shr(plain)["shr"] == 0.6
+    llm = [j.model_copy(update={"detector": "llm:some-model:hallucination-v1"}) for j in judged]
+    assert shr(llm)["by_kind"] == {}
+    # nothing hallucinated: every kind at zero, so a round that removes them all says so
+    clean = [Judged(id="c", image="img.png", prompt="Describe.", text="A small red ball.",
+                    sentences=detect("A small red ball.", ann, NAMES))]
+    assert shr(clean)["by_kind"] == dict.fromkeys(CLAIM_KINDS, 0)
+    from dataengine.hadpo import kinds_change
+    assert kinds_change(shr(judged), shr(clean)) == "object 2 -> 0, attribute 1 -> 0, count 0 -> 0, position 0 -> 0, text 1 -> 0"
+    assert kinds_change(shr(judged), shr(plain)) == ""

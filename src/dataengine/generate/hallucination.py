@@ -64,12 +64,14 @@ def shr(judged: list[Judged]) -> dict:
     """The sentence-level hallucination rate: hallucinated sentences / judged sentences (those that
     are hallucinated or correct), over all descriptions; with the counts it comes from, and
     `by_kind`: for each of CLAIM_KINDS, the hallucinated sentences with a false claim of that kind
-    (a sentence with two kinds counts under both; empty for a detector that gives no kinds): which
-    hallucinations a round changed, and which it left."""
+    (a sentence with two kinds counts under both): which hallucinations a round changed, and which
+    it left. Zero for every kind when nothing is hallucinated; empty when the verdicts carry no
+    kinds (the LLM detector's, or ones written before kinds were recorded)."""
     bad = sum(s.verdict == "hallucinated" for j in judged for s in j.sentences)
     good = sum(s.verdict == "correct" for j in judged for s in j.sentences)
     kinds = [set(s.kinds) for j in judged for s in j.sentences if s.verdict == "hallucinated"]
-    by_kind = {k: sum(k in ks for ks in kinds) for k in CLAIM_KINDS} if any(kinds) else {}
+    has_kinds = judged and all(j.detector == "grounded" for j in judged) and all(kinds)
+    by_kind = {k: sum(k in ks for ks in kinds) for k in CLAIM_KINDS} if has_kinds else {}
     return {"shr": bad / (bad + good) if bad + good else 0.0, "hallucinated": bad, "judged": bad + good,
             "sentences": sum(len(j.sentences) for j in judged), "descriptions": len(judged), "by_kind": by_kind}
 
