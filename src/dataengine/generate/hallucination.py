@@ -161,6 +161,12 @@ def read_claims(sentence: str, names: list[str]) -> Claims:
 
 # ---- judging ----
 
+def known_absent(name: str, ann: ImageAnnotation, exhaustive: bool = True) -> bool:
+    """Whether the annotation says the image has no `name` (it shows none): listed as absent, or
+    unlisted where the annotation is `exhaustive` and does not mark the name as possibly missed."""
+    return name in ann.absent or (exhaustive and name not in ann.inexhaustive)
+
+
 def _fits(o: ObjectAnn, m: Mention) -> bool:
     return ((m.color is None or color_of(o.attributes) in (None, m.color))
             and (m.size is None or size_of(o.attributes) in (None, m.size)))
@@ -177,7 +183,7 @@ def judge_sentence(sentence: str, ann: ImageAnnotation, names: list[str], exhaus
     for m in claims.mentions:
         objs = [o for o in ann.objects if o.name == m.name]
         if not objs:
-            if m.name in ann.absent or (exhaustive and m.name not in missed):
+            if known_absent(m.name, ann, exhaustive):
                 reasons.append(f"no {m.name} in the image")
                 kinds.append("object")
                 checked += 1
@@ -250,7 +256,7 @@ def correct_sentence(sentence: str, ann: ImageAnnotation, names: list[str], unus
     for m in claims.mentions:
         objs = [o for o in ann.objects if o.name == m.name]
         if not objs:
-            if not (m.name in ann.absent or (exhaustive and m.name not in missed)):
+            if not known_absent(m.name, ann, exhaustive):
                 continue
             return about_unused(sentence, claims, ann, unused)
         fitting = [o for o in objs if _fits(o, m)]

@@ -24,7 +24,7 @@ from pydantic import BaseModel, Field
 from ..errors import DataError
 from ..images import load_image, resolve
 from ..records import ImageAnnotation
-from .hallucination import Judged, correct, read_claims
+from .hallucination import Judged, correct, detect, known_absent, read_claims
 
 
 class PreferencePair(BaseModel):
@@ -106,7 +106,7 @@ def existence_pairs(judged: list[Judged], pool: dict[str, ImageAnnotation], name
         for name in named:
             if name in present:
                 chosen, rejected, reasons = "yes", "no", []
-            elif name in ann.absent or (exhaustive and name not in ann.inexhaustive):
+            elif known_absent(name, ann, exhaustive):
                 chosen, rejected, reasons = "no", "yes", [f"no {name} in the image"]
             else:
                 continue
@@ -129,14 +129,13 @@ def conditional_pairs(pairs: list[PreferencePair], pool: dict[str, ImageAnnotati
     is found makes no conditional pair. A conditional pair's id is "cond-" and its source pair's.
     mDPO corrupts the picture (a random crop); an image that contradicts the answer is the sharper
     negative where annotations say which one does."""
-    from .hallucination import detect
     images = sorted(pool)
     out = []
     for p in pairs:
         if p.rejected_image or p.image not in pool:
             continue
         order = random.Random(p.id).sample(images, min(tries + 1, len(images)))
-        other = next((i for i in order if i != p.image and _false_on(p, pool[i], names, exhaustive, detect)), None)
+        other = next((i for i in order if i != p.image and _false_on(p, pool[i], names, exhaustive)), None)
         if other is None:
             continue
         out.append(p.model_copy(update={
@@ -145,7 +144,7 @@ def conditional_pairs(pairs: list[PreferencePair], pool: dict[str, ImageAnnotati
     return out
 
 
-def _false_on(p: PreferencePair, ann: ImageAnnotation, names: list[str], exhaustive: bool, detect) -> bool:
+def _false_on(p: PreferencePair, ann: ImageAnnotation, names: list[str], exhaustive: bool) -> bool:
     if p.source == "hadpo-existence":
         mentions = read_claims(p.prompt, names).mentions
         if len(mentions) != 1:
@@ -153,7 +152,7 @@ def _false_on(p: PreferencePair, ann: ImageAnnotation, names: list[str], exhaust
         name, present = mentions[0].name, {o.name for o in ann.objects}
         if p.chosen == "no":
             return name in present
-        return name not in present and (name in ann.absent or (exhaustive and name not in ann.inexhaustive))
+        return name not in present and known_absent(name, ann, exhaustive)
     return any(v.verdict == "hallucinated" for v in detect(p.chosen, ann, names, exhaustive))
 
 
