@@ -273,6 +273,8 @@ def kinds_change(before: dict, after: dict) -> str:
 
 
 def summary_line(m: dict) -> str:
-    """One line of a measurement: SHR and each POPE split's F1."""
+    """One line of a measurement: SHR, the descriptions that loop (when recorded) and each POPE
+    split's F1."""
     pope = "  ".join(f"POPE {s} F1 {m['pope'][s]['f1']:.1%}" for s in POPE_SPLITS if s in m["pope"])
-    return f"SHR {shr_text(m['shr'])}  {pope}"
+    loops = f", {m['shr']['loops']} of {m['shr']['descriptions']} descriptions loop" if "loops" in m["shr"] else ""
+    return f"SHR {shr_text(m['shr'])}{loops}  {pope}"

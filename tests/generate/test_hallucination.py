@@ -26,6 +26,8 @@ def image(**over) -> ImageAnnotation:
     ("There are two blue boxes and one ball.", None, None),
     ("A small red ball at the bottom right.", "no ball at the bottom right", "position"),
     ('A sign reading "EXIT" at the center.', 'no text "EXIT" in the image', "text"),
+    ('A sign reading "STOP" at the top left.', "no sign at the top left", "position"),
+    ("A sign at the bottom right.", "no sign at the bottom right", "position"),
     ("Two pyramids stand at the top.", "no pyramid in the image", "object"),
 ])
 def test_false_claims_are_found_with_their_reason_and_kind(sentence, reason, kind):
@@ -42,6 +44,7 @@ def test_false_claims_are_found_with_their_reason_and_kind(sentence, reason, kin
     "The boxes are blue.",
     "Two large blue boxes at the bottom.",
     'A sign reads "STOP".',
+    "A sign at the center.",
     "A box at the bottom left and a box at the bottom right.",
 ])
 def test_true_sentences_are_left_alone(sentence):
@@ -59,6 +62,11 @@ def test_what_cannot_be_checked_is_not_judged():
     assert judge_sentence("A star at the top right.", image(), NAMES, exhaustive=False).verdict == "unjudged"
     # ... unless the pool says it is (LVIS's negatives)
     assert judge_sentence("A star.", image(absent=["star"]), NAMES, exhaustive=False).verdict == "hallucinated"
+    # a sign where the pool has no OCR boxes: it may not annotate text at all
+    assert judge_sentence("A sign at the top left.", image(texts=[]), NAMES).verdict == "unjudged"
+    # a sign that is part of a name the detector knows is judged as that object, not as a sign
+    stop = image(objects=[ObjectAnn(id=0, name="stop sign", bbox=(8, 8, 24, 24))], texts=[])
+    assert judge_sentence("A stop sign at the top left.", stop, ["stop sign"]).verdict == "correct"
 
 
 def test_a_place_on_a_grid_line_may_be_said_either_way():
@@ -75,11 +83,11 @@ def test_sentences_and_clauses():
 
 def test_correction_makes_every_sentence_true_and_keeps_the_true_ones_word_for_word():
     text = ("a small red ball at the top left; a large yellow box at the bottom left; there are three boxes; "
-            "a star at the top right; a sign reading \"EXIT\" at the center.")
+            "a star at the top right; a sign reading \"EXIT\" at the center; a sign at the top left.")
     ann = image()
     fixed = correct(text, ann, NAMES)
     assert fixed == ("a small red ball at the top left; a large blue box at the bottom left; there are two boxes; "
-                     "a sign reading \"STOP\" at the center.")
+                     "a sign reading \"STOP\" at the center; a sign at the center.")
     assert all(v.verdict == "correct" for v in detect(fixed, ann, NAMES))
 
 
@@ -105,7 +113,7 @@ def test_shr_counts_judged_sentences_only():
               for i, t in enumerate(["A star. A small red ball. It is nice.", "Two boxes. A cross.",
                                      'A yellow ball at the bottom right and a sign reading "EXIT".'])]
     assert shr(judged) == {"shr": 0.6, "hallucinated": 3, "judged": 5, "sentences": 6, "descriptions": 3,
-                           "by_kind": {"object": 2, "attribute": 1, "count": 0, "position": 0, "text": 1}}
+                           "by_kind": {"object": 2, "attribute": 1, "count": 0, "position": 0, "text": 1}, "loops": 0}
     assert shr([])["shr"] == 0.0 and shr([])["by_kind"] == {}
     # a detector that gives no kinds (an LLM's) gives no breakdown
     plain = [j.model_copy(update={"sentences": [s.model_copy(update={"kinds": []}) for s in j.sentences]}) for j in judged]
@@ -119,3 +127,17 @@ def test_shr_counts_judged_sentences_only():
     from dataengine.hadpo import kinds_change
     assert kinds_change(shr(judged), shr(clean)) == "object 2 -> 0, attribute 1 -> 0, count 0 -> 0, position 0 -> 0, text 1 -> 0"
     assert kinds_change(shr(judged), shr(plain)) == ""
+
+
+def test_shr_counts_the_descriptions_that_loop():
+    """DPO's degeneration ("a sign a sign a sign") makes no false claim, so SHR alone would not see it."""
+    ann = image()
+    texts = ["a sign a sign a sign a small red ball.", "A small red ball. A small red ball.", "the the the star.",
+             "a small red ball at the center; a small red ball at the center; a small red ball at the center."]
+    judged = [Judged(id=str(i), image="img.png", prompt="Describe.", text=t, sentences=detect(t, ann, NAMES))
+              for i, t in enumerate(texts)]
+    assert shr(judged)["loops"] == 2  # a phrase three times in a row; sentences said again apart are not a loop
+    from dataengine.hadpo import summary_line
+    line = summary_line({"shr": shr(judged), "pope": {}})
+    assert "2 of 4 descriptions loop" in line
+    assert "loop" not in summary_line({"shr": {k: v for k, v in shr(judged).items() if k != "loops"}, "pope": {}})

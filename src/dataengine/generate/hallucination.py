@@ -8,7 +8,9 @@ written); in each, the claims it makes are read against the annotation:
 - attributes: a colour or size that no object of that name on the image has;
 - counts: "two balls" where the image shows three (never for names the annotation may have missed);
 - positions: "at the top left" (the 3x3 grid region descriptions use) where no such object lies;
-- text: a sign "reading" a word the image does not show.
+- text: a sign "reading" a word the image does not show;
+- signs: a sign "at the top left" where the image's text (its OCR boxes) is not (a position claim;
+  a sign on an image without OCR boxes is not judged, as a pool need not annotate text).
 
 Each sentence is then `hallucinated` (a claim is false, with the reasons), `correct` (claims were
 checked and all hold) or `unjudged` (no claim that the annotation can check). The sentence-level
@@ -66,14 +68,21 @@ def shr(judged: list[Judged]) -> dict:
     `by_kind`: for each of CLAIM_KINDS, the hallucinated sentences with a false claim of that kind
     (a sentence with two kinds counts under both): which hallucinations a round changed, and which
     it left. Zero for every kind when nothing is hallucinated; empty when the verdicts carry no
-    kinds (the LLM detector's, or ones written before kinds were recorded)."""
+    kinds (the LLM detector's, or ones written before kinds were recorded). `loops`: descriptions
+    that say one phrase three times in a row ("a sign a sign a sign"), the degeneration DPO can
+    bring (its loss also lowers the chosen side's likelihood), which SHR does not see: such a
+    sentence need make no false claim."""
     bad = sum(s.verdict == "hallucinated" for j in judged for s in j.sentences)
     good = sum(s.verdict == "correct" for j in judged for s in j.sentences)
     kinds = [set(s.kinds) for j in judged for s in j.sentences if s.verdict == "hallucinated"]
     has_kinds = judged and all(j.detector == "grounded" for j in judged) and all(kinds)
     by_kind = {k: sum(k in ks for ks in kinds) for k in CLAIM_KINDS} if has_kinds else {}
     return {"shr": bad / (bad + good) if bad + good else 0.0, "hallucinated": bad, "judged": bad + good,
-            "sentences": sum(len(j.sentences) for j in judged), "descriptions": len(judged), "by_kind": by_kind}
+            "sentences": sum(len(j.sentences) for j in judged), "descriptions": len(judged), "by_kind": by_kind,
+            "loops": sum(bool(_LOOP.search(j.text)) for j in judged)}
+
+
+_LOOP = re.compile(r"\b(\w+(?: \w+)*) \1 \1\b", re.I)
 
 
 # ---- reading claims ----
@@ -106,6 +115,8 @@ class Mention:
 class Claims:
     mentions: list[Mention] = field(default_factory=list)
     texts: list[tuple[str, tuple[int, int]]] = field(default_factory=list)  # words a sign is said to read
+    # each sign named ("a sign", "a sign reading "X" at the top left"): the place said, and its span
+    signs: list[tuple[str | None, tuple[int, int] | None]] = field(default_factory=list)
 
 
 _WORD = re.compile(r"[A-Za-z]+")
@@ -154,9 +165,19 @@ def read_claims(sentence: str, names: list[str]) -> Claims:
             where = _CELL_NAMES[place.group(1)]
             mention.place, mention.place_span = where, (m.end() + place.start(1), m.end() + place.end(1))
         claims.mentions.append(mention)
-    for m in re.finditer(r'\b(?:reading|reads|says|saying|with the word)\s+"([^"]+)"', sentence, re.I):
+    for m in re.finditer(_READING, sentence):
         claims.texts.append((m.group(1), m.span(1)))
+    for m in re.finditer(r"\bsigns?\b", lower):
+        if any(a <= m.start() < b for a, b in (x.span for x in claims.mentions)):
+            continue  # part of a name the vocabulary has ("stop sign"): judged as that object
+        end = m.end() + (r.end() if (r := _READING.match(sentence[m.end():])) else 0)
+        place = _PLACE.match(lower[end:])
+        claims.signs.append((_CELL_NAMES[place.group(1)], (end + place.start(1), end + place.end(1))) if place
+                            else (None, None))
     return claims
+
+
+_READING = re.compile(r'\s*\b(?:reading|reads|says|saying|with the word)\s+"([^"]+)"', re.I)
 
 
 # ---- judging ----
@@ -203,6 +224,13 @@ def judge_sentence(sentence: str, ann: ImageAnnotation, names: list[str], exhaus
                 continue
         if m.place and not any(in_grid_cell(o.bbox, ann.width, ann.height, m.place) for o in fitting):
             reasons.append(f"no {m.name} at the {m.place}")
+            kinds.append("position")
+    # A sign's place is judged against the OCR boxes; with none on the image a sign is left unjudged,
+    # since a pool need not annotate text at all.
+    for place, _ in claims.signs if ann.texts else []:
+        checked += 1
+        if place and not any(in_grid_cell(t.bbox, ann.width, ann.height, place) for t in ann.texts):
+            reasons.append(f"no sign at the {place}")
             kinds.append("position")
     for text, _ in claims.texts:
         checked += 1
@@ -278,6 +306,10 @@ def correct_sentence(sentence: str, ann: ImageAnnotation, names: list[str], unus
                         edits.append(((verb.start(), verb.start() + 3), "is"))
         if m.place and not in_grid_cell(target.bbox, ann.width, ann.height, m.place):
             edits.append((m.place_span, grid_cell(target.bbox, ann.width, ann.height)))
+    for place, span in claims.signs if ann.texts else []:
+        if place and not any(in_grid_cell(t.bbox, ann.width, ann.height, place) for t in ann.texts):
+            said = [t for t in ann.texts if any(t.text.lower() == x.lower() for x, _ in claims.texts)]
+            edits.append((span, grid_cell((said or ann.texts)[0].bbox, ann.width, ann.height)))
     for text, span in claims.texts:
         if not any(t.text.lower() == text.lower() for t in ann.texts):
             if not ann.texts:
