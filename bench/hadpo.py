@@ -17,10 +17,14 @@ pairs then train other arms with the same steps and learning rate:
     dpo-iter    a second hallucination round from the DPO model: it describes the same pool images
                 anew, and its own new hallucinations make the next pairs (iterative, on-policy DPO)
 
+The dpo arm is trained `--seeds` times (default 3) on the same pairs, with training seeds 0, 1, ...
+(rows dpo, dpo-seed1, ...): one training's POPE F1 on 200 images moved by ten points from seed to
+seed, so the mean and range say what one run cannot.
+
 Each arm is measured on held-out images: SHR of its descriptions and POPE F1 per split, plus the
 multiple-choice benchmark's held-out accuracy. Prints the table and writes figures.json. Usage:
 
-    python bench/hadpo.py [--config configs/hadpo.yaml] [--out runs/bench-hadpo] [--arms dpo sft blank]
+    python bench/hadpo.py [--config configs/hadpo.yaml] [--out runs/bench-hadpo] [--arms dpo sft blank] [--seeds 3]
 """
 from __future__ import annotations
 
@@ -61,15 +65,28 @@ def grey_pairs(pairs: list[PreferencePair], folder: Path, size: int) -> list[Pre
 
 
 def kinds_table(rows: dict[str, dict]) -> Table:
-    """Each arm's hallucinated sentences by the kind of their false claim (`shr()`'s `by_kind`); blank
-    for a measurement recorded before kinds were, which a resumed bench reads back as it was."""
+    """Each arm's hallucinated sentences by the kind of their false claim (`shr()`'s `by_kind`), and
+    its descriptions that loop (`loops`); blank for a measurement recorded before these were, which
+    a resumed bench reads back as it was."""
     table = Table(title="Hallucinated sentences by false claim (a sentence with two kinds counts under both)")
-    for col in ("arm", *CLAIM_KINDS):
+    for col in ("arm", *CLAIM_KINDS, "loops"):
         table.add_column(col, justify="right" if col != "arm" else "left")
     for arm, m in rows.items():
         by_kind = m["shr"].get("by_kind") or {}
-        table.add_row(arm, *(str(by_kind.get(k, "")) for k in CLAIM_KINDS))
+        table.add_row(arm, *(str(by_kind.get(k, "")) for k in CLAIM_KINDS), str(m["shr"].get("loops", "")))
     return table
+
+
+def spread_line(runs: list[dict], base: dict) -> str:
+    """The dpo arm over its training seeds: SHR and adversarial POPE F1, mean and range, and the mean
+    against the base's. One line."""
+    shr = [m["shr"]["shr"] for m in runs]
+    f1 = [m["pope"]["adversarial"]["f1"] for m in runs]
+    mean_shr, mean_f1 = sum(shr) / len(shr), sum(f1) / len(f1)
+    ratio = f"x{mean_shr / base['shr']['shr']:.2f}" if base["shr"]["shr"] else "n/a"
+    return (f"dpo over {len(runs)} training seeds: SHR {mean_shr:.1%} ({min(shr):.1%}-{max(shr):.1%}), {ratio} of the base's; "
+            f"adversarial POPE F1 {mean_f1:.1%} ({min(f1):.1%}-{max(f1):.1%}), "
+            f"{mean_f1 - base['pope']['adversarial']['f1']:+.1%} on the base's")
 
 
 def main() -> None:
@@ -77,6 +94,8 @@ def main() -> None:
     ap.add_argument("--config", type=Path, default=Path("configs/hadpo.yaml"))
     ap.add_argument("--out", type=Path, default=Path("runs/bench-hadpo"))
     ap.add_argument("--arms", nargs="+", default=ARMS, choices=ARMS)
+    ap.add_argument("--seeds", type=int, default=3,
+                    help="train the dpo arm this many times, on the same pairs with training seeds 0, 1, ...: its spread")
     ap.add_argument("--on-policy-gap", type=float, default=0.25,
                     help="the on-policy arm leaves out pairs whose chosen side is less likely per token than the rejected by more")
     args = ap.parse_args()
@@ -108,12 +127,16 @@ def main() -> None:
         console.rule("dpo-iter: a second hallucination round from the DPO model")
         it = run_hadpo(dpo_dir / "model", cfg, inputs, args.out / "dpo-iter", log=console.print)
         rows["dpo-iter"] = it["after"] | {"benchmark": bench_accuracy(args.out / "dpo-iter" / "model", args.out / "dpo-iter" / "eval")}
-    for arm in [a for a in args.arms if a not in ("dpo", "dpo-iter")]:
+    seeds = [f"dpo-seed{k}" for k in range(1, args.seeds)] if "dpo" in args.arms else []
+    for arm in seeds + [a for a in args.arms if a not in ("dpo", "dpo-iter")]:
         d = args.out / arm
         if not (d / "model" / "config.json").exists():
             console.rule(arm)
             vlm = VLM.load(base_model)
-            if arm == "sft":
+            if arm.startswith("dpo-seed"):
+                train_dpo(vlm, pairs, inputs.image_root, d / "model",
+                          h.train.model_copy(update={"seed": h.train.seed + cfg.seed + int(arm.removeprefix("dpo-seed"))}))
+            elif arm == "sft":
                 samples = [Sample(id=p.id, image=p.image, instruction=p.prompt, answer=p.chosen, short_answer=p.chosen,
                                   options=[], choice_answer="", qtype=0, source="hadpo-chosen") for p in pairs]
                 t = h.train
@@ -154,6 +177,8 @@ def main() -> None:
         ratio = m["shr"]["shr"] / base["shr"]["shr"] if base["shr"]["shr"] else float("nan")
         console.print(f"{arm}: adversarial POPE F1 {gain:+.1%} (target +10 points); SHR x{ratio:.2f} of the base's "
                       f"(target <= 0.50); benchmark {m['benchmark'] - base['benchmark']:+.1%}")
+    if seeds:
+        console.print(spread_line([rows[a] for a in ["dpo", *seeds]], base))
     minutes = (time.monotonic() - started) / 60
     console.print(f"{minutes:.0f} minutes in all")
     figures = {"pairs": len(pairs), "off_policy": off, "heldout_images": len(heldout), "arms": rows, "minutes": minutes}

@@ -69,9 +69,21 @@ def test_the_kinds_table_reads_measurements_with_and_without_kinds(monkeypatch):
     monkeypatch.syspath_prepend(str(BENCH))
     from hadpo import kinds_table
     kinds = {"object": 11, "attribute": 45, "count": 0, "position": 87, "text": 55}
-    rows = {"base": {"shr": {"shr": 0.37, "by_kind": kinds}}, "old": {"shr": {"shr": 0.25}}}
+    rows = {"base": {"shr": {"shr": 0.37, "by_kind": kinds, "loops": 3}}, "old": {"shr": {"shr": 0.25}}}
     console = Console(record=True, width=120)
     console.print(kinds_table(rows))
     lines = console.export_text().splitlines()
-    assert [x.split() for x in lines if "base" in x] == [["│", "base", "│", "11", "│", "45", "│", "0", "│", "87", "│", "55", "│"]]
-    assert [x.split() for x in lines if "old" in x] == [["│", "old", "│", "│", "│", "│", "│", "│"]]
+    assert [x.split() for x in lines if "base" in x] == [["│", "base", "│", "11", "│", "45", "│", "0", "│", "87", "│", "55", "│", "3", "│"]]
+    assert [x.split() for x in lines if "old" in x] == [["│", "old", "│", "│", "│", "│", "│", "│", "│"]]
+
+
+def test_the_spread_line_gives_the_mean_and_range_over_seeds(monkeypatch):
+    monkeypatch.syspath_prepend(str(BENCH))
+    from hadpo import spread_line
+
+    def m(shr, f1):
+        return {"shr": {"shr": shr}, "pope": {"adversarial": {"f1": f1}}}
+    line = spread_line([m(0.25, 0.70), m(0.20, 0.60), m(0.30, 0.80)], m(0.40, 0.55))
+    assert line == ("dpo over 3 training seeds: SHR 25.0% (20.0%-30.0%), x0.62 of the base's; "
+                    "adversarial POPE F1 70.0% (60.0%-80.0%), +15.0% on the base's")
+    assert "n/a of the base's" in spread_line([m(0.1, 0.5)], m(0.0, 0.5))
