@@ -920,7 +920,18 @@ def review(run_dir: Path = typer.Argument(..., help="The run directory whose ite
 
 
 def main() -> None:
-    app()
+    try:
+        app()
+    finally:
+        _leave_process_group()
+
+
+def _leave_process_group() -> None:
+    # Under torchrun the Trainer joins a gloo group; one left for interpreter exit to tear down
+    # can abort the process ("terminate called without an active exception") after its work is done.
+    dist = sys.modules.get("torch.distributed")
+    if dist is not None and dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
 
 
 if __name__ == "__main__":
