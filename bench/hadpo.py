@@ -99,6 +99,8 @@ def main() -> None:
     ap.add_argument("--on-policy-gap", type=float, default=0.25,
                     help="the on-policy arm leaves out pairs whose chosen side is less likely per token than the rejected by more")
     args = ap.parse_args()
+    if args.seeds < 1:
+        ap.error("--seeds: at least 1 (the dpo arm itself)")
     console = Console()
     started = time.monotonic()
     cfg = load_config(args.config)

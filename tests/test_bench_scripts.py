@@ -24,6 +24,7 @@ def test_bad_config_is_one_line(tmp_path, script):
 @pytest.mark.parametrize("args, says", [
     (["abs_vs_uniform.py", "--strategies", "sqrt-eror"], "did you mean 'sqrt-error'"),  # before any model is built
     (["hadpo.py", "--arms", "dop"], "invalid choice: 'dop'"),
+    (["hadpo.py", "--seeds", "0"], "--seeds: at least 1"),
     (["option_scoring.py", "--family", "llavaa"], "family: unknown tiny model family 'llavaa'"),
     (["binding.py", "--text-items", "5"], "--text-items: at least"),
     (["learnability.py", "--ground-attention", "-1"], "--ground-attention: 0 or more"),
