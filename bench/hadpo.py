@@ -86,7 +86,7 @@ def spread_line(runs: list[dict], base: dict) -> str:
     ratio = f"x{mean_shr / base['shr']['shr']:.2f}" if base["shr"]["shr"] else "n/a"
     return (f"dpo over {len(runs)} training seeds: SHR {mean_shr:.1%} ({min(shr):.1%}-{max(shr):.1%}), {ratio} of the base's; "
             f"adversarial POPE F1 {mean_f1:.1%} ({min(f1):.1%}-{max(f1):.1%}), "
-            f"{mean_f1 - base['pope']['adversarial']['f1']:+.1%} on the base's")
+            f"{100 * (mean_f1 - base['pope']['adversarial']['f1']):+.1f} points on the base's")
 
 
 def main() -> None:

@@ -86,5 +86,5 @@ def test_the_spread_line_gives_the_mean_and_range_over_seeds(monkeypatch):
         return {"shr": {"shr": shr}, "pope": {"adversarial": {"f1": f1}}}
     line = spread_line([m(0.25, 0.70), m(0.20, 0.60), m(0.30, 0.80)], m(0.40, 0.55))
     assert line == ("dpo over 3 training seeds: SHR 25.0% (20.0%-30.0%), x0.62 of the base's; "
-                    "adversarial POPE F1 70.0% (60.0%-80.0%), +15.0% on the base's")
+                    "adversarial POPE F1 70.0% (60.0%-80.0%), +15.0 points on the base's")
     assert "n/a of the base's" in spread_line([m(0.1, 0.5)], m(0.0, 0.5))

@@ -26,7 +26,7 @@ def image(**over) -> ImageAnnotation:
     ("There are two blue boxes and one ball.", None, None),
     ("A small red ball at the bottom right.", "no ball at the bottom right", "position"),
     ('A sign reading "EXIT" at the center.', 'no text "EXIT" in the image', "text"),
-    ('A sign reading "STOP" at the top left.', "no sign at the top left", "position"),
+    ('A sign reading "STOP" at the top left.', 'no sign reading "STOP" at the top left', "position"),
     ("A sign at the bottom right.", "no sign at the bottom right", "position"),
     ("Two pyramids stand at the top.", "no pyramid in the image", "object"),
 ])
@@ -64,9 +64,23 @@ def test_what_cannot_be_checked_is_not_judged():
     assert judge_sentence("A star.", image(absent=["star"]), NAMES, exhaustive=False).verdict == "hallucinated"
     # a sign where the pool has no OCR boxes: it may not annotate text at all
     assert judge_sentence("A sign at the top left.", image(texts=[]), NAMES).verdict == "unjudged"
+    # a sign said nowhere in particular claims nothing the boxes check: a loop of them is no sentence judged
+    assert judge_sentence("a sign a sign a sign.", image(), NAMES).verdict == "unjudged"
     # a sign that is part of a name the detector knows is judged as that object, not as a sign
     stop = image(objects=[ObjectAnn(id=0, name="stop sign", bbox=(8, 8, 24, 24))], texts=[])
     assert judge_sentence("A stop sign at the top left.", stop, ["stop sign"]).verdict == "correct"
+
+
+def test_a_sign_s_word_and_place_are_judged_together():
+    """With several signs, a word said at another sign's place is false, and the corrector moves each
+    sign to where its own word is."""
+    two = image(texts=[TextAnn(text="STOP", bbox=(4, 4, 28, 20)), TextAnn(text="EXIT", bbox=(68, 76, 92, 92))])
+    v = judge_sentence('A sign reading "STOP" at the bottom right.', two, NAMES)
+    assert v.verdict == "hallucinated" and v.reasons == ['no sign reading "STOP" at the bottom right'] and v.kinds == ["position"]
+    assert judge_sentence('A sign reading "EXIT" at the bottom right.', two, NAMES).verdict == "correct"
+    assert judge_sentence("A sign at the bottom right.", two, NAMES).verdict == "correct"
+    fixed = correct('a sign reading "EXIT" at the top right; a sign reading "STOP" at the bottom left.', two, NAMES)
+    assert fixed == 'a sign reading "EXIT" at the bottom right; a sign reading "STOP" at the top left.'
 
 
 def test_a_place_on_a_grid_line_may_be_said_either_way():

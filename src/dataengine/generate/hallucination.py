@@ -115,8 +115,9 @@ class Mention:
 class Claims:
     mentions: list[Mention] = field(default_factory=list)
     texts: list[tuple[str, tuple[int, int]]] = field(default_factory=list)  # words a sign is said to read
-    # each sign named ("a sign", "a sign reading "X" at the top left"): the place said, and its span
-    signs: list[tuple[str | None, tuple[int, int] | None]] = field(default_factory=list)
+    # each sign said to be somewhere ("a sign reading "X" at the top left"): the place, its span, and
+    # the word it is said to read there (None when none is)
+    signs: list[tuple[str, tuple[int, int], str | None]] = field(default_factory=list)
 
 
 _WORD = re.compile(r"[A-Za-z]+")
@@ -171,9 +172,9 @@ def read_claims(sentence: str, names: list[str]) -> Claims:
         if any(a <= m.start() < b for a, b in (x.span for x in claims.mentions)):
             continue  # part of a name the vocabulary has ("stop sign"): judged as that object
         end = m.end() + (r.end() if (r := _READING.match(sentence[m.end():])) else 0)
-        place = _PLACE.match(lower[end:])
-        claims.signs.append((_CELL_NAMES[place.group(1)], (end + place.start(1), end + place.end(1))) if place
-                            else (None, None))
+        if place := _PLACE.match(lower[end:]):  # "a sign" alone claims nothing the boxes can check
+            claims.signs.append((_CELL_NAMES[place.group(1)], (end + place.start(1), end + place.end(1)),
+                                 r.group(1) if r else None))
     return claims
 
 
@@ -227,10 +228,10 @@ def judge_sentence(sentence: str, ann: ImageAnnotation, names: list[str], exhaus
             kinds.append("position")
     # A sign's place is judged against the OCR boxes; with none on the image a sign is left unjudged,
     # since a pool need not annotate text at all.
-    for place, _ in claims.signs if ann.texts else []:
+    for place, _, word in claims.signs if ann.texts else []:
         checked += 1
-        if place and not any(in_grid_cell(t.bbox, ann.width, ann.height, place) for t in ann.texts):
-            reasons.append(f"no sign at the {place}")
+        if not any(in_grid_cell(t.bbox, ann.width, ann.height, place) for t in _boxes(ann, word)):
+            reasons.append(f"no sign at the {place}" if word is None else f'no sign reading "{word}" at the {place}')
             kinds.append("position")
     for text, _ in claims.texts:
         checked += 1
@@ -239,6 +240,12 @@ def judge_sentence(sentence: str, ann: ImageAnnotation, names: list[str], exhaus
             kinds.append("text")
     verdict = "hallucinated" if reasons else "correct" if checked else "unjudged"
     return SentenceVerdict(text=sentence, verdict=verdict, reasons=reasons, kinds=kinds)
+
+
+def _boxes(ann: ImageAnnotation, word: str | None) -> list:
+    """The OCR boxes a sign said to read `word` can be: those with that word, else (a wrong or no
+    word, judged as text on its own) every one."""
+    return [t for t in ann.texts if word and t.text.lower() == word.lower()] or ann.texts
 
 
 def detect(text: str, ann: ImageAnnotation, names: list[str], exhaustive: bool = True) -> list[SentenceVerdict]:
@@ -306,10 +313,10 @@ def correct_sentence(sentence: str, ann: ImageAnnotation, names: list[str], unus
                         edits.append(((verb.start(), verb.start() + 3), "is"))
         if m.place and not in_grid_cell(target.bbox, ann.width, ann.height, m.place):
             edits.append((m.place_span, grid_cell(target.bbox, ann.width, ann.height)))
-    for place, span in claims.signs if ann.texts else []:
-        if place and not any(in_grid_cell(t.bbox, ann.width, ann.height, place) for t in ann.texts):
-            said = [t for t in ann.texts if any(t.text.lower() == x.lower() for x, _ in claims.texts)]
-            edits.append((span, grid_cell((said or ann.texts)[0].bbox, ann.width, ann.height)))
+    for place, span, word in claims.signs if ann.texts else []:
+        boxes = _boxes(ann, word)
+        if not any(in_grid_cell(t.bbox, ann.width, ann.height, place) for t in boxes):
+            edits.append((span, grid_cell(boxes[0].bbox, ann.width, ann.height)))
     for text, span in claims.texts:
         if not any(t.text.lower() == text.lower() for t in ann.texts):
             if not ann.texts:
