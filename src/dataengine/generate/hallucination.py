@@ -30,7 +30,7 @@ from pydantic import BaseModel, Field
 
 from ..qtypes.geometry import CELLS, grid_cell, in_grid_cell
 from ..qtypes.vocabulary import COLOR_WORDS, SIZE_WORDS, color_of, plural, size_of
-from ..records import ImageAnnotation, ObjectAnn
+from ..records import ImageAnnotation, ObjectAnn, TextAnn
 
 VERDICTS = ("hallucinated", "correct", "unjudged")
 # What kind of claim a reason says is false, in the order of the module's docstring.
@@ -230,7 +230,7 @@ def judge_sentence(sentence: str, ann: ImageAnnotation, names: list[str], exhaus
     # since a pool need not annotate text at all.
     for place, _, word in claims.signs if ann.texts else []:
         checked += 1
-        if not any(in_grid_cell(t.bbox, ann.width, ann.height, place) for t in _boxes(ann, word)):
+        if _misplaced_sign(ann, place, word):
             reasons.append(f"no sign at the {place}" if word is None else f'no sign reading "{word}" at the {place}')
             kinds.append("position")
     for text, _ in claims.texts:
@@ -242,10 +242,12 @@ def judge_sentence(sentence: str, ann: ImageAnnotation, names: list[str], exhaus
     return SentenceVerdict(text=sentence, verdict=verdict, reasons=reasons, kinds=kinds)
 
 
-def _boxes(ann: ImageAnnotation, word: str | None) -> list:
-    """The OCR boxes a sign said to read `word` can be: those with that word, else (a wrong or no
-    word, judged as text on its own) every one."""
-    return [t for t in ann.texts if word and t.text.lower() == word.lower()] or ann.texts
+def _misplaced_sign(ann: ImageAnnotation, place: str, word: str | None) -> TextAnn | None:
+    """For a sign said to be at `place` reading `word`: None when an OCR box it can be lies there,
+    else the box it can be (the first). The boxes it can be: those with that word, else (a wrong
+    or no word, judged as text on its own) every one."""
+    boxes = [t for t in ann.texts if word and t.text.lower() == word.lower()] or ann.texts
+    return None if any(in_grid_cell(t.bbox, ann.width, ann.height, place) for t in boxes) else boxes[0]
 
 
 def detect(text: str, ann: ImageAnnotation, names: list[str], exhaustive: bool = True) -> list[SentenceVerdict]:
@@ -314,9 +316,8 @@ def correct_sentence(sentence: str, ann: ImageAnnotation, names: list[str], unus
         if m.place and not in_grid_cell(target.bbox, ann.width, ann.height, m.place):
             edits.append((m.place_span, grid_cell(target.bbox, ann.width, ann.height)))
     for place, span, word in claims.signs if ann.texts else []:
-        boxes = _boxes(ann, word)
-        if not any(in_grid_cell(t.bbox, ann.width, ann.height, place) for t in boxes):
-            edits.append((span, grid_cell(boxes[0].bbox, ann.width, ann.height)))
+        if box := _misplaced_sign(ann, place, word):
+            edits.append((span, grid_cell(box.bbox, ann.width, ann.height)))
     for text, span in claims.texts:
         if not any(t.text.lower() == text.lower() for t in ann.texts):
             if not ann.texts:
