@@ -130,3 +130,22 @@ def test_train_grounds_attention_with_the_pool_as_the_loop_does(tmp_path, world,
     r = CliRunner().invoke(app, args[:2] + [str(tmp_path / "q")] + args[3:] + ["--out", str(tmp_path / "qm"), "--pool", str(world.pool)])
     assert r.exit_code == 0, r.output
     assert grounded == [] and "--pool not used" in " ".join(r.output.split())
+
+
+def test_main_leaves_the_process_group_it_joined(monkeypatch, tmp_path):
+    """Under torchrun a gloo group left to interpreter teardown can abort the process after its work."""
+    import torch.distributed as dist
+
+    from dataengine import cli
+
+    def command():
+        dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1)
+        raise SystemExit(0)  # as typer ends every command
+    monkeypatch.setattr(cli, "app", command)
+    try:
+        with pytest.raises(SystemExit):
+            cli.main()
+        assert not dist.is_initialized()
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()

@@ -9,7 +9,7 @@ from typer.testing import CliRunner
 from dataengine import hadpo
 from dataengine.cli import app
 from dataengine.config import HADPOConfig, dump_config
-from dataengine.generate.hallucination import CLAIM_KINDS, Judged
+from dataengine.generate.hallucination import CLAIM_KINDS, Judged, shr
 from dataengine.generate.pairs import PreferencePair
 from dataengine.loop import Loop
 from dataengine.records import read_jsonl
@@ -70,6 +70,7 @@ def test_hallucination_round_in_the_loop(finished):
     assert set(h["before"]["pope_f1"]) == {"random", "popular", "adversarial"}
     assert 0 <= h["before"]["shr"] <= 1 and stored["before"]["shr"]["judged"] > 0
     assert "hallucination" not in summary["rounds"][0]
+    assert h["after"]["loops"] == stored["after"]["shr"]["loops"] == shr(read_jsonl(rd / "after" / "judged.jsonl", Judged))["loops"]
     # SHR's breakdown by the kind of false claim counts the sentences of the stored verdicts
     held_judged = read_jsonl(rd / "before" / "judged.jsonl", Judged)
     kinds = stored["before"]["shr"]["by_kind"]
@@ -83,6 +84,7 @@ def test_hallucination_round_in_the_loop(finished):
     page = write_html([run], run / "report.html").read_text()
     assert "hallucination round (HA-DPO)" in page and "SHR" in page and "chosen (corrected)" in page
     assert f"by false claim, before -&gt; after: object {kinds['object']} -&gt; " in page
+    assert f"{stored['after']['shr']['loops']} of 12 descriptions loop" in page
     # a second run of the same command finds everything done and changes nothing
     mtime = (rd / "pairs.jsonl").stat().st_mtime_ns
     from rich.console import Console

@@ -354,9 +354,11 @@ class Loop:
 
 
 def hallucination_figures(hadpo: dict) -> dict:
-    """A hallucination round's figures for summary.json: SHR and POPE F1 per split, before and after."""
+    """A hallucination round's figures for summary.json: SHR, the descriptions that loop (when
+    recorded) and POPE F1 per split, before and after."""
     def short(m: dict) -> dict:
         return {"shr": m["shr"]["shr"], "pope_f1": {s: x["f1"] for s, x in m["pope"].items()},
-                "pope_accuracy": {s: x["accuracy"] for s, x in m["pope"].items()}}
+                "pope_accuracy": {s: x["accuracy"] for s, x in m["pope"].items()}} | (
+                    {"loops": m["shr"]["loops"]} if "loops" in m["shr"] else {})
     return {"before": short(hadpo["before"]), "after": short(hadpo["after"]), "pairs": hadpo["pairs"],
             "off_policy": hadpo.get("off_policy", 0), "trained_pairs": hadpo.get("trained_pairs", hadpo["pairs"])}

@@ -213,7 +213,7 @@ def _hallucination(run: Path, k: int) -> str:
     data = json.loads(f.read_text())
     splits = list(data["before"]["pope"])
     from ..hadpo import kinds_change, shr_text
-    rows = [[when, html.escape(shr_text(data[when]["shr"])),
+    rows = [[when, html.escape(shr_text(data[when]["shr"]) + _loops(data[when]["shr"])),
              *(f"{data[when]['pope'][s]['f1']:.1%} / {data[when]['pope'][s]['accuracy']:.1%} / {data[when]['pope'][s]['yes_ratio']:.2f}"
                for s in splits)] for when in ("before", "after")]
     table = _table(["", "SHR (hallucinated / judged sentences)", *(f"POPE {s}: F1 / accuracy / yes-ratio" for s in splits)], rows)
@@ -230,6 +230,10 @@ def _hallucination(run: Path, k: int) -> str:
     kinds = "<p>" + html.escape(f"Hallucinated sentences by false claim, before -> after: {change}") + "</p>" if change else ""
     return (f"<h2>Round {k}: hallucination round (HA-DPO), {count}, {data['heldout_images']} held-out images</h2>"
             + table + kinds + examples)
+
+
+def _loops(shr: dict) -> str:
+    return f"; {shr['loops']} of {shr['descriptions']} descriptions loop" if "loops" in shr else ""
 
 
 def _evolution(run: Path, k: int, examples: int = 4) -> str:
